@@ -1,0 +1,35 @@
+"""One SparkSession per process, built from the run's master setting.
+
+Locally the master is ``local[*]``; on a cluster the stage runs under ``spark-submit --master ...``
+and the session picks up that master (``getOrCreate`` reuses an active session's settings).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def get_spark(master: str, app_name: str = "retrainer") -> SparkSession:
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.appName(app_name)
+    if "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
+        builder = builder.master(master)
+    return (
+        builder.config("spark.ui.showConsoleProgress", "false")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", os.environ.get("RETRAINER_SHUFFLE_PARTITIONS", "8"))
+        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        .config("spark.driver.memory", os.environ.get("RETRAINER_SPARK_DRIVER_MEMORY", "2g"))
+        .getOrCreate()
+    )
