@@ -52,7 +52,13 @@ class RawReader:
             header = read_header(self.spark, uri)
             groups[tuple(header)].append(uri)
             self.manifest.append(
-                {"source": source, "date": day.isoformat(), "file": uri, "missing": [c for c in types if c not in header]}
+                {
+                    "source": source,
+                    "date": day.isoformat(),
+                    "file": uri,
+                    "expected": list(types),
+                    "missing": [c for c in types if c not in header],
+                }
             )
         frames = []
         for header, uris in groups.items():

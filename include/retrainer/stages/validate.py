@@ -1,0 +1,162 @@
+"""Stage 2, validate (Great Expectations 1.x): the run's features against the workload's contract.
+
+Three suites, all derived from the contract: the raw partitions had every column the workload
+reads; the feature table's columns, types, nulls, ranges, categories and label rate; and the rows
+per day. A failure raises :class:`ValidationFailed` listing every failed expectation with what was
+observed, after the JSON results and the Data Docs site are written, so nothing downstream runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from retrainer import atomic
+from retrainer.config import RunConfig
+from retrainer.layout import RunLayout
+from retrainer.spark_session import get_spark
+from retrainer.workloads import get_workload
+
+log = logging.getLogger(__name__)
+
+
+class ValidationFailed(ValueError):
+    """The features broke the contract; the message lists each failed expectation."""
+
+
+def _expectation(spec: dict[str, Any]) -> Any:
+    import great_expectations as gx
+
+    class_name = "".join(part.capitalize() for part in spec["type"].split("_"))
+    return getattr(gx.expectations, class_name)(**spec["kwargs"])
+
+
+def validate_features(features: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+    """Validate the outputs of :func:`retrainer.stages.features.build_features` (its returned dict)."""
+    workload = get_workload(cfg.workload)
+    contract = workload.contract
+    layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
+    spark = get_spark(cfg.spark_master)
+    with atomic.staged_dir(layout.validation) as staging:
+        summary = _run_suites(features, contract, spark, staging, layout.validation)
+    if not summary["success"]:
+        raise ValidationFailed(
+            f"{len(summary['failed'])} expectation(s) failed for run {cfg.run_date} "
+            f"(results: {summary['results_uri']}, Data Docs: {summary['data_docs_uri']}):\n  "
+            + "\n  ".join(summary["failed"])
+        )
+    log.info("validation passed: %s expectations; Data Docs at %s", summary["evaluated"], summary["data_docs_uri"])
+    return summary
+
+
+def _run_suites(features: dict[str, Any], contract: Any, spark: Any, staging: Path, final: Path) -> dict[str, Any]:
+    import great_expectations as gx
+    import pandas as pd
+
+    docs_dir = staging / "data_docs"
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = {"globally": False}
+    ctx.add_data_docs_site(
+        site_name="retrainer",
+        site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    spark_source = ctx.data_sources.add_spark(name="features")
+    pandas_source = ctx.data_sources.add_pandas(name="run_metadata")
+
+    manifest = pd.DataFrame(_manifest_rows(atomic.read_json(features["raw_manifest_uri"])))
+    daily = pd.DataFrame(atomic.read_json(features["daily_counts_uri"]))
+    table = spark.read.parquet(features["train_uri"]).unionByName(spark.read.parquet(features["eval_uri"]))
+
+    raw_columns = [c for c in manifest.columns if c not in ("source", "date")]
+    suites = {
+        "raw_partitions": (
+            pandas_source,
+            manifest,
+            [{"type": "expect_column_values_to_be_in_set", "kwargs": {"column": c, "value_set": [True]}} for c in raw_columns],
+        ),
+        "feature_table": (spark_source, table, contract.expectations()),
+        "rows_per_day": (pandas_source, daily, contract.daily_expectations(list(daily["date"]))),
+    }
+    results: dict[str, Any] = {}
+    failures: list[str] = []
+    for name, (source, frame, specs) in suites.items():
+        batch = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe(name)
+        suite = ctx.suites.add(gx.ExpectationSuite(name=f"{contract.name}.{name}"))
+        for spec in specs:
+            suite.add_expectation(_expectation(spec))
+        vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
+        checkpoint = ctx.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{name}_checkpoint",
+                validation_definitions=[vd],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["retrainer"])],
+                result_format={"result_format": "SUMMARY"},
+            )
+        )
+        run = checkpoint.run(batch_parameters={"dataframe": frame})
+        result = next(iter(run.run_results.values()))
+        results[name] = result.to_json_dict()
+        failures += [f"[{name}] {_describe(r, name, manifest)}" for r in result.results if not r.success]
+
+    atomic.write_json(staging / "results.json", results)
+    summary = {
+        "success": not failures,
+        "failed": failures,
+        "evaluated": {name: len(r["results"]) for name, r in results.items()},
+        "results_uri": str(final / "results.json"),
+        "data_docs_uri": (final / "data_docs" / "index.html").as_uri(),
+    }
+    atomic.write_json(staging / "summary.json", summary)
+    return summary
+
+
+def _manifest_rows(manifest: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per raw partition, one boolean column ``source.column`` per column the workload reads."""
+    rows = []
+    expected: dict[str, set[str]] = {}
+    for entry in manifest:
+        expected.setdefault(entry["source"], set()).update(entry.get("expected", []))
+    for entry in manifest:
+        row: dict[str, Any] = {"source": entry["source"], "date": entry["date"]}
+        for col in sorted(expected[entry["source"]]):
+            row[f"{entry['source']}.{col}"] = col not in entry["missing"]
+        rows.append(row)
+    return rows
+
+
+def _describe(r: Any, suite: str, manifest: Any) -> str:
+    """One line per failed expectation: what was expected, on which column, what was observed."""
+    config = r.expectation_config
+    kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "result_format")}
+    column = kwargs.pop("column", None)
+    res = r.result or {}
+    where = f"column '{column}'" if column else "table"
+    if suite == "raw_partitions" and column:
+        source, col = column.split(".", 1)
+        dates = list(manifest.loc[manifest[column] == False, "date"])  # noqa: E712
+        return f"raw {source} partitions lack column '{col}' on {', '.join(dates)} (expectation {config.type})"
+    observed = []
+    for key in ("observed_value", "unexpected_count", "unexpected_percent", "partial_unexpected_list"):
+        if key in res and res[key] not in (None, []):
+            value = res[key]
+            if key == "unexpected_percent":
+                value = f"{value:.3g}%"
+            elif key == "partial_unexpected_list":
+                value = value[:5]
+            observed.append(f"{key}={value}")
+    if r.exception_info and r.exception_info.get("raised_exception"):
+        msg = re.sub(r"\s+", " ", str(r.exception_info.get("exception_message", "")))[:200]
+        observed.append(f"error={msg}")
+    expected = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "mostly" or v != 1.0)
+    return f"{config.type} on {where} ({expected}): {'; '.join(observed) or 'failed'}"
+
+
+def data_docs_index(cfg: RunConfig) -> Path:
+    return RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date).validation / "data_docs" / "index.html"

@@ -1,0 +1,162 @@
+"""A custom training loop that works under every tf.distribute strategy.
+
+Keras 3 ``fit`` breaks under MultiWorkerMirroredStrategy (keras-team/keras#20585), so this is the
+documented TF path: ``strategy.run`` on a ``tf.function`` step, losses averaged over the global
+batch, and a ``tf.train.CheckpointManager`` saving model, optimizer and epoch after every epoch.
+A retried task restores the latest checkpoint and continues from the next epoch. Only the chief
+writes to the real checkpoint folder; other workers save to a temporary one (required by MWMS).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from retrainer import atomic
+from retrainer.contract import Contract
+from retrainer.fingerprint import parquet_parts
+from retrainer.training.data import make_dataset
+from retrainer.training.model import build_model
+from retrainer.training.strategy import choose_strategy, is_chief_from_env
+
+log = logging.getLogger(__name__)
+RUN_KEY_FILE = "run_key.json"
+
+
+def prepare_checkpoint_dir(checkpoint_dir: Path, run_key: str) -> bool:
+    """Keep checkpoints only if they belong to this exact training run; returns True when resuming is allowed."""
+    key_file = checkpoint_dir / RUN_KEY_FILE
+    if key_file.exists() and atomic.read_json(key_file).get("run_key") == run_key:
+        return True
+    if checkpoint_dir.exists():
+        log.info("checkpoints in %s belong to another training run: starting over", checkpoint_dir)
+        shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True)
+    atomic.write_json(key_file, {"run_key": run_key})
+    return False
+
+
+def train(
+    *,
+    train_uri: str,
+    stats: dict[str, Any],
+    contract: Contract,
+    checkpoint_dir: str,
+    run_key: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    hidden_units: int,
+    seed: int,
+    strategy_name: str,
+) -> dict[str, Any]:
+    """Train (or resume) and return a small summary. ``batch_size`` is per replica."""
+    ckpt_dir = Path(checkpoint_dir)
+    chief = is_chief_from_env()
+    if chief:
+        prepare_checkpoint_dir(ckpt_dir, run_key)
+
+    import keras
+    import tensorflow as tf
+
+    strategy = choose_strategy(strategy_name)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = batch_size * replicas
+    steps_per_epoch = max(1, stats["rows"] // global_batch)
+    files = [str(p) for p in parquet_parts(train_uri)]
+
+    def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        shard = files[ctx.input_pipeline_id :: ctx.num_input_pipelines]
+        return make_dataset(
+            shard, contract, ctx.get_per_replica_batch_size(global_batch), seed=seed + ctx.input_pipeline_id, repeat=True
+        )
+
+    dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
+
+    with strategy.scope():
+        model = build_model(contract, stats, hidden_units=hidden_units, seed=seed)
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+        optimizer.build(model.trainable_variables)
+        auc = keras.metrics.AUC(name="train_auc")
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
+
+    write_dir = ckpt_dir if chief else Path(tempfile.mkdtemp(prefix="retrainer-worker-ckpt-"))
+    manager = tf.train.CheckpointManager(checkpoint, str(write_dir), max_to_keep=2)
+    latest = tf.train.latest_checkpoint(str(ckpt_dir))
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        log.info("resumed from %s at epoch %d", latest, int(epoch.numpy()))
+
+    def step(x: dict[str, tf.Tensor], y: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            p = model(x, training=True)
+            per_example = keras.losses.binary_crossentropy(y, p)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        auc.update_state(y, p)
+        return loss
+
+    @tf.function
+    def distributed_step(iterator: Any) -> tf.Tensor:
+        x, y = next(iterator)
+        per_replica = strategy.run(step, args=(x, y))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    iterator = iter(dist_ds)
+    history = []
+    start_epoch = int(epoch.numpy())
+    for e in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        auc.reset_state()
+        total = 0.0
+        for _ in range(steps_per_epoch):
+            total += float(distributed_step(iterator))
+        seconds = time.perf_counter() - t0
+        loss = total / steps_per_epoch
+        epoch.assign(e + 1)
+        manager.save(checkpoint_number=e + 1)
+        row = {
+            "epoch": e + 1,
+            "loss": loss,
+            "train_auc": float(auc.result()),
+            "seconds": round(seconds, 2),
+            "examples_per_second": round(steps_per_epoch * global_batch / seconds, 1),
+        }
+        history.append(row)
+        log.info(
+            "epoch %d/%d loss=%.4f train_auc=%.4f %.1fs %.0f ex/s",
+            e + 1, epochs, loss, row["train_auc"], seconds, row["examples_per_second"],
+        )
+    if not chief:
+        shutil.rmtree(write_dir, ignore_errors=True)
+    if any(not math.isfinite(h["loss"]) for h in history):
+        raise FloatingPointError(f"training diverged: non-finite loss in {history}")
+    return {
+        "chief": chief,
+        "strategy": type(strategy).__name__,
+        "replicas": replicas,
+        "global_batch_size": global_batch,
+        "steps_per_epoch": steps_per_epoch,
+        "resumed_from_epoch": start_epoch,
+        "history": history,
+        "checkpoint": tf.train.latest_checkpoint(str(ckpt_dir)) if chief else None,
+    }
+
+
+def load_trained_model(checkpoint_dir: str, contract: Contract, stats: dict[str, Any], hidden_units: int) -> Any:
+    """Rebuild the model from its tables and restore the newest checkpoint's weights."""
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    if latest is None:
+        raise FileNotFoundError(f"no checkpoint in {checkpoint_dir}: has the train stage run for this date?")
+    model = build_model(contract, stats, hidden_units=hidden_units)
+    tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+    return model

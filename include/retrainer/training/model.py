@@ -1,0 +1,52 @@
+"""The model: raw features in, probability of the positive class out.
+
+Preprocessing lives inside the model (imputation, normalisation, lookups, embeddings) so the
+exported SavedModel takes raw features. Its tables come from the statistics and vocabularies the
+features stage computed, never from ``adapt`` at train time: every worker and retry builds the
+same model. :func:`build_model` is the one public entry point; call it under ``strategy.scope()``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from retrainer.contract import Contract, DType, Role
+
+OUTPUT_NAME = "probability"
+
+
+def _embedding_dim(vocab_size: int) -> int:
+    return max(2, min(16, math.ceil(vocab_size**0.25) * 2))
+
+
+def build_model(contract: Contract, stats: dict[str, Any], hidden_units: int = 64, seed: int = 42) -> Any:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    dtypes = contract.serving_dtypes()
+    inputs = {c.name: keras.Input(shape=(1,), name=c.name, dtype=dtypes[c.name]) for c in contract.features}
+    encoded = []
+    for c in contract.by_role(Role.NUMERIC):
+        s = stats["numeric"][c.name]
+        x = inputs[c.name]
+        x = keras.ops.where(keras.ops.isnan(x), keras.ops.cast(s["mean"], "float32"), x)
+        encoded.append(keras.layers.Normalization(mean=s["mean"], variance=s["variance"], name=f"norm_{c.name}")(x))
+    for c in contract.by_role(Role.CATEGORICAL):
+        vocab = stats["vocabulary"][c.name]
+        if not vocab:
+            raise ValueError(f"empty vocabulary for categorical column {c.name!r}: the training split has no values")
+        if c.dtype == DType.STRING:
+            lookup = keras.layers.StringLookup(vocabulary=[str(v) for v in vocab], name=f"lookup_{c.name}")
+        else:
+            lookup = keras.layers.IntegerLookup(
+                vocabulary=[int(v) for v in vocab], vocabulary_dtype="int64", name=f"lookup_{c.name}"
+            )
+        size = lookup.vocabulary_size()
+        x = keras.layers.Embedding(size, _embedding_dim(size), name=f"embed_{c.name}")(lookup(inputs[c.name]))
+        encoded.append(keras.layers.Flatten(name=f"flat_{c.name}")(x))
+    x = keras.layers.Concatenate(name="features")(encoded)
+    x = keras.layers.Dense(hidden_units, activation="relu", name="hidden_1")(x)
+    x = keras.layers.Dense(max(4, hidden_units // 2), activation="relu", name="hidden_2")(x)
+    out = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT_NAME)(x)
+    return keras.Model(inputs=inputs, outputs=out, name=contract.name)
