@@ -1,0 +1,80 @@
+"""MLflow: the tracking store, the registered model and its aliases.
+
+``champion`` is the version that serves; ``challenger`` is the newest version trained. A version
+is registered once per training run (tag ``retrainer.run_key``), so a rerun reuses it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def configure(tracking_uri: str) -> Any:
+    import mlflow
+
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def experiment_id(tracking_uri: str, name: str) -> str:
+    """Get or create the experiment; on an embedded SQLite store artifacts go beside the database."""
+    import mlflow
+
+    client = configure(tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        location = (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def alias_version(tracking_uri: str, model_name: str, alias: str) -> str | None:
+    """The version an alias points at, or None if the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    client = configure(tracking_uri)
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def load_version(tracking_uri: str, model_name: str, version: str) -> Any:
+    import mlflow
+
+    configure(tracking_uri)
+    return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+
+
+def find_version_by_tag(tracking_uri: str, model_name: str, key: str, value: str) -> str | None:
+    client = configure(tracking_uri)
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}'")
+    except Exception:  # no such registered model yet
+        return None
+    for v in versions:
+        if v.tags.get(key) == value:
+            return str(v.version)
+    return None
+
+
+def aliases(tracking_uri: str, model_name: str) -> dict[str, str]:
+    from mlflow.exceptions import MlflowException
+
+    client = configure(tracking_uri)
+    try:
+        return {a: str(v) for a, v in client.get_registered_model(model_name).aliases.items()}
+    except MlflowException:
+        return {}

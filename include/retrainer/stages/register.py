@@ -1,0 +1,122 @@
+"""Stage 6, register: log the run to MLflow, register the SavedModel, move the aliases.
+
+The SavedModel is registered as itself (a pyfunc "model from code" that serves the folder), with an
+MLflow signature derived from the contract. ``challenger`` always points at the new version;
+``champion`` moves only when the evaluation said promote and the champion it was compared with is
+still the champion. A version is registered once per training run key: a rerun reuses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from retrainer import registry
+from retrainer.atomic import write_json
+from retrainer.config import RunConfig
+from retrainer.contract import Contract, DType
+from retrainer.layout import RunLayout
+from retrainer.workloads import get_workload
+
+log = logging.getLogger(__name__)
+RUN_KEY_TAG = "retrainer.run_key"
+PYFUNC_FILE = Path(__file__).resolve().parent.parent / "serving" / "pyfunc_model.py"
+
+
+def mlflow_signature(contract: Contract) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    types = {DType.STRING: "string", DType.INT64: "long", DType.FLOAT64: "double"}
+    inputs = Schema([ColSpec(types[c.dtype], c.name, required=True) for c in contract.features])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "probability")]))
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def register_model(
+    exported: dict[str, Any], evaluation: dict[str, Any], training: dict[str, Any], cfg: RunConfig
+) -> dict[str, Any]:
+    import mlflow
+
+    workload = get_workload(cfg.workload)
+    name = workload.registered_model
+    layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
+    client = registry.configure(cfg.tracking_uri)
+    run_key = training["run_key"]
+
+    version = registry.find_version_by_tag(cfg.tracking_uri, name, RUN_KEY_TAG, run_key)
+    reused = version is not None
+    if version is None:
+        exp_id = registry.experiment_id(cfg.tracking_uri, f"retrainer/{cfg.workload}")
+        tags = {
+            "dag_id": cfg.dag_id,
+            "run_id": cfg.run_id,
+            "run_date": cfg.run_date.isoformat(),
+            "data_interval": f"[{cfg.train_start}, {cfg.end})",
+            "train_range": f"[{cfg.train_start}, {cfg.eval_start})",
+            "eval_range": f"[{cfg.eval_start}, {cfg.end})",
+            "train_fingerprint": training["train_fingerprint"],
+            "git_commit": git_commit(),
+            RUN_KEY_TAG: run_key,
+        }
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.workload}-{cfg.run_date}", tags=tags) as run:
+            mlflow.log_params({**training["hyperparameters"], "strategy": training["strategy"],
+                               "replicas": training["replicas"], "min_auc_gain": cfg.min_auc_gain})
+            mlflow.log_metrics({f"new_{k}": v for k, v in evaluation["new"].items()})
+            if evaluation["champion"]:
+                mlflow.log_metrics({f"champion_{k}": v for k, v in evaluation["champion"].items()})
+            for h in training["history"]:
+                mlflow.log_metrics({"train_loss": h["loss"], "train_auc": h["train_auc"]}, step=h["epoch"])
+            mlflow.log_dict(evaluation, "evaluation.json")
+            mlflow.log_dict(training, "training.json")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(PYFUNC_FILE),
+                artifacts={"saved_model": exported["saved_model_uri"]},
+                signature=mlflow_signature(workload.contract),
+                registered_model_name=name,
+            )
+            version = str(info.registered_model_version)
+            mlflow_run_id = run.info.run_id
+        client.set_model_version_tag(name, version, RUN_KEY_TAG, run_key)
+        client.set_model_version_tag(name, version, "run_date", cfg.run_date.isoformat())
+        client.set_model_version_tag(name, version, "new_auc", f"{evaluation['new']['auc']:.6f}")
+    else:
+        mlflow_run_id = client.get_model_version(name, version).run_id
+        log.info("training run %s already registered as %s v%s: reusing it", run_key[:12], name, version)
+
+    client.set_registered_model_alias(name, registry.CHALLENGER, version)
+    current = registry.alias_version(cfg.tracking_uri, name, registry.CHAMPION)
+    promoted = False
+    note = evaluation["reason"]
+    if evaluation["promote"]:
+        if current == evaluation["champion_version"] or current == version:
+            client.set_registered_model_alias(name, registry.CHAMPION, version)
+            promoted = True
+        else:
+            note = (f"not promoted: champion moved from v{evaluation['champion_version']} to v{current} "
+                    "after this run was evaluated; re-run evaluate")
+    result = {
+        "registered_model": name,
+        "version": version,
+        "reused_existing_version": reused,
+        "mlflow_run_id": mlflow_run_id,
+        "promoted": promoted,
+        "decision": note,
+        "aliases": registry.aliases(cfg.tracking_uri, name),
+        "tracking_uri": cfg.tracking_uri,
+    }
+    write_json(layout.registration, result)
+    log.info("registered %s v%s, aliases %s (%s)", name, version, result["aliases"], note)
+    return result
