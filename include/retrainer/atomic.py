@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ def replace_dir(tmp_dir: str | Path, target: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def staged_dir(target: str | Path) -> Iterator[Path]:
+def staged_dir(target: str | Path) -> Generator[Path, None, None]:
     """Yield an empty sibling folder to write into; on success it replaces ``target``, on error it is removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)

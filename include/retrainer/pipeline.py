@@ -24,8 +24,9 @@ def check_raw_inputs(cfg: RunConfig) -> list[str]:
     days = get_workload(cfg.workload).raw_days(cfg.train_start, cfg.end)
     missing = missing_partitions(cfg.data_root, days)
     if missing:
-        raise MissingRawData(f"run {cfg.run_date} is missing raw partitions under {cfg.data_root}/raw: "
-                             f"{describe_missing(missing)}")
+        raise MissingRawData(
+            f"run {cfg.run_date} is missing raw partitions under {cfg.data_root}/raw: {describe_missing(missing)}"
+        )
     return [d.isoformat() for d in days]
 
 

@@ -63,13 +63,12 @@ class RawReader:
         frames = []
         for header, uris in groups.items():
             schema = StructType([StructField(h, StringType()) for h in header])
-            df = self.spark.read.csv(uris, schema=schema, header=True, nullValue="NA", enforceSchema=True, mode="PERMISSIVE")
+            df = self.spark.read.csv(
+                uris, schema=schema, header=True, nullValue="NA", enforceSchema=True, mode="PERMISSIVE"
+            )
             frames.append(
                 df.select(
-                    *[
-                        (F.col(c).try_cast(t) if c in header else F.lit(None).cast(t)).alias(c)
-                        for c, t in types.items()
-                    ]
+                    *[(F.col(c).try_cast(t) if c in header else F.lit(None).cast(t)).alias(c) for c, t in types.items()]
                 )
             )
         out = frames[0]

@@ -59,13 +59,17 @@ def run_summary(cfg: RunConfig) -> str:
         lines.append(f"  champion    {champ}")
         lines.append(f"  decision    {'PROMOTE' if ev['promote'] else 'keep champion'} ({ev['reason']})")
     if reg:
-        lines.append(f"  registered  {reg['registered_model']} v{reg['version']}"
-                     f"{' (reused)' if reg['reused_existing_version'] else ''}; promoted: {reg['promoted']}")
+        lines.append(
+            f"  registered  {reg['registered_model']} v{reg['version']}"
+            f"{' (reused)' if reg['reused_existing_version'] else ''}; promoted: {reg['promoted']}"
+        )
         current = registry.aliases(cfg.tracking_uri, workload.registered_model)
         lines.append(f"  aliases     {', '.join(f'{a} -> v{v}' for a, v in sorted(current.items())) or '-'}")
     lines += ["", "  where:"]
     if exp:
-        lines.append(f"    SavedModel   {exp['saved_model_uri']} (fresh-process check max |diff| {exp['max_abs_diff']:.2g})")
+        lines.append(
+            f"    SavedModel   {exp['saved_model_uri']} (fresh-process check max |diff| {exp['max_abs_diff']:.2g})"
+        )
     if val:
         lines.append(f"    Data Docs    {val['data_docs_uri']}")
     lines.append(f"    run folder   {layout.root}")

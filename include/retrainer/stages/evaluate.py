@@ -42,7 +42,8 @@ def evaluate_models(features: dict[str, Any], training: dict[str, Any], cfg: Run
     columns = [c.name for c in contract.features] + [contract.label.name]
     files = [str(p) for p in parquet_parts(features["eval_uri"])]
     for (x, y), batch in zip(
-        iter_chunks(files, contract), (b for f in files for b in pq.ParquetFile(f).iter_batches(8192, columns=columns)),
+        iter_chunks(files, contract),
+        (b for f in files for b in pq.ParquetFile(f).iter_batches(8192, columns=columns)),
         strict=True,
     ):
         new_metrics.update(y, model(x, training=False).numpy())

@@ -59,9 +59,7 @@ def build_features(cfg: RunConfig) -> dict[str, Any]:
             written = {name: spark.read.parquet(str(tmp / name)) for name in splits}
             rows_per_day = _per_day(written["train"].unionByName(written["eval"]), date_col)
             days = [d.isoformat() for d in days_between(cfg.train_start, cfg.end)]
-            daily = [
-                {"date": d, "rows": rows_per_day.get(d, 0), "excluded_no_label": excluded.get(d, 0)} for d in days
-            ]
+            daily = [{"date": d, "rows": rows_per_day.get(d, 0), "excluded_no_label": excluded.get(d, 0)} for d in days]
             stats = compute_stats(written["train"], contract)
             meta = {
                 "run_date": cfg.run_date.isoformat(),
@@ -91,7 +89,11 @@ def build_features(cfg: RunConfig) -> dict[str, Any]:
         table.unpersist()
     log.info(
         "features for %s: train %d rows %s, eval %d rows %s, %s rows without label excluded",
-        cfg.run_date, meta["rows"]["train"], meta["train_range"], meta["rows"]["eval"], meta["eval_range"],
+        cfg.run_date,
+        meta["rows"]["train"],
+        meta["train_range"],
+        meta["rows"]["eval"],
+        meta["eval_range"],
         meta["excluded_no_label"],
     )
     return meta

@@ -71,8 +71,14 @@ def register_model(
             RUN_KEY_TAG: run_key,
         }
         with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.workload}-{cfg.run_date}", tags=tags) as run:
-            mlflow.log_params({**training["hyperparameters"], "strategy": training["strategy"],
-                               "replicas": training["replicas"], "min_auc_gain": cfg.min_auc_gain})
+            mlflow.log_params(
+                {
+                    **training["hyperparameters"],
+                    "strategy": training["strategy"],
+                    "replicas": training["replicas"],
+                    "min_auc_gain": cfg.min_auc_gain,
+                }
+            )
             mlflow.log_metrics({f"new_{k}": v for k, v in evaluation["new"].items()})
             if evaluation["champion"]:
                 mlflow.log_metrics({f"champion_{k}": v for k, v in evaluation["champion"].items()})
@@ -105,8 +111,10 @@ def register_model(
             client.set_registered_model_alias(name, registry.CHAMPION, version)
             promoted = True
         else:
-            note = (f"not promoted: champion moved from v{evaluation['champion_version']} to v{current} "
-                    "after this run was evaluated; re-run evaluate")
+            note = (
+                f"not promoted: champion moved from v{evaluation['champion_version']} to v{current} "
+                "after this run was evaluated; re-run evaluate"
+            )
     result = {
         "registered_model": name,
         "version": version,

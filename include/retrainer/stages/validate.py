@@ -79,7 +79,10 @@ def _run_suites(features: dict[str, Any], contract: Any, spark: Any, staging: Pa
         "raw_partitions": (
             pandas_source,
             manifest,
-            [{"type": "expect_column_values_to_be_in_set", "kwargs": {"column": c, "value_set": [True]}} for c in raw_columns],
+            [
+                {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": c, "value_set": [True]}}
+                for c in raw_columns
+            ],
         ),
         "feature_table": (spark_source, table, contract.expectations()),
         "rows_per_day": (pandas_source, daily, contract.daily_expectations(list(daily["date"]))),

@@ -36,7 +36,10 @@ def arrow_to_inputs(batch: Any, contract: Contract) -> dict[str, np.ndarray]:
 
 
 def iter_chunks(
-    files: Sequence[str | Path], contract: Contract, chunk_rows: int = CHUNK_ROWS, rng: np.random.Generator | None = None
+    files: Sequence[str | Path],
+    contract: Contract,
+    chunk_rows: int = CHUNK_ROWS,
+    rng: np.random.Generator | None = None,
 ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
     """(inputs, labels) per record batch; with ``rng``, file order and rows within a chunk are shuffled."""
     import pyarrow.parquet as pq
@@ -60,7 +63,8 @@ def output_signature(contract: Contract) -> tuple[dict[str, Any], Any]:
     import tensorflow as tf
 
     feats = {
-        name: tf.TensorSpec(shape=(None, 1), dtype=getattr(tf, dtype)) for name, dtype in contract.serving_dtypes().items()
+        name: tf.TensorSpec(shape=(None, 1), dtype=getattr(tf, dtype))
+        for name, dtype in contract.serving_dtypes().items()
     }
     return feats, tf.TensorSpec(shape=(None, 1), dtype=tf.float32)
 

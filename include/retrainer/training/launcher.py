@@ -38,21 +38,43 @@ def free_ports(n: int) -> list[int]:
 
 def worker_command(cfg: RunConfig) -> list[str]:
     return [
-        sys.executable, "-m", "retrainer.cli", "train", "--date", cfg.run_date.isoformat(),
-        "--data-root", cfg.data_root, "--workload", cfg.workload, "--window-days", str(cfg.window_days),
-        "--eval-days", str(cfg.eval_days), "--epochs", str(cfg.epochs), "--batch-size", str(cfg.batch_size),
-        "--learning-rate", str(cfg.learning_rate), "--hidden-units", str(cfg.hidden_units),
-        "--strategy", "multi_worker",
+        sys.executable,
+        "-m",
+        "retrainer.cli",
+        "train",
+        "--date",
+        cfg.run_date.isoformat(),
+        "--data-root",
+        cfg.data_root,
+        "--workload",
+        cfg.workload,
+        "--window-days",
+        str(cfg.window_days),
+        "--eval-days",
+        str(cfg.eval_days),
+        "--epochs",
+        str(cfg.epochs),
+        "--batch-size",
+        str(cfg.batch_size),
+        "--learning-rate",
+        str(cfg.learning_rate),
+        "--hidden-units",
+        str(cfg.hidden_units),
+        "--strategy",
+        "multi_worker",
     ]
 
 
-def train_on_local_workers(features: dict[str, Any], cfg: RunConfig, n_workers: int, timeout: float = 3600) -> dict[str, Any]:
+def train_on_local_workers(
+    features: dict[str, Any], cfg: RunConfig, n_workers: int, timeout: float = 3600
+) -> dict[str, Any]:
     workers = [f"127.0.0.1:{p}" for p in free_ports(n_workers)]
     procs = []
     for i in range(n_workers):
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config(workers, i)), "CUDA_VISIBLE_DEVICES": ""}
-        procs.append(subprocess.Popen(worker_command(cfg), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      text=True))
+        procs.append(
+            subprocess.Popen(worker_command(cfg), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        )
     log.info("started %d MultiWorkerMirroredStrategy workers on %s", n_workers, workers)
     deadline = time.monotonic() + timeout
     try:

@@ -73,7 +73,11 @@ def train(
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         shard = files[ctx.input_pipeline_id :: ctx.num_input_pipelines]
         return make_dataset(
-            shard, contract, ctx.get_per_replica_batch_size(global_batch), seed=seed + ctx.input_pipeline_id, repeat=True
+            shard,
+            contract,
+            ctx.get_per_replica_batch_size(global_batch),
+            seed=seed + ctx.input_pipeline_id,
+            repeat=True,
         )
 
     dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
@@ -132,7 +136,12 @@ def train(
         history.append(row)
         log.info(
             "epoch %d/%d loss=%.4f train_auc=%.4f %.1fs %.0f ex/s",
-            e + 1, epochs, loss, row["train_auc"], seconds, row["examples_per_second"],
+            e + 1,
+            epochs,
+            loss,
+            row["train_auc"],
+            seconds,
+            row["examples_per_second"],
         )
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)

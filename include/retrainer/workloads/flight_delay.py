@@ -28,29 +28,80 @@ CONTRACT = Contract(
     columns=(
         Column("flight_date", DType.DATE, Role.KEY, description="local date of the scheduled departure"),
         Column("month", DType.INT64, Role.CATEGORICAL, min_value=1, max_value=12, categories=tuple(range(1, 13))),
-        Column("day_of_week", DType.INT64, Role.CATEGORICAL, min_value=1, max_value=7, categories=tuple(range(1, 8)),
-               description="1 = Sunday ... 7 = Saturday"),
-        Column("sched_dep_hour", DType.INT64, Role.CATEGORICAL, min_value=0, max_value=23,
-               categories=tuple(range(24)), description="local hour of scheduled departure"),
+        Column(
+            "day_of_week",
+            DType.INT64,
+            Role.CATEGORICAL,
+            min_value=1,
+            max_value=7,
+            categories=tuple(range(1, 8)),
+            description="1 = Sunday ... 7 = Saturday",
+        ),
+        Column(
+            "sched_dep_hour",
+            DType.INT64,
+            Role.CATEGORICAL,
+            min_value=0,
+            max_value=23,
+            categories=tuple(range(24)),
+            description="local hour of scheduled departure",
+        ),
         Column("carrier", DType.STRING, Role.CATEGORICAL, categories=CARRIERS),
         Column("origin", DType.STRING, Role.CATEGORICAL, categories=("EWR", "JFK", "LGA")),
         Column("dest", DType.STRING, Role.CATEGORICAL, regex=r"^[A-Z0-9]{3}$"),
         Column("distance", DType.FLOAT64, Role.NUMERIC, min_value=10, max_value=6000, description="miles"),
-        Column("temp", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=-30, max_value=120, mostly=0.99,
-               description="deg F at origin, scheduled hour"),
+        Column(
+            "temp",
+            DType.FLOAT64,
+            Role.NUMERIC,
+            nullable=True,
+            min_value=-30,
+            max_value=120,
+            mostly=0.99,
+            description="deg F at origin, scheduled hour",
+        ),
         Column("humid", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=100, mostly=0.99),
-        Column("wind_speed", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=100, mostly=0.99,
-               description="mph"),
+        Column(
+            "wind_speed",
+            DType.FLOAT64,
+            Role.NUMERIC,
+            nullable=True,
+            min_value=0,
+            max_value=100,
+            mostly=0.99,
+            description="mph",
+        ),
         Column("precip", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=5, mostly=0.99),
         Column("pressure", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=950, max_value=1070, mostly=0.99),
         Column("visib", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=10, mostly=0.99),
-        Column("plane_age", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=80,
-               description="years since manufacture; null for planes missing from planes.csv"),
+        Column(
+            "plane_age",
+            DType.FLOAT64,
+            Role.NUMERIC,
+            nullable=True,
+            min_value=0,
+            max_value=80,
+            description="years since manufacture; null for planes missing from planes.csv",
+        ),
         Column("seats", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=1, max_value=1000),
-        Column("carrier_late_rate_7d", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=1,
-               description="carrier's share of late arrivals over the previous 7 days"),
-        Column("origin_late_rate_7d", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=1,
-               description="origin airport's share of late arrivals over the previous 7 days"),
+        Column(
+            "carrier_late_rate_7d",
+            DType.FLOAT64,
+            Role.NUMERIC,
+            nullable=True,
+            min_value=0,
+            max_value=1,
+            description="carrier's share of late arrivals over the previous 7 days",
+        ),
+        Column(
+            "origin_late_rate_7d",
+            DType.FLOAT64,
+            Role.NUMERIC,
+            nullable=True,
+            min_value=0,
+            max_value=1,
+            description="origin airport's share of late arrivals over the previous 7 days",
+        ),
         Column("is_late", DType.INT64, Role.LABEL, categories=(0, 1), description=f"arr_delay > {LATE_MINUTES}"),
     ),
     table=TableRules(
@@ -60,13 +111,27 @@ CONTRACT = Contract(
 
 # Raw columns read (and therefore required) from each daily source, with their types.
 FLIGHTS_COLUMNS = {
-    "year": "int", "month": "int", "day": "int", "sched_dep_time": "int", "arr_delay": "double",
-    "carrier": "string", "tailnum": "string", "origin": "string", "dest": "string", "distance": "double",
+    "year": "int",
+    "month": "int",
+    "day": "int",
+    "sched_dep_time": "int",
+    "arr_delay": "double",
+    "carrier": "string",
+    "tailnum": "string",
+    "origin": "string",
+    "dest": "string",
+    "distance": "double",
     "time_hour": "timestamp",
 }
 WEATHER_COLUMNS = {
-    "origin": "string", "time_hour": "timestamp", "temp": "double", "humid": "double", "wind_speed": "double",
-    "precip": "double", "pressure": "double", "visib": "double",
+    "origin": "string",
+    "time_hour": "timestamp",
+    "temp": "double",
+    "humid": "double",
+    "wind_speed": "double",
+    "precip": "double",
+    "pressure": "double",
+    "visib": "double",
 }
 PLANES_COLUMNS = {"tailnum": "string", "year": "int", "seats": "double"}
 
@@ -96,9 +161,7 @@ def build_features(reader: RawReader, start: dt.date, end: dt.date) -> DataFrame
     def lagged_rate(key: str, name: str) -> DataFrame:
         daily = arrived.groupBy(key, "flight_date").agg(F.sum("late").alias("late"), F.count("*").alias("n"))
         w = Window.partitionBy(key).orderBy(day_num).rangeBetween(-LAG_DAYS, -1)
-        return daily.select(
-            key, "flight_date", (F.sum("late").over(w) / F.sum("n").over(w)).alias(name)
-        )
+        return daily.select(key, "flight_date", (F.sum("late").over(w) / F.sum("n").over(w)).alias(name))
 
     rows = (
         flights.where((F.col("flight_date") >= F.lit(start)) & (F.col("flight_date") < F.lit(end)))
