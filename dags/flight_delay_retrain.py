@@ -22,6 +22,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, task
+
 from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
 
 DEFAULT_ARGS = {
@@ -97,6 +98,7 @@ def flight_delay_retrain() -> None:
     @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
     def validate(features: dict[str, Any], **context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
+
         from retrainer.airflow_adapter import run_config
         from retrainer.stages.validate import ValidationFailed, validate_features
 
@@ -106,7 +108,7 @@ def flight_delay_retrain() -> None:
             raise AirflowFailException(str(exc)) from exc
 
     @task(multiple_outputs=False, execution_timeout=timedelta(hours=2))
-    def train(features: dict[str, Any], validation: dict[str, Any], **context: Any) -> dict[str, Any]:
+    def train(features: dict[str, Any], **context: Any) -> dict[str, Any]:
         from retrainer.airflow_adapter import run_config
         from retrainer.stages.train import train_model
 
@@ -135,12 +137,13 @@ def flight_delay_retrain() -> None:
 
         return register_model(exported, evaluation, training, run_config(context))
 
+    # validate returns the features' final (validated) URIs: nothing downstream can read unvalidated data.
     feats = features()
-    checked = validate(feats)
-    trained = train(feats, checked)
-    evaluation = evaluate(feats, trained)
-    exported = export(feats, trained)
     wait >> feats
+    validated = validate(feats)
+    trained = train(validated)
+    evaluation = evaluate(validated, trained)
+    exported = export(validated, trained)
     evaluation >> exported
     register(exported, evaluation, trained)
 

@@ -47,6 +47,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
 def _upstream(cfg: RunConfig, name: str) -> dict[str, Any]:
     layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
     path = {
+        "pending_features": layout.features_pending / "features.json",
         "features": layout.features_meta,
         "training": layout.training_meta,
         "evaluation": layout.evaluation,
@@ -79,7 +80,7 @@ def cmd_validate(args: argparse.Namespace) -> Any:
     from retrainer.stages.validate import validate_features
 
     cfg = _config(args)
-    return validate_features(_upstream(cfg, "features"), cfg)
+    return validate_features(_upstream(cfg, "pending_features"), cfg)
 
 
 def cmd_train(args: argparse.Namespace) -> Any:

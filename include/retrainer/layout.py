@@ -27,31 +27,37 @@ class RunLayout:
 
     @property
     def features(self) -> Path:
+        """Validated features: the only feature folder that training reads."""
         return self.root / "features"
 
     @property
-    def train(self) -> Path:
-        return self.features / "train"
+    def features_pending(self) -> Path:
+        """Features as built, before validation; promoted to ``features`` only if they pass."""
+        return self.root / "features.pending"
 
     @property
-    def eval(self) -> Path:
-        return self.features / "eval"
-
-    @property
-    def stats(self) -> Path:
-        return self.features / "stats.json"
-
-    @property
-    def daily_counts(self) -> Path:
-        return self.features / "daily_counts.json"
-
-    @property
-    def raw_manifest(self) -> Path:
-        return self.features / "raw_manifest.json"
+    def features_rejected(self) -> Path:
+        """The last features that failed validation, kept for inspection."""
+        return self.root / "features.rejected"
 
     @property
     def features_meta(self) -> Path:
-        return self.features / "features.json"
+        return self.features / FEATURES_META
+
+
+FEATURES_META = "features.json"
+
+
+def feature_files(folder: Path) -> dict[str, str]:
+    """The URIs inside a features folder, wherever that folder currently is."""
+    return {
+        "features_uri": str(folder),
+        "train_uri": str(folder / "train"),
+        "eval_uri": str(folder / "eval"),
+        "stats_uri": str(folder / "stats.json"),
+        "daily_counts_uri": str(folder / "daily_counts.json"),
+        "raw_manifest_uri": str(folder / "raw_manifest.json"),
+    }
 
     @property
     def validation(self) -> Path:

@@ -40,14 +40,14 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
 
     check_raw_inputs(cfg)
     features = build_features(cfg)
-    validation = validate_features(features, cfg)
-    training = train_model(features, cfg)
-    evaluation = evaluate_models(features, training, cfg)
-    exported = export_model(features, training, cfg)
+    validated = validate_features(features, cfg)
+    training = train_model(validated, cfg)
+    evaluation = evaluate_models(validated, training, cfg)
+    exported = export_model(validated, training, cfg)
     registration = register_model(exported, evaluation, training, cfg)
     return {
         "features": features,
-        "validate": validation,
+        "validate": validated,
         "train": training,
         "evaluate": evaluation,
         "export": exported,

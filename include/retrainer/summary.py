@@ -25,7 +25,7 @@ def _fmt(metrics: dict[str, Any] | None) -> str:
 def run_summary(cfg: RunConfig) -> str:
     layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
     workload = get_workload(cfg.workload)
-    feats = _load(layout.features_meta)
+    feats = _load(layout.features_meta) or _load(layout.features_pending / "features.json")
     val = _load(layout.validation / "summary.json")
     train = _load(layout.training_meta)
     ev = _load(layout.evaluation)

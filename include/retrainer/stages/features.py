@@ -18,7 +18,7 @@ from retrainer.config import RunConfig
 from retrainer.contract import Contract, Role
 from retrainer.fingerprint import folder_fingerprint
 from retrainer.landing import days_between
-from retrainer.layout import RunLayout
+from retrainer.layout import FEATURES_META, RunLayout, feature_files
 from retrainer.spark_io import RawReader
 from retrainer.spark_session import get_spark
 from retrainer.workloads import get_workload
@@ -31,7 +31,10 @@ MAX_VOCABULARY = 2000
 
 
 def build_features(cfg: RunConfig) -> dict[str, Any]:
-    """Build the run's feature sets under ``runs/<workload>/date=D/features`` (replaced as a whole)."""
+    """Build the run's feature sets under ``runs/<workload>/date=D/features.pending`` (replaced as a whole).
+
+    They become ``features`` only when validation passes, so bad data never replaces good data.
+    """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -53,7 +56,7 @@ def build_features(cfg: RunConfig) -> dict[str, Any]:
             "eval": labelled.where(F.col(date_col) >= F.lit(cfg.eval_start)),
         }
         excluded = _per_day(table.where(F.col(label).isNull()), date_col)
-        with atomic.staged_dir(layout.features) as tmp:
+        with atomic.staged_dir(layout.features_pending) as tmp:
             for name, df in splits.items():
                 _write_split(df, contract, tmp / name, cfg.part_files)
             written = {name: spark.read.parquet(str(tmp / name)) for name in splits}
@@ -64,11 +67,8 @@ def build_features(cfg: RunConfig) -> dict[str, Any]:
             meta = {
                 "run_date": cfg.run_date.isoformat(),
                 "workload": cfg.workload,
-                "train_uri": str(layout.train),
-                "eval_uri": str(layout.eval),
-                "stats_uri": str(layout.stats),
-                "daily_counts_uri": str(layout.daily_counts),
-                "raw_manifest_uri": str(layout.raw_manifest),
+                **feature_files(layout.features_pending),
+                "validated": False,
                 "train_range": [cfg.train_start.isoformat(), cfg.eval_start.isoformat()],
                 "eval_range": [cfg.eval_start.isoformat(), cfg.end.isoformat()],
                 "rows": {
@@ -81,10 +81,10 @@ def build_features(cfg: RunConfig) -> dict[str, Any]:
                 },
                 "train_fingerprint": folder_fingerprint(tmp / "train"),
             }
-            atomic.write_json(tmp / layout.stats.name, stats)
-            atomic.write_json(tmp / layout.daily_counts.name, daily)
-            atomic.write_json(tmp / layout.raw_manifest.name, reader.manifest)
-            atomic.write_json(tmp / layout.features_meta.name, meta)
+            atomic.write_json(tmp / "stats.json", stats)
+            atomic.write_json(tmp / "daily_counts.json", daily)
+            atomic.write_json(tmp / "raw_manifest.json", reader.manifest)
+            atomic.write_json(tmp / FEATURES_META, meta)
     finally:
         table.unpersist()
     log.info(

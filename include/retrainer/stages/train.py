@@ -22,6 +22,11 @@ def train_model(features: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
     """Train on ``features['train_uri']`` with the tables in ``features['stats_uri']``."""
     from retrainer.training.loop import train
 
+    if not features.get("validated"):
+        raise ValueError(
+            f"refusing to train on features that did not pass validation: {features.get('features_uri')}; "
+            "run the validate stage first"
+        )
     workload = get_workload(cfg.workload)
     layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
     stats = atomic.read_json(features["stats_uri"])

@@ -15,7 +15,7 @@ from typing import Any
 
 from retrainer import atomic
 from retrainer.config import RunConfig
-from retrainer.layout import RunLayout
+from retrainer.layout import FEATURES_META, RunLayout, feature_files
 from retrainer.spark_session import get_spark
 from retrainer.workloads import get_workload
 
@@ -34,21 +34,33 @@ def _expectation(spec: dict[str, Any]) -> Any:
 
 
 def validate_features(features: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
-    """Validate the outputs of :func:`retrainer.stages.features.build_features` (its returned dict)."""
+    """Validate the outputs of :func:`retrainer.stages.features.build_features` (its returned dict).
+
+    On success the pending features become the run's ``features`` folder and the returned dict (the
+    features' metadata with their final URIs and the validation summary) is what training consumes.
+    On failure they move to ``features.rejected``; a previously validated ``features`` is untouched.
+    """
     workload = get_workload(cfg.workload)
     contract = workload.contract
     layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
     spark = get_spark(cfg.spark_master)
     with atomic.staged_dir(layout.validation) as staging:
         summary = _run_suites(features, contract, spark, staging, layout.validation)
+    pending = Path(features["features_uri"])
     if not summary["success"]:
+        if pending.exists() and pending != layout.features:
+            atomic.replace_dir(pending, layout.features_rejected)
         raise ValidationFailed(
             f"{len(summary['failed'])} expectation(s) failed for run {cfg.run_date} "
             f"(results: {summary['results_uri']}, Data Docs: {summary['data_docs_uri']}):\n  "
             + "\n  ".join(summary["failed"])
         )
     log.info("validation passed: %s expectations; Data Docs at %s", summary["evaluated"], summary["data_docs_uri"])
-    return summary
+    validated = {**features, **feature_files(layout.features), "validated": True, "validation": summary}
+    if pending != layout.features:
+        atomic.write_json(pending / FEATURES_META, validated)
+        atomic.replace_dir(pending, layout.features)
+    return validated
 
 
 def _run_suites(features: dict[str, Any], contract: Any, spark: Any, staging: Path, final: Path) -> dict[str, Any]:
