@@ -17,9 +17,9 @@ def parquet_parts(folder: str | Path) -> list[Path]:
 
 
 def folder_fingerprint(folder: str | Path) -> str:
+    """Hash of the part files' bytes in part order (file names carry a per-write UUID, so they are left out)."""
     h = hashlib.sha256()
     for part in parquet_parts(folder):
-        h.update(part.name.encode())
         with open(part, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)

@@ -6,6 +6,8 @@ import dataclasses
 import datetime as dt
 from pathlib import Path
 
+FEATURES_META = "features.json"
+
 
 def raw_partition(data_root: str | Path, source: str, day: dt.date) -> Path:
     return Path(data_root) / "raw" / source / f"date={day.isoformat()}" / f"{source}.csv"
@@ -44,21 +46,6 @@ class RunLayout:
     def features_meta(self) -> Path:
         return self.features / FEATURES_META
 
-
-FEATURES_META = "features.json"
-
-
-def feature_files(folder: Path) -> dict[str, str]:
-    """The URIs inside a features folder, wherever that folder currently is."""
-    return {
-        "features_uri": str(folder),
-        "train_uri": str(folder / "train"),
-        "eval_uri": str(folder / "eval"),
-        "stats_uri": str(folder / "stats.json"),
-        "daily_counts_uri": str(folder / "daily_counts.json"),
-        "raw_manifest_uri": str(folder / "raw_manifest.json"),
-    }
-
     @property
     def validation(self) -> Path:
         return self.root / "validation"
@@ -86,3 +73,15 @@ def feature_files(folder: Path) -> dict[str, str]:
     @property
     def registration(self) -> Path:
         return self.root / "registration.json"
+
+
+def feature_files(folder: Path) -> dict[str, str]:
+    """The URIs inside a features folder, wherever that folder currently is."""
+    return {
+        "features_uri": str(folder),
+        "train_uri": str(folder / "train"),
+        "eval_uri": str(folder / "eval"),
+        "stats_uri": str(folder / "stats.json"),
+        "daily_counts_uri": str(folder / "daily_counts.json"),
+        "raw_manifest_uri": str(folder / "raw_manifest.json"),
+    }

@@ -79,7 +79,9 @@ def _run_suites(features: dict[str, Any], contract: Any, spark: Any, staging: Pa
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         },
     )
-    spark_source = ctx.data_sources.add_spark(name="features")
+    # persist=False: GX would otherwise cache the frame, and Spark would serve that stale cache to the
+    # next validation of the same path (a rebuilt date) because the plans compare equal.
+    spark_source = ctx.data_sources.add_spark(name="features", persist=False)
     pandas_source = ctx.data_sources.add_pandas(name="run_metadata")
 
     manifest = pd.DataFrame(_manifest_rows(atomic.read_json(features["raw_manifest_uri"])))
