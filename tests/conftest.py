@@ -92,3 +92,28 @@ def small_config(data_root: Path, tracking_uri: str, **overrides):
         "spark_master": "local[2]",
     }
     return RunConfig(**(base | overrides))
+
+
+@pytest.fixture(scope="session")
+def chain_root(session_dir: Path, landed: Path) -> Path:
+    """A data root sharing the landed raw files, for the stage-by-stage chain (train, evaluate, ...)."""
+    root = session_dir / "chain"
+    root.mkdir(exist_ok=True)
+    if not (root / "raw").exists():
+        (root / "raw").symlink_to(landed / "raw")
+    return root
+
+
+@pytest.fixture(scope="session")
+def chain_tracking(session_dir: Path) -> str:
+    return f"sqlite:///{session_dir / 'chain-mlflow' / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def validated(spark, chain_root: Path, chain_tracking: str) -> dict:
+    """Features for RUN_DATE, built and validated once for every later stage's tests."""
+    from retrainer.stages.features import build_features
+    from retrainer.stages.validate import validate_features
+
+    cfg = small_config(chain_root, chain_tracking)
+    return validate_features(build_features(cfg), cfg)

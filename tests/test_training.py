@@ -1,0 +1,174 @@
+"""TensorFlow training: the contract-built model, streamed input, checkpoint resume, and strategies."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, small_config
+from retrainer.atomic import read_json
+from retrainer.fingerprint import parquet_parts
+from retrainer.layout import RunLayout
+from retrainer.training.strategy import is_chief_from_env, tf_config
+from retrainer.workloads.flight_delay import CONTRACT
+
+
+@pytest.fixture(scope="module")
+def stats(validated: dict) -> dict:
+    return read_json(validated["stats_uri"])
+
+
+def _train(validated: dict, stats: dict, ckpt: Path, run_key: str, epochs: int) -> dict:
+    from retrainer.training.loop import train
+
+    return train(
+        train_uri=validated["train_uri"],
+        stats=stats,
+        contract=CONTRACT,
+        checkpoint_dir=str(ckpt),
+        run_key=run_key,
+        epochs=epochs,
+        batch_size=256,
+        learning_rate=0.003,
+        hidden_units=8,
+        seed=1,
+        strategy_name="default",
+    )
+
+
+def test_model_inputs_are_the_contract_features(stats: dict) -> None:
+    import tensorflow as tf
+
+    from retrainer.training.model import build_model
+
+    model = build_model(CONTRACT, stats, hidden_units=8)
+    assert {k: v.dtype for k, v in model.input.items()} == CONTRACT.serving_dtypes()
+    row = {
+        "month": [[1]], "day_of_week": [[3]], "sched_dep_hour": [[9]], "carrier": [["ZZ"]], "origin": [["JFK"]],
+        "dest": [["NOPE"]], "distance": [[1000.0]], "temp": [[np.nan]], "humid": [[50.0]], "wind_speed": [[5.0]],
+        "precip": [[0.0]], "pressure": [[np.nan]], "visib": [[10.0]], "plane_age": [[np.nan]], "seats": [[np.nan]],
+        "carrier_late_rate_7d": [[0.2]], "origin_late_rate_7d": [[np.nan]],
+    }  # fmt: skip
+    inputs = {k: tf.constant(v, dtype=CONTRACT.serving_dtypes()[k]) for k, v in row.items()}
+    p = float(model(inputs)[0, 0])
+    assert 0.0 < p < 1.0  # unseen categories go to out-of-vocabulary; missing numbers are imputed
+
+
+def test_dataset_streams_typed_batches(validated: dict) -> None:
+    from retrainer.training.data import make_dataset
+
+    ds = make_dataset(parquet_parts(validated["train_uri"]), CONTRACT, batch_size=100)
+    x, y = next(iter(ds))
+    assert y.shape == (100, 1) and set(np.unique(y.numpy())) <= {0.0, 1.0}
+    assert x["carrier"].dtype.name == "string" and x["month"].dtype.name == "int64"
+    assert x["distance"].shape == (100, 1)
+    total = sum(int(b[1].shape[0]) for b in ds)
+    assert total == validated["rows"]["train"]
+
+
+def test_training_logs_each_epoch_and_checkpoints(validated: dict, stats: dict, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="retrainer.training.loop")
+    out = _train(validated, stats, tmp_path / "ckpt", "key-a", epochs=2)
+    assert [h["epoch"] for h in out["history"]] == [1, 2]
+    assert out["history"][1]["loss"] < out["history"][0]["loss"] * 1.5
+    assert [r.message.split(" loss")[0] for r in caplog.records if r.message.startswith("epoch")] == [
+        "epoch 1/2",
+        "epoch 2/2",
+    ]
+    assert out["checkpoint"].endswith("ckpt-2")
+
+
+def test_a_retry_resumes_from_the_last_checkpoint(validated: dict, stats: dict, tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    first = _train(validated, stats, ckpt, "key-b", epochs=1)  # as if the task died after epoch 1 of 3
+    resumed = _train(validated, stats, ckpt, "key-b", epochs=3)
+    assert first["resumed_from_epoch"] == 0
+    assert resumed["resumed_from_epoch"] == 1
+    assert [h["epoch"] for h in resumed["history"]] == [2, 3]
+    finished = _train(validated, stats, ckpt, "key-b", epochs=3)  # a retry after success trains nothing
+    assert finished["resumed_from_epoch"] == 3 and finished["history"] == []
+
+
+def test_checkpoints_of_another_run_are_not_resumed(validated: dict, stats: dict, tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    _train(validated, stats, ckpt, "key-c", epochs=1)
+    other = _train(validated, stats, ckpt, "key-d", epochs=1)
+    assert other["resumed_from_epoch"] == 0 and len(other["history"]) == 1
+    assert read_json(ckpt / "run_key.json") == {"run_key": "key-d"}
+
+
+def test_train_stage_refuses_unvalidated_features(validated: dict, chain_root: Path, chain_tracking: str) -> None:
+    from retrainer.stages.train import train_model
+
+    with pytest.raises(ValueError, match="did not pass validation"):
+        train_model({**validated, "validated": False}, small_config(chain_root, chain_tracking))
+
+
+def test_tf_config_for_a_worker_group() -> None:
+    cfg = tf_config(["127.0.0.1:2001", "127.0.0.1:2002"], 1)
+    assert cfg == {"cluster": {"worker": ["127.0.0.1:2001", "127.0.0.1:2002"]}, "task": {"type": "worker", "index": 1}}
+    with pytest.raises(ValueError):
+        tf_config(["a:1"], 1)
+
+
+def test_chief_is_worker_zero_or_the_chief_task(monkeypatch) -> None:
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config(["a:1", "b:2"], 0)))
+    assert is_chief_from_env()
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config(["a:1", "b:2"], 1)))
+    assert not is_chief_from_env()
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "chief"}})
+    )
+    assert is_chief_from_env()
+    monkeypatch.delenv("TF_CONFIG")
+    assert is_chief_from_env()
+
+
+MIRRORED_SCRIPT = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from retrainer.atomic import read_json
+from retrainer.training.loop import train
+from retrainer.workloads.flight_delay import CONTRACT
+v = json.loads(sys.argv[1])
+out = train(train_uri=v["train_uri"], stats=read_json(v["stats_uri"]), contract=CONTRACT, checkpoint_dir=sys.argv[2],
+            run_key="mirrored", epochs=1, batch_size=128, learning_rate=0.003, hidden_units=8, seed=1,
+            strategy_name="mirrored")
+print(json.dumps(out))
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(validated: dict, tmp_path: Path) -> None:
+    """Logical devices must be configured before TF initialises, so this runs in a fresh process."""
+    proc = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(validated), str(tmp_path / "ckpt")],
+        capture_output=True, text=True, env=os.environ, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["strategy"] == "MirroredStrategy" and out["replicas"] == 2 and out["global_batch_size"] == 256
+    assert np.isfinite(out["history"][0]["loss"])
+
+
+def test_multi_worker_strategy_on_two_local_processes(validated: dict, chain_root: Path, chain_tracking: str) -> None:
+    from retrainer.training.launcher import train_on_local_workers
+
+    cfg = small_config(chain_root, chain_tracking, epochs=2, batch_size=128)
+    out = train_on_local_workers(validated, cfg, n_workers=2, timeout=600)
+    assert out["strategy"] == "CollectiveAllReduceStrategy" and out["replicas"] == 2
+    assert [h["epoch"] for h in out["history"]] == [1, 2]
+    layout = RunLayout.for_run(chain_root, cfg.workload, cfg.run_date)
+    assert out["checkpoint"] == str(layout.checkpoints / "ckpt-2")
+    assert not list(Path(tempfile.gettempdir()).glob("retrainer-worker-ckpt-*")), (
+        "worker 1's temporary checkpoints were not removed"
+    )
