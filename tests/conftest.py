@@ -7,6 +7,7 @@ that ``dag.test()`` runs in this process) sees the same embedded engines under a
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import subprocess
 import sys
@@ -38,11 +39,15 @@ os.environ.update(
     }
 )
 
-# The landed days every test shares: enough for a run dated 2013-01-17 with a 7-day window
-# (train 01-10..01-14, eval 01-15..01-16) plus 7 days of history for lagged rates.
-LAND_START = dt.date(2013, 1, 1)
-LAND_END = dt.date(2013, 1, 20)
-RUN_DATE = dt.date(2013, 1, 17)
+# py4j logs while the interpreter shuts down, after pytest closed the captured streams.
+logging.getLogger("py4j").setLevel(logging.WARNING)
+
+# The landed days every test shares: enough for a run dated 2013-02-05 with a 7-day window
+# (train 01-29..02-02, eval 02-03..02-04) plus 7 days of history for lagged rates. The date is after
+# the DAG's start_date (2013-01-29): Airflow creates no task instances for runs before it.
+LAND_START = dt.date(2013, 1, 21)
+LAND_END = dt.date(2013, 2, 6)
+RUN_DATE = dt.date(2013, 2, 5)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
-from conftest import small_config
+from conftest import RUN_DATE, small_config
 from retrainer import registry
 from retrainer.stages.evaluate import evaluate_models
 from retrainer.stages.export import export_model
@@ -88,7 +88,7 @@ def test_champion_alias_serves_the_savedmodel_through_mlflow(first: dict, valida
     p = champion.predict(frame)
     assert p.shape == (20,) and np.all((p > 0) & (p < 1))
     tags = mlflow.MlflowClient().get_run(first["registration"]["mlflow_run_id"]).data.tags
-    assert tags["train_fingerprint"] == validated["train_fingerprint"] and tags["run_date"] == "2013-01-17"
+    assert tags["train_fingerprint"] == validated["train_fingerprint"] and tags["run_date"] == RUN_DATE.isoformat()
     assert {"dag_id", "run_id", "data_interval", "git_commit"} <= set(tags)
 
 
