@@ -1,0 +1,86 @@
+# retrainer: the two commands are `make run` and `make test`; everything else is a helper.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+DATE ?= 2013-06-01
+CONF ?= {}
+MLFLOW_PORT ?= 5000
+AIRFLOW_PORT ?= 8080
+
+# Embedded single-machine defaults, all under the project folder (override any of them).
+export RETRAINER_HOME ?= $(CURDIR)
+export RETRAINER_DATA_ROOT ?= $(CURDIR)/data
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow/mlflow.db
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+export AIRFLOW__CORE__PARALLELISM ?= 4
+export AIRFLOW__API_AUTH__JWT_SECRET ?= retrainer-local-only-secret-change-me-in-any-shared-deployment
+export AIRFLOW__API__BASE_URL ?= http://127.0.0.1:$(AIRFLOW_PORT)
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export GX_ANALYTICS_ENABLED ?= False
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help install data airflow-db run test lint bench mlflow-ui airflow-ui clean
+
+help:
+	@echo "make run  [DATE=2013-06-01] [CONF='{\"epochs\": 5}']  install, land data, run the DAG once, print a summary"
+	@echo "make test                                         install and run lint + the test suite"
+	@echo "make mlflow-ui | airflow-ui | bench | clean"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python requirements.txt constraints.txt pyproject.toml
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	@touch $@
+
+install: $(VENV)/.installed
+
+$(RETRAINER_DATA_ROOT)/raw/_LANDED.json: | $(VENV)/.installed
+	$(BIN)/retrainer land --start 2013-01-01 --end 2013-12-31
+
+data: $(RETRAINER_DATA_ROOT)/raw/_LANDED.json
+
+$(AIRFLOW_HOME)/airflow.db: | $(VENV)/.installed
+	@mkdir -p $(AIRFLOW_HOME)
+	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+
+airflow-db: $(AIRFLOW_HOME)/airflow.db
+
+run: install data airflow-db
+	@mkdir -p $(AIRFLOW_HOME)/logs
+	@log=$(AIRFLOW_HOME)/logs/dags-test-$(DATE).log; \
+	echo "running DAG flight_delay_retrain for $(DATE) with airflow dags test (log: $$log) ..."; \
+	if $(BIN)/airflow dags test flight_delay_retrain $(DATE) -c '$(CONF)' > $$log 2>&1; then status=0; else status=$$?; fi; \
+	grep -E "\[DAG TEST\] running task|Task instance state updated.*new_state=(success|failed)|epoch [0-9]+/|ValidationFailed|expectation\(s\) failed" $$log \
+	  | sed -E 's/.*running task <TaskInstance: ([^ ]+).*/  task \1/; s/^.*(epoch [0-9]+\/[0-9]+[^[]*).*/    \1/' | grep -E "^  " || true; \
+	echo; $(BIN)/retrainer --log-level WARNING summary --date $(DATE) || true; \
+	if [ $$status -ne 0 ]; then echo; echo "DAG run FAILED (exit $$status); last lines of $$log:"; grep -E "ERROR|Error|failed" $$log | tail -15; fi; \
+	exit $$status
+
+test: install lint
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install data
+	$(BIN)/python bench/bench_pipeline.py
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
+
+airflow-ui: install data airflow-db
+	$(BIN)/airflow standalone
+
+clean:
+	rm -rf $(AIRFLOW_HOME) $(CURDIR)/mlflow $(RETRAINER_DATA_ROOT)/runs
