@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         result = args.func(args)
-    except ValueError as exc:  # configuration and data errors: a message, not a traceback
+    except (ValueError, FileNotFoundError) as exc:  # configuration and data errors: a message, not a traceback
         print(f"retrainer {args.command}: {exc}", file=sys.stderr)
         return 2
     if result is not None:
