@@ -56,6 +56,11 @@ def test_each_stage_runs_alone_from_the_cli(spark, landed: Path, tmp_path: Path,
 
 
 def test_missing_raw_partitions_are_listed_before_spark_starts(tmp_path: Path, capsys) -> None:
-    assert main(["features", "--date", "2013-02-05", "--data-root", str(tmp_path), "--window-days", "7"]) == 2
+    assert (
+        main(
+            ["features", "--date", "2013-02-05", "--data-root", str(tmp_path), "--window-days", "7", "--eval-days", "2"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "missing raw partitions" in err and "flights: 2013-01-22, 2013-01-23" in err and "2013-02-04" in err
