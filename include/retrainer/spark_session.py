@@ -22,7 +22,9 @@ def get_spark(master: str, app_name: str = "retrainer") -> SparkSession:
     if active is not None:
         return active
     builder = SparkSession.builder.appName(app_name)
-    if "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
+    # Under spark-submit the JVM is already up (PYSPARK_GATEWAY_PORT is set) with the submitted
+    # master; setting one here would override it.
+    if not os.environ.get("PYSPARK_GATEWAY_PORT"):
         builder = builder.master(master)
     return (
         builder.config("spark.ui.showConsoleProgress", "false")
