@@ -161,10 +161,10 @@ def test_mirrored_strategy_on_two_logical_cpus(validated: dict, tmp_path: Path) 
 
 
 def test_multi_worker_strategy_on_two_local_processes(validated: dict, chain_root: Path, chain_tracking: str) -> None:
-    from retrainer.training.launcher import train_on_local_workers
+    from retrainer.stages.train import train_model
 
-    cfg = small_config(chain_root, chain_tracking, epochs=2, batch_size=128)
-    out = train_on_local_workers(validated, cfg, n_workers=2, timeout=600)
+    cfg = small_config(chain_root, chain_tracking, epochs=2, batch_size=128, local_workers=2)
+    out = train_model(validated, cfg)  # this process launches two `retrainer train` workers
     assert out["strategy"] == "CollectiveAllReduceStrategy" and out["replicas"] == 2
     assert [h["epoch"] for h in out["history"]] == [1, 2]
     layout = RunLayout.for_run(chain_root, cfg.workload, cfg.run_date)
@@ -172,3 +172,4 @@ def test_multi_worker_strategy_on_two_local_processes(validated: dict, chain_roo
     assert not list(Path(tempfile.gettempdir()).glob("retrainer-worker-ckpt-*")), (
         "worker 1's temporary checkpoints were not removed"
     )
+    assert '"chief": false' in (layout.root / "worker_logs" / "worker-1.log").read_text()

@@ -84,15 +84,10 @@ def cmd_validate(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> Any:
-    cfg = _config(args)
-    features = _upstream(cfg, "features")
-    if args.local_workers and args.local_workers > 1:
-        from retrainer.training.launcher import train_on_local_workers
-
-        return train_on_local_workers(features, cfg, args.local_workers)
     from retrainer.stages.train import train_model
 
-    return train_model(features, cfg)
+    cfg = _config(args).with_overrides(local_workers=args.local_workers)
+    return train_model(_upstream(cfg, "features"), cfg)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> Any:
@@ -174,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("validate", cmd_validate, "Great Expectations: the features against the workload's contract")
     train = add("train", cmd_train, "TensorFlow: train (or resume) the model from the features")
     train.add_argument(
-        "--local-workers", type=int, default=0, help="run MultiWorkerMirroredStrategy on N local processes"
+        "--local-workers",
+        type=int,
+        help="MultiWorkerMirroredStrategy on N local processes (env RETRAINER_LOCAL_WORKERS)",
     )
     add("evaluate", cmd_evaluate, "score the new model and the champion; decide promotion")
     add("export", cmd_export, "export the SavedModel and check it in a fresh process")

@@ -16,6 +16,7 @@ ENV_HOME = "RETRAINER_HOME"
 ENV_DATA_ROOT = "RETRAINER_DATA_ROOT"
 ENV_SPARK_MASTER = "RETRAINER_SPARK_MASTER"
 ENV_STRATEGY = "RETRAINER_STRATEGY"
+ENV_LOCAL_WORKERS = "RETRAINER_LOCAL_WORKERS"
 ENV_MLFLOW = "MLFLOW_TRACKING_URI"
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
@@ -52,6 +53,8 @@ class RunConfig:
     hidden_units: int = 64
     min_auc_gain: float = 0.0
     strategy: str = dataclasses.field(default_factory=lambda: os.environ.get(ENV_STRATEGY, "auto"))
+    # >1: train with MultiWorkerMirroredStrategy on this many local processes (see training/launcher.py)
+    local_workers: int = dataclasses.field(default_factory=lambda: int(os.environ.get(ENV_LOCAL_WORKERS) or 0))
     seed: int = 42
     part_files: int = 4
     data_root: str = dataclasses.field(default_factory=default_data_root)
@@ -80,6 +83,8 @@ class RunConfig:
             problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.strategy not in STRATEGIES:
             problems.append(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.local_workers < 0:
+            problems.append(f"local_workers must be >= 0, got {self.local_workers}")
         if self.part_files < 1:
             problems.append(f"part_files must be >= 1, got {self.part_files}")
         if problems:

@@ -19,7 +19,13 @@ log = logging.getLogger(__name__)
 
 
 def train_model(features: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
-    """Train on ``features['train_uri']`` with the tables in ``features['stats_uri']``."""
+    """Train on ``features['train_uri']`` with the tables in ``features['stats_uri']``.
+
+    With ``cfg.local_workers > 1`` (and no TF_CONFIG yet) this process becomes the launcher of a local
+    MultiWorkerMirroredStrategy group whose workers each call this function again.
+    """
+    import os
+
     from retrainer.training.loop import train
 
     if not features.get("validated"):
@@ -27,6 +33,11 @@ def train_model(features: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
             f"refusing to train on features that did not pass validation: {features.get('features_uri')}; "
             "run the validate stage first"
         )
+    if cfg.local_workers > 1 and not os.environ.get("TF_CONFIG"):
+        from retrainer.training.launcher import train_on_local_workers
+
+        return train_on_local_workers(features, cfg, cfg.local_workers)
+
     workload = get_workload(cfg.workload)
     layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
     stats = atomic.read_json(features["stats_uri"])
