@@ -16,22 +16,19 @@ from retrainer.config import RunConfig
 from retrainer.fingerprint import parquet_parts
 from retrainer.layout import RunLayout
 from retrainer.metrics import BinaryMetrics
-from retrainer.training.data import iter_chunks
+from retrainer.training.data import arrow_to_inputs, iter_record_batches, labels
 from retrainer.workloads import get_workload
 
 log = logging.getLogger(__name__)
 
 
 def evaluate_models(features: dict[str, Any], training: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
-    import pyarrow.parquet as pq
-
     from retrainer.training.loop import load_trained_model
 
     workload = get_workload(cfg.workload)
     contract = workload.contract
     layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
-    stats = atomic.read_json(training["stats_uri"])
-    model = load_trained_model(training["checkpoint_dir"], contract, stats, training["hyperparameters"]["hidden_units"])
+    model = load_trained_model(training, contract)
 
     champion_version = registry.alias_version(cfg.tracking_uri, workload.registered_model, registry.CHAMPION)
     champion = None
@@ -39,14 +36,9 @@ def evaluate_models(features: dict[str, Any], training: dict[str, Any], cfg: Run
         champion = registry.load_version(cfg.tracking_uri, workload.registered_model, champion_version)
 
     new_metrics, champ_metrics = BinaryMetrics(), BinaryMetrics()
-    columns = [c.name for c in contract.features] + [contract.label.name]
-    files = [str(p) for p in parquet_parts(features["eval_uri"])]
-    for (x, y), batch in zip(
-        iter_chunks(files, contract),
-        (b for f in files for b in pq.ParquetFile(f).iter_batches(8192, columns=columns)),
-        strict=True,
-    ):
-        new_metrics.update(y, model(x, training=False).numpy())
+    for batch in iter_record_batches(parquet_parts(features["eval_uri"]), contract):
+        y = labels(batch, contract)
+        new_metrics.update(y, model(arrow_to_inputs(batch, contract), training=False).numpy())
         if champion is not None:
             try:
                 champ_metrics.update(y, champion.predict(batch.to_pandas()))

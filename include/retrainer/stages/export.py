@@ -41,8 +41,7 @@ def export_model(features: dict[str, Any], training: dict[str, Any], cfg: RunCon
     workload = get_workload(cfg.workload)
     contract = workload.contract
     layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
-    stats = atomic.read_json(training["stats_uri"])
-    model = load_trained_model(training["checkpoint_dir"], contract, stats, training["hyperparameters"]["hidden_units"])
+    model = load_trained_model(training, contract)
 
     first = pq.ParquetFile(parquet_parts(features["eval_uri"])[0])
     sample = pa.Table.from_batches([next(first.iter_batches(batch_size=SAMPLE_ROWS))])

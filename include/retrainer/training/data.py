@@ -35,6 +35,27 @@ def arrow_to_inputs(batch: Any, contract: Contract) -> dict[str, np.ndarray]:
     return out
 
 
+def labels(batch: Any, contract: Contract) -> np.ndarray:
+    return batch.column(contract.label.name).to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, 1)
+
+
+def iter_record_batches(
+    files: Sequence[str | Path],
+    contract: Contract,
+    chunk_rows: int = CHUNK_ROWS,
+    rng: np.random.Generator | None = None,
+) -> Iterator[Any]:
+    """pyarrow RecordBatches of the contract's features and label; with ``rng`` the file order is shuffled."""
+    import pyarrow.parquet as pq
+
+    order = [str(f) for f in files]
+    if rng is not None:
+        rng.shuffle(order)
+    columns = [c.name for c in contract.features] + [contract.label.name]
+    for f in order:
+        yield from pq.ParquetFile(f).iter_batches(batch_size=chunk_rows, columns=columns)
+
+
 def iter_chunks(
     files: Sequence[str | Path],
     contract: Contract,
@@ -42,21 +63,13 @@ def iter_chunks(
     rng: np.random.Generator | None = None,
 ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
     """(inputs, labels) per record batch; with ``rng``, file order and rows within a chunk are shuffled."""
-    import pyarrow.parquet as pq
-
-    order = list(files)
-    if rng is not None:
-        rng.shuffle(order)
-    columns = [c.name for c in contract.features] + [contract.label.name]
-    for f in order:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=chunk_rows, columns=columns):
-            x = arrow_to_inputs(batch, contract)
-            y = batch.column(contract.label.name).to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, 1)
-            if rng is not None:
-                perm = rng.permutation(len(y))
-                x = {k: v[perm] for k, v in x.items()}
-                y = y[perm]
-            yield x, y
+    for batch in iter_record_batches(files, contract, chunk_rows, rng):
+        x, y = arrow_to_inputs(batch, contract), labels(batch, contract)
+        if rng is not None:
+            perm = rng.permutation(len(y))
+            x = {k: v[perm] for k, v in x.items()}
+            y = y[perm]
+        yield x, y
 
 
 def output_signature(contract: Contract) -> tuple[dict[str, Any], Any]:

@@ -159,10 +159,13 @@ def train(
     }
 
 
-def load_trained_model(checkpoint_dir: str, contract: Contract, stats: dict[str, Any], hidden_units: int) -> Any:
-    """Rebuild the model from its tables and restore the newest checkpoint's weights."""
+def load_trained_model(training: dict[str, Any], contract: Contract) -> Any:
+    """Rebuild the model of a train-stage result from its tables and restore the newest checkpoint's weights."""
     import tensorflow as tf
 
+    checkpoint_dir = training["checkpoint_dir"]
+    stats = atomic.read_json(training["stats_uri"])
+    hidden_units = training["hyperparameters"]["hidden_units"]
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     if latest is None:
         raise FileNotFoundError(f"no checkpoint in {checkpoint_dir}: has the train stage run for this date?")
