@@ -56,6 +56,8 @@ $(AIRFLOW_HOME)/airflow.db: | $(VENV)/.installed
 airflow-db: $(AIRFLOW_HOME)/airflow.db
 
 run: install data airflow-db
+	@# Airflow creates no task instances for a logical date before the DAG's start_date.
+	@if [[ "$(DATE)" < "2013-01-29" ]]; then echo "DATE must be on or after 2013-01-29 (the DAG's start_date); use 'retrainer run --date ...' for earlier dates"; exit 2; fi
 	@mkdir -p $(AIRFLOW_HOME)/logs
 	@log=$(AIRFLOW_HOME)/logs/dags-test-$(DATE).log; \
 	echo "running DAG flight_delay_retrain for $(DATE) with airflow dags test (log: $$log) ..."; \

@@ -34,6 +34,21 @@ def mlflow_signature(contract: Contract) -> Any:
     return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "probability")]))
 
 
+def serving_requirements() -> list[str]:
+    """Pinned from this environment: MLflow would otherwise load the model in a subprocess to infer them."""
+    from importlib import metadata
+
+    pins = []
+    for names in (("tensorflow", "tensorflow-cpu"), ("mlflow",), ("numpy",), ("pandas",)):
+        for name in names:
+            try:
+                pins.append(f"{name}=={metadata.version(name)}")
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return pins
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(
@@ -91,6 +106,7 @@ def register_model(
                 python_model=str(PYFUNC_FILE),
                 artifacts={"saved_model": exported["saved_model_uri"]},
                 signature=mlflow_signature(workload.contract),
+                pip_requirements=serving_requirements(),
                 registered_model_name=name,
             )
             version = str(info.registered_model_version)
