@@ -97,6 +97,16 @@ def test_registering_the_same_training_run_again_reuses_its_version(first: dict,
     assert again["reused_existing_version"] and again["version"] == first["registration"]["version"]
 
 
+def test_a_retry_after_a_crash_before_tagging_the_version_reuses_it(first: dict, cfg) -> None:
+    from retrainer.stages.register import RUN_KEY_TAG
+
+    version = first["registration"]["version"]
+    client = registry.configure(cfg.tracking_uri)
+    client.delete_model_version_tag(MODEL, version, RUN_KEY_TAG)  # as if the task died right after log_model
+    again = register_model(first["export"], first["evaluation"], first["training"], cfg)
+    assert again["reused_existing_version"] and again["version"] == version
+
+
 def test_a_model_that_misses_the_gate_becomes_challenger_not_champion(first: dict, validated: dict, cfg) -> None:
     strict = cfg.with_overrides(hidden_units=12, min_auc_gain=0.5)  # new run key: a different model
     training = train_model(validated, strict)

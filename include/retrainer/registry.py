@@ -58,15 +58,18 @@ def load_version(tracking_uri: str, model_name: str, version: str) -> Any:
     return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
 
 
-def find_version_by_tag(tracking_uri: str, model_name: str, key: str, value: str) -> str | None:
+def find_version_of_run(tracking_uri: str, model_name: str, experiment_id: str, tag: str, value: str) -> str | None:
+    """The version registered from an MLflow run tagged ``tag=value``, if any.
+
+    Looked up through the run (tagged when it starts) rather than a version tag, so a retry after a
+    crash between registering and tagging the version still finds it instead of registering a twin.
+    """
     client = configure(tracking_uri)
-    try:
-        versions = client.search_model_versions(f"name = '{model_name}'")
-    except Exception:  # no such registered model yet
-        return None
-    for v in versions:
-        if v.tags.get(key) == value:
-            return str(v.version)
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{tag}` = '{value}'")
+    for run in runs:
+        versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run.info.run_id}'")
+        if versions:
+            return str(max(int(v.version) for v in versions))
     return None
 
 

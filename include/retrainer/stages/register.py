@@ -70,10 +70,10 @@ def register_model(
     client = registry.configure(cfg.tracking_uri)
     run_key = training["run_key"]
 
-    version = registry.find_version_by_tag(cfg.tracking_uri, name, RUN_KEY_TAG, run_key)
+    exp_id = registry.experiment_id(cfg.tracking_uri, f"retrainer/{cfg.workload}")
+    version = registry.find_version_of_run(cfg.tracking_uri, name, exp_id, RUN_KEY_TAG, run_key)
     reused = version is not None
     if version is None:
-        exp_id = registry.experiment_id(cfg.tracking_uri, f"retrainer/{cfg.workload}")
         tags = {
             "dag_id": cfg.dag_id,
             "run_id": cfg.run_id,
