@@ -121,3 +121,10 @@ def test_a_corrupted_day_stops_the_run_at_validation_and_keeps_the_champion(
     assert f"lack column 'dest' on {bad_day}" in summary
     assert registry.alias_version(tracking, MODEL, "champion") == champion_before
     assert _versions(tracking) == versions_before
+
+    from retrainer.config import RunConfig
+    from retrainer.summary import run_summary
+
+    summary = run_summary(RunConfig(run_date=RUN_DATE, data_root=str(root), tracking_uri=tracking))
+    assert "validation  FAILED" in summary and "stopped     at validation" in summary
+    assert f"champion -> v{champion_before} (not changed by this run)" in summary

@@ -25,12 +25,15 @@ def _fmt(metrics: dict[str, Any] | None) -> str:
 def run_summary(cfg: RunConfig) -> str:
     layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
     workload = get_workload(cfg.workload)
-    feats = _load(layout.features_meta) or _load(layout.features_pending / "features.json")
     val = _load(layout.validation / "summary.json")
-    train = _load(layout.training_meta)
-    ev = _load(layout.evaluation)
-    exp = _load(layout.export_meta)
-    reg = _load(layout.registration)
+    rejected = bool(val) and not val["success"]
+    if rejected:  # the latest attempt stopped at validation: describe it, not an earlier good run's outputs
+        feats = _load(layout.features_rejected / "features.json")
+        train = ev = exp = reg = None
+    else:
+        feats = _load(layout.features_meta) or _load(layout.features_pending / "features.json")
+        train, ev = _load(layout.training_meta), _load(layout.evaluation)
+        exp, reg = _load(layout.export_meta), _load(layout.registration)
     lines = [f"retrainer run summary: workload {cfg.workload}, run date {cfg.run_date}", ""]
     if feats:
         lines += [
@@ -63,8 +66,11 @@ def run_summary(cfg: RunConfig) -> str:
             f"  registered  {reg['registered_model']} v{reg['version']}"
             f"{' (reused)' if reg['reused_existing_version'] else ''}; promoted: {reg['promoted']}"
         )
-        current = registry.aliases(cfg.tracking_uri, workload.registered_model)
-        lines.append(f"  aliases     {', '.join(f'{a} -> v{v}' for a, v in sorted(current.items())) or '-'}")
+    if rejected:
+        lines.append("  stopped     at validation: nothing was trained, registered or promoted")
+    current = registry.aliases(cfg.tracking_uri, workload.registered_model)
+    unchanged = "" if reg else " (not changed by this run)"
+    lines.append(f"  aliases     {', '.join(f'{a} -> v{v}' for a, v in sorted(current.items())) or '-'}{unchanged}")
     lines += ["", "  where:"]
     if exp:
         lines.append(

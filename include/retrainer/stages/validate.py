@@ -172,7 +172,8 @@ def _describe(r: Any, suite: str, manifest: Any) -> str:
         msg = re.sub(r"\s+", " ", str(r.exception_info.get("exception_message", "")))[:200]
         observed.append(f"error={msg}")
     expected = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "mostly" or v != 1.0)
-    return f"{config.type} on {where} ({expected}): {'; '.join(observed) or 'failed'}"
+    expected = f" ({expected})" if expected else ""
+    return f"{config.type} on {where}{expected}: {'; '.join(observed) or 'failed'}"
 
 
 def data_docs_index(cfg: RunConfig) -> Path:
