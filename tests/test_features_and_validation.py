@@ -151,5 +151,15 @@ def test_out_of_contract_values_fail_naming_the_expectation(spark, cfg, corrupt_
         validate_features(build_features(bad_cfg), bad_cfg)
 
 
+def test_a_truncated_day_fails_the_rows_per_day_check_naming_the_day(spark, cfg, corrupt_root: Path) -> None:
+    bad_cfg = small_config(corrupt_root, cfg.tracking_uri)
+    day = bad_cfg.train_start + dt.timedelta(days=1)
+    _rewrite(
+        raw_partition(corrupt_root, "flights", day), lambda rows: rows[:51]
+    )  # header + 50 flights, all of which arrived
+    with pytest.raises(ValidationFailed, match=rf"rows per day outside \[200, 1500\] on {day} \(50 rows\)"):
+        validate_features(build_features(bad_cfg), bad_cfg)
+
+
 def test_landed_range_covers_the_test_run(cfg) -> None:
     assert LAND_START <= cfg.train_start - dt.timedelta(days=7) and cfg.end <= LAND_END

@@ -15,6 +15,7 @@ from typing import Any
 
 from retrainer import atomic
 from retrainer.config import RunConfig
+from retrainer.landing import days_between
 from retrainer.layout import FEATURES_META, RunLayout, feature_files
 from retrainer.spark_session import get_spark
 from retrainer.workloads import get_workload
@@ -45,7 +46,8 @@ def validate_features(features: dict[str, Any], cfg: RunConfig) -> dict[str, Any
     layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
     spark = get_spark(cfg.spark_master)
     with atomic.staged_dir(layout.validation) as staging:
-        summary = _run_suites(features, contract, spark, staging, layout.validation)
+        days = [d.isoformat() for d in days_between(cfg.train_start, cfg.end)]
+        summary = _run_suites(features, contract, days, spark, staging, layout.validation)
     pending = Path(features["features_uri"])
     if not summary["success"]:
         if pending.exists() and pending != layout.features:
@@ -63,7 +65,10 @@ def validate_features(features: dict[str, Any], cfg: RunConfig) -> dict[str, Any
     return validated
 
 
-def _run_suites(features: dict[str, Any], contract: Any, spark: Any, staging: Path, final: Path) -> dict[str, Any]:
+def _run_suites(
+    features: dict[str, Any], contract: Any, days: list[str], spark: Any, staging: Path, final: Path
+) -> dict[str, Any]:
+    """Run the three suites; ``days`` are the calendar days the run's window must cover."""
     import great_expectations as gx
     import pandas as pd
 
@@ -99,7 +104,7 @@ def _run_suites(features: dict[str, Any], contract: Any, spark: Any, staging: Pa
             ],
         ),
         "feature_table": (spark_source, table, contract.expectations()),
-        "rows_per_day": (pandas_source, daily, contract.daily_expectations(list(daily["date"]))),
+        "rows_per_day": (pandas_source, daily, contract.daily_expectations(days)),
     }
     results: dict[str, Any] = {}
     failures: list[str] = []
@@ -120,7 +125,7 @@ def _run_suites(features: dict[str, Any], contract: Any, spark: Any, staging: Pa
         run = checkpoint.run(batch_parameters={"dataframe": frame})
         result = next(iter(run.run_results.values()))
         results[name] = result.to_json_dict()
-        failures += [f"[{name}] {_describe(r, name, manifest)}" for r in result.results if not r.success]
+        failures += [f"[{name}] {_describe(r, name, frame)}" for r in result.results if not r.success]
 
     atomic.write_json(staging / "results.json", results)
     summary = {
@@ -148,8 +153,11 @@ def _manifest_rows(manifest: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _describe(r: Any, suite: str, manifest: Any) -> str:
-    """One line per failed expectation: what was expected, on which column, what was observed."""
+def _describe(r: Any, suite: str, frame: Any) -> str:
+    """One line per failed expectation: what was expected, on which column, what was observed.
+
+    For the small per-partition and per-day frames the offending dates are named as well.
+    """
     config = r.expectation_config
     kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "result_format")}
     column = kwargs.pop("column", None)
@@ -157,8 +165,13 @@ def _describe(r: Any, suite: str, manifest: Any) -> str:
     where = f"column '{column}'" if column else "table"
     if suite == "raw_partitions" and column:
         source, col = column.split(".", 1)
-        dates = list(manifest.loc[manifest[column] == False, "date"])  # noqa: E712
+        dates = list(frame.loc[frame[column] == False, "date"])  # noqa: E712
         return f"raw {source} partitions lack column '{col}' on {', '.join(dates)} (expectation {config.type})"
+    if suite == "rows_per_day" and column == "rows":
+        low, high = kwargs["min_value"], kwargs["max_value"]
+        bad = frame.loc[(frame["rows"] < low) | (frame["rows"] > high)]
+        days = ", ".join(f"{d} ({n} rows)" for d, n in zip(bad["date"], bad["rows"], strict=True))
+        return f"rows per day outside [{low:g}, {high:g}] on {days} (expectation {config.type})"
     observed = []
     for key in ("observed_value", "unexpected_count", "unexpected_percent", "partial_unexpected_list"):
         if key in res and res[key] not in (None, []):
