@@ -28,20 +28,9 @@ def _date(value: str) -> dt.date:
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
+    """Defaults and environment, overridden by every flag given (flags are named after RunConfig fields)."""
     base = RunConfig(run_date=args.date, data_root=args.data_root or default_data_root())
-    return base.with_overrides(
-        workload=args.workload,
-        window_days=args.window_days,
-        eval_days=args.eval_days,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        hidden_units=args.hidden_units,
-        min_auc_gain=args.min_auc_gain,
-        strategy=args.strategy,
-        spark_master=args.spark_master,
-        tracking_uri=args.tracking_uri,
-    )
+    return base.with_overrides(**vars(args))
 
 
 def _upstream(cfg: RunConfig, name: str) -> dict[str, Any]:
@@ -86,7 +75,7 @@ def cmd_validate(args: argparse.Namespace) -> Any:
 def cmd_train(args: argparse.Namespace) -> Any:
     from retrainer.stages.train import train_model
 
-    cfg = _config(args).with_overrides(local_workers=args.local_workers)
+    cfg = _config(args)
     return train_model(_upstream(cfg, "features"), cfg)
 
 
