@@ -13,6 +13,7 @@ import pytest
 
 from conftest import LAND_END, LAND_START, small_config
 from retrainer.fingerprint import folder_fingerprint, parquet_parts
+from retrainer.landing import days_between
 from retrainer.layout import RunLayout, raw_partition
 from retrainer.stages.features import build_features
 from retrainer.stages.validate import ValidationFailed, validate_features
@@ -33,13 +34,9 @@ def _raw_flights(root: Path, day: dt.date) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _days(start: dt.date, end: dt.date) -> list[dt.date]:
-    return [start + dt.timedelta(days=i) for i in range((end - start).days)]
-
-
-def test_splits_hold_every_labelled_flight_of_their_days(built: dict, cfg, landed: Path) -> None:
+def test_splits_hold_every_labelled_flight_of_theirdays_between(built: dict, cfg, landed: Path) -> None:
     for split, (start, end) in {"train": (cfg.train_start, cfg.eval_start), "eval": (cfg.eval_start, cfg.end)}.items():
-        raw = [r for d in _days(start, end) for r in _raw_flights(landed, d)]
+        raw = [r for d in days_between(start, end) for r in _raw_flights(landed, d)]
         labelled = [r for r in raw if r["arr_delay"] != "NA"]
         table = ds.dataset(built[f"{split}_uri"]).to_table()
         assert table.num_rows == len(labelled) == built["rows"][split]
@@ -51,11 +48,11 @@ def test_splits_hold_every_labelled_flight_of_their_days(built: dict, cfg, lande
     assert len(parquet_parts(built["train_uri"])) == cfg.part_files
 
 
-def test_lagged_late_rate_uses_only_the_seven_previous_days(built: dict, cfg, landed: Path) -> None:
+def test_lagged_late_rate_uses_only_the_seven_previousdays_between(built: dict, cfg, landed: Path) -> None:
     day = cfg.eval_start
     history = [
         r
-        for d in _days(day - dt.timedelta(days=7), day)
+        for d in days_between(day - dt.timedelta(days=7), day)
         for r in _raw_flights(landed, d)
         if r["carrier"] == "UA" and r["arr_delay"] != "NA"
     ]

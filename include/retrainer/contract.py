@@ -87,12 +87,6 @@ class Contract:
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
 
-    def column(self, name: str) -> Column:
-        for c in self.columns:
-            if c.name == name:
-                return c
-        raise KeyError(f"contract {self.name} has no column {name!r}")
-
     # --- derived views ---------------------------------------------------------------------------
     def spark_type_names(self) -> dict[str, str]:
         """Spark SQL type of each column, used to cast the feature table on the way out."""

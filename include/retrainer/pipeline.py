@@ -12,8 +12,6 @@ from retrainer.workloads import get_workload
 
 log = logging.getLogger(__name__)
 
-STAGES = ("features", "validate", "train", "evaluate", "export", "register")
-
 
 class MissingRawData(FileNotFoundError):
     """Raw partitions a run needs are not landed yet."""

@@ -71,14 +71,8 @@ def build_features(cfg: RunConfig) -> dict[str, Any]:
                 "validated": False,
                 "train_range": [cfg.train_start.isoformat(), cfg.eval_start.isoformat()],
                 "eval_range": [cfg.eval_start.isoformat(), cfg.end.isoformat()],
-                "rows": {
-                    "train": sum(r["rows"] for r in daily if r["date"] < cfg.eval_start.isoformat()),
-                    "eval": sum(r["rows"] for r in daily if r["date"] >= cfg.eval_start.isoformat()),
-                },
-                "excluded_no_label": {
-                    "train": sum(r["excluded_no_label"] for r in daily if r["date"] < cfg.eval_start.isoformat()),
-                    "eval": sum(r["excluded_no_label"] for r in daily if r["date"] >= cfg.eval_start.isoformat()),
-                },
+                "rows": _split_totals(daily, "rows", cfg.eval_start),
+                "excluded_no_label": _split_totals(daily, "excluded_no_label", cfg.eval_start),
                 "train_fingerprint": folder_fingerprint(tmp / "train"),
             }
             atomic.write_json(tmp / "stats.json", stats)
@@ -109,6 +103,15 @@ def _write_split(df: DataFrame, contract: Contract, path: Path, part_files: int)
         .write.mode("overwrite")
         .parquet(str(path))
     )
+
+
+def _split_totals(daily: list[dict[str, Any]], key: str, eval_start: dt.date) -> dict[str, int]:
+    """Sum a per-day count over the training days and over the evaluation days."""
+    cut = eval_start.isoformat()
+    return {
+        "train": sum(r[key] for r in daily if r["date"] < cut),
+        "eval": sum(r[key] for r in daily if r["date"] >= cut),
+    }
 
 
 def _per_day(df: DataFrame, date_col: str) -> dict[str, int]:

@@ -187,7 +187,3 @@ def _describe(r: Any, suite: str, frame: Any) -> str:
     expected = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "mostly" or v != 1.0)
     expected = f" ({expected})" if expected else ""
     return f"{config.type} on {where}{expected}: {'; '.join(observed) or 'failed'}"
-
-
-def data_docs_index(cfg: RunConfig) -> Path:
-    return RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date).validation / "data_docs" / "index.html"

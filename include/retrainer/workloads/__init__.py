@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from retrainer.contract import Contract
+from retrainer.landing import days_between
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -36,8 +37,7 @@ class Workload:
 
     def raw_days(self, first_day: dt.date, end: dt.date) -> list[dt.date]:
         """Every raw partition a run over [first_day, end) reads, history included."""
-        start = first_day - dt.timedelta(days=self.history_days)
-        return [start + dt.timedelta(days=i) for i in range((end - start).days)]
+        return days_between(first_day - dt.timedelta(days=self.history_days), end)
 
 
 def get_workload(name: str) -> Workload:

@@ -148,7 +148,7 @@ def build_features(reader: RawReader, start: dt.date, end: dt.date) -> DataFrame
     weather = (
         reader.daily("weather", days, WEATHER_COLUMNS)
         .groupBy("origin", "time_hour")  # guard against duplicate readings for one hour
-        .agg(*[F.avg(c).alias(c) for c in ("temp", "humid", "wind_speed", "precip", "pressure", "visib")])
+        .agg(*[F.avg(c).alias(c) for c in WEATHER_COLUMNS if c not in ("origin", "time_hour")])
     )
     planes = reader.dim("planes", PLANES_COLUMNS).withColumnRenamed("year", "plane_year").dropDuplicates(["tailnum"])
 
