@@ -1,8 +1,9 @@
-"""The one module in retrainer that knows about Airflow contexts: context -> RunConfig.
+"""The one module in retrainer that knows about Airflow: task context -> RunConfig, params -> form.
 
 A run's date D is its logical date. With Airflow 3's ``@daily`` (a trigger timetable), scheduled,
 manual and backfill runs all carry the day in ``logical_date`` while their data interval may be
-empty, so the data interval is never used to pick the days.
+empty, so the data interval is never used to pick the days. The trigger form's params are the
+``Tuning`` parameters, generated from their declarations.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from retrainer.config import RunConfig
-
-PARAM_NAMES = ("window_days", "eval_days", "epochs", "batch_size", "learning_rate", "min_auc_gain")
+from retrainer import params
+from retrainer.config import RunConfig, Tuning
 
 
 def run_date_from_context(context: Any) -> dt.date:
@@ -25,13 +25,19 @@ def run_date_from_context(context: Any) -> dt.date:
     return logical.date() if isinstance(logical, dt.datetime) else logical
 
 
-def run_config(context: Any, **overrides: Any) -> RunConfig:
-    params = context.get("params") or {}
+def run_config(context: Any, workload: str) -> RunConfig:
+    """The run's config: identity from the context, tuning from the run's params, engines from the env."""
+    given = context.get("params") or {}
     dag = context.get("dag")
-    base = RunConfig(run_date=run_date_from_context(context))
-    return base.with_overrides(
-        **{k: params.get(k) for k in PARAM_NAMES},
+    return RunConfig.build(
+        run_date_from_context(context),
+        workload,
         dag_id=getattr(dag, "dag_id", None),
         run_id=context.get("run_id"),
-        **overrides,
+        **{p.name: given.get(p.name) for p in params.parameters(Tuning)},
     )
+
+
+def trigger_form() -> dict[str, tuple[Any, dict[str, Any]]]:
+    """{name: (default, JSON-schema kwargs)} for ``airflow.sdk.Param``: one per tuning parameter."""
+    return {p.name: (p.default, params.json_schema(p)) for p in params.parameters(Tuning)}

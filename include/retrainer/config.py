@@ -1,7 +1,9 @@
-"""Run configuration: one frozen object built from flags, Airflow params and environment.
+"""Run configuration, in three groups: what identifies a run, what tunes it, and where the engines are.
 
-Defaults are the embedded single-machine engines (Spark ``local[*]``, MLflow on SQLite, all under
-the project folder); the standard environment variables point the same code at real engines.
+Every field declared with :func:`retrainer.params.param` is a run parameter: the DAG's form, the CLI
+flags, validation and a worker's argv are all generated from these declarations (``params.py``).
+Engine defaults are the embedded single-machine ones (Spark ``local[*]``, MLflow on SQLite, all
+under the project folder); the environment variables named here point the same code at real engines.
 """
 
 from __future__ import annotations
@@ -9,113 +11,208 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ENV_HOME = "RETRAINER_HOME"
-ENV_DATA_ROOT = "RETRAINER_DATA_ROOT"
-ENV_SPARK_MASTER = "RETRAINER_SPARK_MASTER"
-ENV_STRATEGY = "RETRAINER_STRATEGY"
-ENV_LOCAL_WORKERS = "RETRAINER_LOCAL_WORKERS"
-ENV_MLFLOW = "MLFLOW_TRACKING_URI"
+from retrainer import params
+from retrainer.calendar import RunWindow
+from retrainer.params import param
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+LAUNCHERS = ("in_process", "local_processes")
 
 
 def project_home() -> Path:
     """The folder that holds the embedded stores; the current directory unless RETRAINER_HOME says."""
-    return Path(os.environ.get(ENV_HOME) or os.getcwd()).resolve()
+    return Path(os.environ.get("RETRAINER_HOME") or os.getcwd()).resolve()
 
 
 def default_data_root() -> str:
-    return os.environ.get(ENV_DATA_ROOT) or str(project_home() / "data")
+    return os.environ.get("RETRAINER_DATA_ROOT") or str(project_home() / "data")
 
 
 def default_tracking_uri() -> str:
-    return os.environ.get(ENV_MLFLOW) or f"sqlite:///{project_home() / 'mlflow' / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_home() / '.mlflow' / 'mlflow.db'}"
 
 
-def default_spark_master() -> str:
-    return os.environ.get(ENV_SPARK_MASTER) or "local[*]"
+class ConfigError(ValueError):
+    """A parameter is missing, of the wrong type or out of bounds; the message names each one."""
+
+
+def _check(group: Any, cross_field: Callable[[], list[str]] | None = None) -> None:
+    """Convert and bound-check each parameter, then (only if those pass) the rules between fields."""
+    problems = params.validate_group(group)
+    if not problems and cross_field is not None:
+        problems = cross_field()
+    if problems:
+        raise ConfigError("invalid run configuration: " + "; ".join(problems))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunIdentity:
+    """Which run this is. Set by the runner (Airflow's logical date and run id, or the CLI)."""
+
+    date: dt.date = param(help="the run's date D: trains on days before D", flag="--date")
+    workload: str = param("flight_delay", help="which workload (module under retrainer.workloads)")
+    dag_id: str = param("cli", help="lineage recorded on the MLflow run: the DAG (or runner) id")
+    run_id: str = param("manual", help="lineage recorded on the MLflow run: the DAG run id")
+
+    def __post_init__(self) -> None:
+        if self.date is None:
+            raise ConfigError("invalid run configuration: date is required")
+        _check(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """What a user tunes per run (the DAG's trigger form). ``changes_model`` params key the checkpoints."""
+
+    window_days: int = param(
+        28, minimum=3, maximum=365, changes_model=True, title="Window days",
+        help="W: days before the run date used for training + evaluation",
+    )  # fmt: skip
+    eval_days: int = param(
+        7, minimum=1, maximum=60, changes_model=True, title="Evaluation days",
+        help="E: the last E days of the window, held out for evaluation",
+    )  # fmt: skip
+    epochs: int = param(3, minimum=1, maximum=100, changes_model=True, title="Epochs", help="passes over the data")
+    batch_size: int = param(
+        1024, minimum=16, maximum=65536, changes_model=True, title="Batch size", help="rows per replica per step"
+    )
+    learning_rate: float = param(
+        0.003, exclusive_minimum=0, maximum=1, changes_model=True, title="Learning rate", help="Adam's learning rate"
+    )
+    hidden_units: int = param(
+        64, minimum=4, maximum=4096, changes_model=True, title="Hidden units", help="width of the first hidden layer"
+    )
+    seed: int = param(42, minimum=0, maximum=2**31 - 1, changes_model=True, title="Seed", help="weights and shuffle")
+    part_files: int = param(
+        4, minimum=1, maximum=256, changes_model=True, title="Part files",
+        help="Parquet files per split: the unit of sharding across input pipelines",
+    )  # fmt: skip
+    min_gain: float = param(
+        0.0, minimum=-1000, maximum=1000, title="Minimum gain",
+        help="promote only if the new model beats the champion's headline metric (the workload's: AUC, RMSE, ...) "
+        "by at least this, in that metric's units and direction",
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        _check(self, self._cross_field)
+
+    def _cross_field(self) -> list[str]:
+        if self.window_days <= self.eval_days:
+            return [
+                f"window_days ({self.window_days}) must be larger than eval_days ({self.eval_days}) "
+                "so that some days are left for training"
+            ]
+        return []
+
+    def model_defining(self) -> dict[str, Any]:
+        """The parameters that change the trained model: part of the checkpoint key, logged to MLflow."""
+        return {p.name: getattr(self, p.name) for p in params.parameters(Tuning) if p.spec.changes_model}
+
+
+@dataclasses.dataclass(frozen=True)
+class Engines:
+    """Where the engines are and how training is placed. From the environment by default, never the UI."""
+
+    data_root: str = param(
+        help="landing zone and run outputs", env="RETRAINER_DATA_ROOT", default_factory=default_data_root
+    )
+    tracking_uri: str = param(
+        help="MLflow tracking URI", env="MLFLOW_TRACKING_URI", default_factory=default_tracking_uri
+    )
+    spark_master: str = param(
+        "local[*]", help="Spark master URL (under spark-submit the submitted one wins)", env="RETRAINER_SPARK_MASTER"
+    )
+    strategy: str = param(
+        "auto", choices=STRATEGIES, env="RETRAINER_STRATEGY",
+        help="tf.distribute strategy; auto = multi-worker if TF_CONFIG names several tasks, mirrored with GPUs",
+    )  # fmt: skip
+    launcher: str = param(
+        "in_process", choices=LAUNCHERS, env="RETRAINER_LAUNCHER",
+        help="where training runs: in the task's process, or num_workers local processes (MultiWorkerMirrored)",
+    )  # fmt: skip
+    num_workers: int = param(
+        1, minimum=1, maximum=64, env="RETRAINER_NUM_WORKERS", help="training processes the launcher starts"
+    )
+
+    def __post_init__(self) -> None:
+        _check(self, self._cross_field)
+
+    def _cross_field(self) -> list[str]:
+        out = []
+        if self.launcher == "in_process" and self.num_workers != 1:
+            out.append(f"launcher in_process runs one worker, got num_workers={self.num_workers}")
+        several = self.launcher == "local_processes" and self.num_workers > 1
+        if several and self.strategy not in ("auto", "multi_worker"):
+            out.append(f"{self.num_workers} local workers need strategy auto or multi_worker, got {self.strategy}")
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Everything a stage needs besides its input URIs. Immutable so every stage sees the same run."""
+    """Everything a stage needs besides its typed upstream results. Immutable: every stage sees one run."""
 
-    run_date: dt.date
-    workload: str = "flight_delay"
-    window_days: int = 28
-    eval_days: int = 7
-    epochs: int = 3
-    batch_size: int = 1024
-    learning_rate: float = 0.003
-    hidden_units: int = 64
-    min_auc_gain: float = 0.0
-    strategy: str = dataclasses.field(default_factory=lambda: os.environ.get(ENV_STRATEGY, "auto"))
-    # >1: train with MultiWorkerMirroredStrategy on this many local processes (see training/launcher.py)
-    local_workers: int = dataclasses.field(default_factory=lambda: int(os.environ.get(ENV_LOCAL_WORKERS) or 0))
-    seed: int = 42
-    part_files: int = 4
-    data_root: str = dataclasses.field(default_factory=default_data_root)
-    tracking_uri: str = dataclasses.field(default_factory=default_tracking_uri)
-    spark_master: str = dataclasses.field(default_factory=default_spark_master)
-    # Lineage recorded on the MLflow run; filled by the runner (Airflow or CLI).
-    dag_id: str = "cli"
-    run_id: str = "manual"
+    run: RunIdentity
+    tuning: Tuning = dataclasses.field(default_factory=Tuning)
+    engines: Engines = dataclasses.field(default_factory=Engines)
 
-    def __post_init__(self) -> None:
-        if isinstance(self.run_date, str):
-            object.__setattr__(self, "run_date", dt.date.fromisoformat(self.run_date))
-        problems = []
-        if self.eval_days < 1:
-            problems.append(f"eval_days must be >= 1, got {self.eval_days}")
-        if self.window_days <= self.eval_days:
-            problems.append(
-                f"window_days ({self.window_days}) must be larger than eval_days ({self.eval_days}) "
-                "so that some days are left for training"
-            )
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.learning_rate > 0:
-            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.strategy not in STRATEGIES:
-            problems.append(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.local_workers < 0:
-            problems.append(f"local_workers must be >= 0, got {self.local_workers}")
-        if self.part_files < 1:
-            problems.append(f"part_files must be >= 1, got {self.part_files}")
-        if problems:
-            raise ValueError("invalid run configuration: " + "; ".join(problems))
+    @classmethod
+    def build(cls, date: dt.date | str, workload: str | None = None, **values: Any) -> RunConfig:
+        """One flat set of parameter values (from flags, a form or a test) -> the three groups."""
+        groups: dict[type, dict[str, Any]] = {RunIdentity: {"date": date}, Tuning: {}, Engines: {}}
+        if workload is not None:
+            groups[RunIdentity]["workload"] = workload
+        owner = {p.name: g for g in groups for p in params.parameters(g)}
+        unknown = sorted(set(values) - set(owner))
+        if unknown:
+            raise ConfigError(f"unknown run parameter(s) {unknown}; known: {sorted(owner)}")
+        for name, value in values.items():
+            if value is not None:
+                groups[owner[name]][name] = value
+        return cls(RunIdentity(**groups[RunIdentity]), Tuning(**groups[Tuning]), Engines(**groups[Engines]))
 
-    # --- the run's calendar: a run dated D trains on [D-W, D-E) and evaluates on [D-E, D) ---
-    @property
-    def train_start(self) -> dt.date:
-        return self.run_date - dt.timedelta(days=self.window_days)
+    def replace(self, **values: Any) -> RunConfig:
+        """A copy with some parameters changed (any group)."""
+        current = {p.name: getattr(g, p.name) for g in self.groups() for p in params.parameters(type(g))}
+        return RunConfig.build(**(current | values))
+
+    def groups(self) -> list[Any]:
+        return [self.run, self.tuning, self.engines]
+
+    def to_argv(self) -> list[str]:
+        """The command line that rebuilds exactly this config in another process (see from_argv)."""
+        return params.to_argv(self.groups())
+
+    @classmethod
+    def from_argv(cls, argv: list[str]) -> RunConfig:
+        import argparse
+
+        parser = argparse.ArgumentParser(add_help=False)
+        add_config_arguments(parser)
+        namespace, rest = parser.parse_known_args(argv)
+        if rest:
+            raise ConfigError(f"unexpected arguments {rest}")
+        return config_from_namespace(namespace)
 
     @property
-    def eval_start(self) -> dt.date:
-        return self.run_date - dt.timedelta(days=self.eval_days)
+    def window(self) -> RunWindow:
+        return RunWindow(self.run.date, self.tuning.window_days, self.tuning.eval_days)
 
-    @property
-    def end(self) -> dt.date:
-        """Exclusive end of the evaluation window: the run's own date."""
-        return self.run_date
 
-    def hyperparameters(self) -> dict[str, Any]:
-        """What changes the trained model; part of the checkpoint key and logged to MLflow."""
-        return {
-            "window_days": self.window_days,
-            "eval_days": self.eval_days,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "hidden_units": self.hidden_units,
-            "seed": self.seed,
-        }
+ALL_GROUPS = (RunIdentity, Tuning, Engines)
 
-    def with_overrides(self, **overrides: Any) -> RunConfig:
-        known = {f.name for f in dataclasses.fields(self)}
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if k in known and v is not None})
+
+def all_parameters() -> list[params.Parameter]:
+    return [p for g in ALL_GROUPS for p in params.parameters(g)]
+
+
+def add_config_arguments(parser: Any) -> None:
+    params.add_arguments(parser, all_parameters(), required=("date",))
+
+
+def config_from_namespace(namespace: Any) -> RunConfig:
+    values = dict(params.given(namespace, all_parameters()))
+    return RunConfig.build(**values)

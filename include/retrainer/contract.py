@@ -17,7 +17,7 @@ class Role(enum.StrEnum):
     KEY = "key"  # identifies rows (a date); validated, never a model input
     NUMERIC = "numeric"  # float feature: imputed and normalised inside the model
     CATEGORICAL = "categorical"  # string or integer feature: looked up and embedded inside the model
-    LABEL = "label"  # binary target, 0/1
+    LABEL = "label"  # the target; what it means (0/1, minutes, ...) is the workload's objective
 
 
 class DType(enum.StrEnum):
@@ -53,8 +53,9 @@ class TableRules:
     date_column: str
     min_rows_per_day: int
     max_rows_per_day: int
-    min_label_rate: float
-    max_label_rate: float
+    # Bounds on the label's mean over the run's rows: a rate for a 0/1 label, a level for a real one.
+    min_label_mean: float
+    max_label_mean: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,8 +152,8 @@ class Contract:
                 "type": "expect_column_mean_to_be_between",
                 "kwargs": {
                     "column": label,
-                    "min_value": self.table.min_label_rate,
-                    "max_value": self.table.max_label_rate,
+                    "min_value": self.table.min_label_mean,
+                    "max_value": self.table.max_label_mean,
                 },
             }
         )

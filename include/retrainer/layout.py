@@ -1,12 +1,32 @@
-"""Where every artefact of a run lives. Keyed by workload and run date so reruns replace, never append."""
+"""Where every artefact lives: the one owner of file and folder names, and the one reader of results.
+
+Runs are keyed by workload and run date, so a rerun replaces its outputs and never appends.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 from pathlib import Path
+from typing import TypeVar
 
-FEATURES_META = "features.json"
+from retrainer import atomic
+from retrainer.results import (
+    EvaluationResult,
+    ExportResult,
+    FeaturesResult,
+    RegistrationResult,
+    StageResult,
+    TrainingResult,
+    ValidationReport,
+    ValidationResult,
+)
+
+R = TypeVar("R", bound=StageResult)
+
+
+class MissingStageResult(FileNotFoundError):
+    """A stage's input was never produced for this run: the message names the stage to run first."""
 
 
 def raw_partition(data_root: str | Path, source: str, day: dt.date) -> Path:
@@ -15,6 +35,87 @@ def raw_partition(data_root: str | Path, source: str, day: dt.date) -> Path:
 
 def raw_dim(data_root: str | Path, name: str) -> Path:
     return Path(data_root) / "raw" / "dims" / f"{name}.csv"
+
+
+def landed_marker(data_root: str | Path) -> Path:
+    return Path(data_root) / "raw" / "_LANDED.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureFiles:
+    """The files inside one features folder (pending, validated or rejected: the names are the same)."""
+
+    folder: Path
+
+    @property
+    def train(self) -> Path:
+        return self.folder / "train"
+
+    @property
+    def eval(self) -> Path:
+        return self.folder / "eval"
+
+    @property
+    def stats(self) -> Path:
+        """Normalisation statistics and vocabularies of the training split."""
+        return self.folder / "stats.json"
+
+    @property
+    def daily_counts(self) -> Path:
+        return self.folder / "daily_counts.json"
+
+    @property
+    def raw_manifest(self) -> Path:
+        return self.folder / "raw_manifest.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationFiles:
+    """The files inside a validation folder (staged, then final)."""
+
+    folder: Path
+
+    @property
+    def report(self) -> Path:
+        return self.folder / "summary.json"
+
+    @property
+    def results(self) -> Path:
+        """Great Expectations' full results, per suite."""
+        return self.folder / "results.json"
+
+    @property
+    def data_docs(self) -> Path:
+        return self.folder / "data_docs"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportFiles:
+    """The files inside an export folder (staged, then final)."""
+
+    folder: Path
+
+    @property
+    def model(self) -> Path:
+        """The SavedModel itself."""
+        return self.folder / "model"
+
+    @property
+    def verification_sample(self) -> Path:
+        """The evaluation rows the fresh-process check scored."""
+        return self.folder / "verification_sample.parquet"
+
+
+# Each result type's file in the run folder.
+RESULT_FILES: dict[type[StageResult], str] = {
+    FeaturesResult: "features.json",
+    ValidationReport: "validation/summary.json",  # ValidationFiles(root / "validation").report
+    ValidationResult: "validation.json",
+    TrainingResult: "training.json",
+    EvaluationResult: "evaluation.json",
+    ExportResult: "export.json",
+    RegistrationResult: "registration.json",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +128,12 @@ class RunLayout:
     def for_run(cls, data_root: str | Path, workload: str, run_date: dt.date) -> RunLayout:
         return cls(Path(data_root) / "runs" / workload / f"date={run_date.isoformat()}")
 
+    @classmethod
+    def of(cls, cfg: object) -> RunLayout:
+        """The layout of a :class:`retrainer.config.RunConfig`."""
+        return cls.for_run(cfg.engines.data_root, cfg.run.workload, cfg.run.date)  # type: ignore[attr-defined]
+
+    # --- folders ---------------------------------------------------------------------------------
     @property
     def features(self) -> Path:
         """Validated features: the only feature folder that training reads."""
@@ -43,11 +150,8 @@ class RunLayout:
         return self.root / "features.rejected"
 
     @property
-    def features_meta(self) -> Path:
-        return self.features / FEATURES_META
-
-    @property
     def validation(self) -> Path:
+        """Great Expectations results and Data Docs."""
         return self.root / "validation"
 
     @property
@@ -55,33 +159,31 @@ class RunLayout:
         return self.root / "checkpoints"
 
     @property
-    def training_meta(self) -> Path:
-        return self.root / "training.json"
-
-    @property
-    def evaluation(self) -> Path:
-        return self.root / "evaluation.json"
-
-    @property
     def saved_model(self) -> Path:
         return self.root / "saved_model"
 
     @property
-    def export_meta(self) -> Path:
-        return self.root / "export.json"
+    def worker_logs(self) -> Path:
+        return self.root / "worker_logs"
 
-    @property
-    def registration(self) -> Path:
-        return self.root / "registration.json"
+    # --- results ---------------------------------------------------------------------------------
+    def path_of(self, result_type: type[StageResult]) -> Path:
+        return self.root / RESULT_FILES[result_type]
 
+    def save(self, result: StageResult) -> Path:
+        return atomic.write_json(self.path_of(type(result)), result.to_dict())
 
-def feature_files(folder: Path) -> dict[str, str]:
-    """The URIs inside a features folder, wherever that folder currently is."""
-    return {
-        "features_uri": str(folder),
-        "train_uri": str(folder / "train"),
-        "eval_uri": str(folder / "eval"),
-        "stats_uri": str(folder / "stats.json"),
-        "daily_counts_uri": str(folder / "daily_counts.json"),
-        "raw_manifest_uri": str(folder / "raw_manifest.json"),
-    }
+    def load(self, result_type: type[R]) -> R:
+        path = self.path_of(result_type)
+        if not path.exists():
+            raise MissingStageResult(f"{path} not found: run the {result_type.STAGE} stage for this date first")
+        return result_type.from_dict(atomic.read_json(path))
+
+    def load_optional(self, result_type: type[R]) -> R | None:
+        path = self.path_of(result_type)
+        return result_type.from_dict(atomic.read_json(path)) if path.exists() else None
+
+    def discard(self, *result_types: type[StageResult]) -> None:
+        """Forget results a new attempt supersedes, so nothing reports a previous attempt as this one."""
+        for t in result_types:
+            self.path_of(t).unlink(missing_ok=True)

@@ -1,42 +1,52 @@
 """Stage 4, evaluate: the new model and the current champion on the same evaluation rows.
 
-Both are scored batch by batch from the Parquet files (bounded memory). The gate, like TFX's
-Evaluator blessing: promote when there is no champion, or when the new model's AUC beats the
-champion's by at least ``min_auc_gain``. The decision records which champion version it beat so
-registration can refuse a promotion if the champion moved in between.
+Both are scored batch by batch from the Parquet files (bounded memory), with the workload
+objective's metrics. The gate, like TFX's Evaluator blessing: promote when there is no champion, or
+when the new model beats the champion on the objective's headline metric (AUC, RMSE, ...) by at
+least ``min_gain`` in that metric's direction. The decision records which champion version it beat
+so registration can refuse a promotion if the champion moved in between.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from retrainer import atomic, registry
 from retrainer.config import RunConfig
 from retrainer.fingerprint import parquet_parts
 from retrainer.layout import RunLayout
-from retrainer.metrics import BinaryMetrics
+from retrainer.results import EvaluationResult, TrainingResult, ValidationResult
 from retrainer.training.data import arrow_to_inputs, iter_record_batches, labels
-from retrainer.workloads import get_workload
+from retrainer.workloads import Workload, get_workload
 
 log = logging.getLogger(__name__)
 
 
-def evaluate_models(features: dict[str, Any], training: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+def load_model(validated: ValidationResult, training: TrainingResult, workload: Workload) -> object:
+    """The trained model of a train-stage result, rebuilt from the run's tables and checkpoint."""
     from retrainer.training.loop import load_trained_model
 
-    workload = get_workload(cfg.workload)
-    contract = workload.contract
-    layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
-    model = load_trained_model(training, contract)
+    return load_trained_model(
+        training.checkpoint_dir,
+        atomic.read_json(validated.files.stats),
+        workload.contract,
+        workload.objective,
+        training.hyperparameters["hidden_units"],
+    )
 
-    champion_version = registry.alias_version(cfg.tracking_uri, workload.registered_model, registry.CHAMPION)
+
+def evaluate_models(validated: ValidationResult, training: TrainingResult, cfg: RunConfig) -> EvaluationResult:
+    workload = get_workload(cfg.run.workload)
+    contract, objective = workload.contract, workload.objective
+    model = load_model(validated, training, workload)
+
+    champion_version = registry.alias_version(cfg.engines.tracking_uri, workload.registered_model, registry.CHAMPION)
     champion = None
     if champion_version is not None:
-        champion = registry.load_version(cfg.tracking_uri, workload.registered_model, champion_version)
+        champion = registry.load_version(cfg.engines.tracking_uri, workload.registered_model, champion_version)
 
-    new_metrics, champ_metrics = BinaryMetrics(), BinaryMetrics()
-    for batch in iter_record_batches(parquet_parts(features["eval_uri"]), contract):
+    new_metrics, champ_metrics = objective.eval_metrics(), objective.eval_metrics()
+    for batch in iter_record_batches(parquet_parts(validated.files.eval), contract):
         y = labels(batch, contract)
         new_metrics.update(y, model(arrow_to_inputs(batch, contract), training=False).numpy())
         if champion is not None:
@@ -51,27 +61,30 @@ def evaluate_models(features: dict[str, Any], training: dict[str, Any], cfg: Run
     new = new_metrics.result()
     champ = champ_metrics.result() if champion is not None else None
     if new["rows"] == 0:
-        raise ValueError(f"evaluation set {features['eval_uri']} is empty")
+        raise ValueError(f"evaluation set {validated.files.eval} is empty")
+    metric, gain = objective.headline, None
     if champ is None:
         promote, reason = True, "no champion yet"
     else:
-        # Histogram AUCs of one model differ in the 7th digit between runs: compare at 1e-6.
-        gain = round(new["auc"] - champ["auc"], 6)
-        promote = gain >= cfg.min_auc_gain
+        gain = objective.gain(new, champ)
+        promote = gain >= cfg.tuning.min_gain
         reason = (
-            f"AUC {new['auc']:.4f} vs champion v{champion_version} {champ['auc']:.4f}: gain {gain:+.4f} "
-            f"{'>=' if promote else '<'} min_auc_gain {cfg.min_auc_gain}"
+            f"{metric} {new[metric]:.4f} vs champion v{champion_version} {champ[metric]:.4f} "
+            f"({'higher' if objective.higher_is_better else 'lower'} is better): gain {gain:+.4f} "
+            f"{'>=' if promote else '<'} min_gain {cfg.tuning.min_gain}"
         )
-    result = {
-        "new": new,
-        "champion": champ,
-        "champion_version": champion_version,
-        "min_auc_gain": cfg.min_auc_gain,
-        "promote": promote,
-        "reason": reason,
-        "eval_range": features["eval_range"],
-        "evaluation_uri": str(layout.evaluation),
-    }
-    atomic.write_json(layout.evaluation, result)
+    result = EvaluationResult(
+        headline=metric,
+        higher_is_better=objective.higher_is_better,
+        new=new,
+        champion=champ,
+        champion_version=champion_version,
+        gain=gain,
+        min_gain=cfg.tuning.min_gain,
+        promote=promote,
+        reason=reason,
+        eval_range=validated.features.eval_range,
+    )
+    RunLayout.of(cfg).save(result)
     log.info("evaluation: promote=%s (%s)", promote, reason)
     return result

@@ -12,61 +12,63 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from retrainer import atomic
 from retrainer.config import RunConfig
 from retrainer.fingerprint import parquet_parts
-from retrainer.layout import RunLayout
+from retrainer.layout import ExportFiles, RunLayout
+from retrainer.results import ExportResult, TrainingResult, ValidationResult
+from retrainer.stages.evaluate import load_model
 from retrainer.training.data import arrow_to_inputs
 from retrainer.workloads import get_workload
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 100
-TOLERANCE = 1e-5
+# float32 end to end: absolute for probabilities, relative for outputs in larger units (minutes, ...)
+ATOL, RTOL = 1e-5, 1e-5
 
 
 class ExportMismatch(RuntimeError):
     """The reloaded SavedModel does not predict what the trained model predicts."""
 
 
-def export_model(features: dict[str, Any], training: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+def export_model(validated: ValidationResult, training: TrainingResult, cfg: RunConfig) -> ExportResult:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from retrainer.training.loop import load_trained_model
-
-    workload = get_workload(cfg.workload)
+    workload = get_workload(cfg.run.workload)
     contract = workload.contract
-    layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
-    model = load_trained_model(training, contract)
+    layout = RunLayout.of(cfg)
+    model = load_model(validated, training, workload)
 
-    first = pq.ParquetFile(parquet_parts(features["eval_uri"])[0])
+    first = pq.ParquetFile(parquet_parts(validated.files.eval)[0])
     sample = pa.Table.from_batches([next(first.iter_batches(batch_size=SAMPLE_ROWS))])
     expected = model(arrow_to_inputs(sample, contract), training=False).numpy().reshape(-1)
 
     with atomic.staged_dir(layout.saved_model) as staging:
-        export_dir = staging / "model"
+        staged = ExportFiles(staging)
+        export_dir, sample_path = staged.model, staged.verification_sample
         model.export(str(export_dir), verbose=False)
-        sample_path = staging / "verification_sample.parquet"
         pq.write_table(sample.select([c.name for c in contract.features]), sample_path)
         served = np.asarray(_predict_in_fresh_process(export_dir, sample_path))
+        if served.shape != expected.shape:
+            raise ExportMismatch(f"SavedModel served {served.shape} predictions for {expected.shape} rows")
         diff = float(np.max(np.abs(served - expected))) if len(expected) else 0.0
-        if served.shape != expected.shape or diff > TOLERANCE:
+        if not np.allclose(served, expected, rtol=RTOL, atol=ATOL):
             raise ExportMismatch(
                 f"SavedModel reloaded in a fresh process disagrees with the trained model on {len(expected)} "
-                f"evaluation rows: max |diff| = {diff:.3g} > {TOLERANCE}"
+                f"evaluation rows: max |diff| = {diff:.3g} (atol {ATOL}, rtol {RTOL})"
             )
-    saved_model_uri = str(layout.saved_model / "model")
-    result = {
-        "saved_model_uri": saved_model_uri,
-        "verified_rows": len(expected),
-        "max_abs_diff": diff,
-        "serving_inputs": contract.serving_dtypes(),
-    }
-    atomic.write_json(layout.export_meta, result)
+    saved_model_uri = str(ExportFiles(layout.saved_model).model)
+    result = ExportResult(
+        saved_model_uri=saved_model_uri,
+        verified_rows=len(expected),
+        max_abs_diff=diff,
+        serving_inputs=contract.serving_dtypes(),
+    )
+    layout.save(result)
     log.info("exported %s; fresh-process check on %d rows: max |diff| %.2g", saved_model_uri, len(expected), diff)
     return result
 

@@ -17,8 +17,9 @@ from retrainer import atomic
 from retrainer.config import RunConfig
 from retrainer.contract import Contract, Role
 from retrainer.fingerprint import folder_fingerprint
-from retrainer.landing import days_between
-from retrainer.layout import FEATURES_META, RunLayout, feature_files
+from retrainer.layout import FeatureFiles, RunLayout
+from retrainer.raw_inputs import check_raw_inputs
+from retrainer.results import FeaturesResult
 from retrainer.spark_io import RawReader
 from retrainer.spark_session import get_spark
 from retrainer.workloads import get_workload
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 MAX_VOCABULARY = 2000
 
 
-def build_features(cfg: RunConfig) -> dict[str, Any]:
+def build_features(cfg: RunConfig) -> FeaturesResult:
     """Build the run's feature sets under ``runs/<workload>/date=D/features.pending`` (replaced as a whole).
 
     They become ``features`` only when validation passes, so bad data never replaces good data.
@@ -38,59 +39,65 @@ def build_features(cfg: RunConfig) -> dict[str, Any]:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    workload = get_workload(cfg.workload)
+    workload = get_workload(cfg.run.workload)
     contract = workload.contract
-    layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
-    spark = get_spark(cfg.spark_master)
-    reader = RawReader(spark, cfg.data_root)
+    window = cfg.window
+    layout = RunLayout.of(cfg)
+    raw_days = check_raw_inputs(cfg)
+    spark = get_spark(cfg.engines.spark_master)
+    reader = RawReader(spark, cfg.engines.data_root)
 
     label, date_col = contract.label.name, contract.table.date_column
-    table = workload.build_features(reader, cfg.train_start, cfg.end).select(
+    table = workload.build_features(reader, window.train_start, window.end, raw_days).select(
         *[F.col(c).cast(t).alias(c) for c, t in contract.spark_type_names().items()]
     )
     table = table.persist(StorageLevel.MEMORY_AND_DISK)
+    layout.discard(FeaturesResult)
     try:
         labelled = table.where(F.col(label).isNotNull())
         splits = {
-            "train": labelled.where(F.col(date_col) < F.lit(cfg.eval_start)),
-            "eval": labelled.where(F.col(date_col) >= F.lit(cfg.eval_start)),
+            "train": labelled.where(F.col(date_col) < F.lit(window.eval_start)),
+            "eval": labelled.where(F.col(date_col) >= F.lit(window.eval_start)),
         }
         excluded = _per_day(table.where(F.col(label).isNull()), date_col)
         with atomic.staged_dir(layout.features_pending) as tmp:
-            for name, df in splits.items():
-                _write_split(df, contract, tmp / name, cfg.part_files)
-            written = {name: spark.read.parquet(str(tmp / name)) for name in splits}
-            rows_per_day = _per_day(written["train"].unionByName(written["eval"]), date_col)
-            days = [d.isoformat() for d in days_between(cfg.train_start, cfg.end)]
-            daily = [{"date": d, "rows": rows_per_day.get(d, 0), "excluded_no_label": excluded.get(d, 0)} for d in days]
-            stats = compute_stats(written["train"], contract)
-            meta = {
-                "run_date": cfg.run_date.isoformat(),
-                "workload": cfg.workload,
-                **feature_files(layout.features_pending),
-                "validated": False,
-                "train_range": [cfg.train_start.isoformat(), cfg.eval_start.isoformat()],
-                "eval_range": [cfg.eval_start.isoformat(), cfg.end.isoformat()],
-                "rows": _split_totals(daily, "rows", cfg.eval_start),
-                "excluded_no_label": _split_totals(daily, "excluded_no_label", cfg.eval_start),
-                "train_fingerprint": folder_fingerprint(tmp / "train"),
-            }
-            atomic.write_json(tmp / "stats.json", stats)
-            atomic.write_json(tmp / "daily_counts.json", daily)
-            atomic.write_json(tmp / "raw_manifest.json", reader.manifest)
-            atomic.write_json(tmp / FEATURES_META, meta)
+            files = FeatureFiles(tmp)
+            _write_split(splits["train"], contract, files.train, cfg.tuning.part_files)
+            _write_split(splits["eval"], contract, files.eval, cfg.tuning.part_files)
+            train, evaluation = spark.read.parquet(str(files.train)), spark.read.parquet(str(files.eval))
+            rows_per_day = _per_day(train.unionByName(evaluation), date_col)
+            daily = [
+                {"date": d.isoformat(), "rows": rows_per_day.get(d.isoformat(), 0),
+                 "excluded_no_label": excluded.get(d.isoformat(), 0)}
+                for d in window.days()
+            ]  # fmt: skip
+            atomic.write_json(files.stats, compute_stats(train, contract))
+            atomic.write_json(files.daily_counts, daily)
+            atomic.write_json(files.raw_manifest, reader.manifest)
+            fingerprint = folder_fingerprint(files.train)
     finally:
         table.unpersist()
+    result = FeaturesResult(
+        workload=cfg.run.workload,
+        run_date=cfg.run.date,
+        folder=str(layout.features_pending),
+        train_range=window.train_range,
+        eval_range=window.eval_range,
+        rows=_split_totals(daily, "rows", window.eval_start),
+        excluded_no_label=_split_totals(daily, "excluded_no_label", window.eval_start),
+        train_fingerprint=fingerprint,
+    )
+    layout.save(result)
     log.info(
         "features for %s: train %d rows %s, eval %d rows %s, %s rows without label excluded",
-        cfg.run_date,
-        meta["rows"]["train"],
-        meta["train_range"],
-        meta["rows"]["eval"],
-        meta["eval_range"],
-        meta["excluded_no_label"],
+        cfg.run.date,
+        result.rows["train"],
+        result.train_range,
+        result.rows["eval"],
+        result.eval_range,
+        result.excluded_no_label,
     )
-    return meta
+    return result
 
 
 def _write_split(df: DataFrame, contract: Contract, path: Path, part_files: int) -> None:
@@ -130,8 +137,16 @@ def compute_stats(train: DataFrame, contract: Contract) -> dict[str, Any]:
     aggs = []
     for c in numeric:
         aggs += [F.avg(c.name).alias(f"{c.name}__mean"), F.var_pop(c.name).alias(f"{c.name}__var")]
-    row = train.agg(*aggs, F.count(F.lit(1)).alias("__rows")).first() if aggs else None
-    stats: dict[str, Any] = {"rows": int(row["__rows"]) if row else train.count(), "numeric": {}, "vocabulary": {}}
+    label = contract.label.name
+    aggs += [F.avg(label).alias("__label_mean"), F.var_pop(label).alias("__label_var")]
+    row = train.agg(*aggs, F.count(F.lit(1)).alias("__rows")).first()
+    stats: dict[str, Any] = {
+        "rows": int(row["__rows"]),
+        "numeric": {},
+        "vocabulary": {},
+        # The label's mean and variance: a regression head predicts in these units (objectives.py).
+        "label": {"mean": float(row["__label_mean"] or 0.0), "variance": float(row["__label_var"] or 1.0)},
+    }
     for c in numeric:
         mean, var = row[f"{c.name}__mean"], row[f"{c.name}__var"]
         stats["numeric"][c.name] = {

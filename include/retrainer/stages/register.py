@@ -1,7 +1,8 @@
 """Stage 6, register: log the run to MLflow, register the SavedModel, move the aliases.
 
 The SavedModel is registered as itself (a pyfunc "model from code" that serves the folder), with an
-MLflow signature derived from the contract. ``challenger`` always points at the new version;
+MLflow signature built here (:func:`mlflow_signature`) from the contract's features and the
+objective's output. ``challenger`` always points at the new version;
 ``champion`` moves only when the evaluation said promote and the champion it was compared with is
 still the champion. A version is registered once per training run key: a rerun reuses it.
 """
@@ -14,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from retrainer import registry
-from retrainer.atomic import write_json
 from retrainer.config import RunConfig
 from retrainer.contract import Contract, DType
 from retrainer.layout import RunLayout
+from retrainer.objectives import Objective
+from retrainer.results import EvaluationResult, ExportResult, RegistrationResult, TrainingResult, ValidationResult
 from retrainer.workloads import get_workload
 
 log = logging.getLogger(__name__)
@@ -25,13 +27,13 @@ RUN_KEY_TAG = "retrainer.run_key"
 PYFUNC_FILE = Path(__file__).resolve().parent.parent / "serving" / "pyfunc_model.py"
 
 
-def mlflow_signature(contract: Contract) -> Any:
+def mlflow_signature(contract: Contract, objective: Objective) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
     types = {DType.STRING: "string", DType.INT64: "long", DType.FLOAT64: "double"}
     inputs = Schema([ColSpec(types[c.dtype], c.name, required=True) for c in contract.features])
-    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "probability")]))
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", objective.output_name)]))
 
 
 def serving_requirements() -> list[str]:
@@ -60,87 +62,101 @@ def git_commit() -> str:
 
 
 def register_model(
-    exported: dict[str, Any], evaluation: dict[str, Any], training: dict[str, Any], cfg: RunConfig
-) -> dict[str, Any]:
+    validated: ValidationResult,
+    training: TrainingResult,
+    evaluation: EvaluationResult,
+    exported: ExportResult,
+    cfg: RunConfig,
+) -> RegistrationResult:
     import mlflow
 
-    workload = get_workload(cfg.workload)
+    workload = get_workload(cfg.run.workload)
+    objective = workload.objective
     name = workload.registered_model
-    layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
-    client = registry.configure(cfg.tracking_uri)
-    run_key = training["run_key"]
+    tracking_uri = cfg.engines.tracking_uri
+    layout = RunLayout.of(cfg)
+    client = registry.configure(tracking_uri)
+    run_key = training.run_key
+    window = cfg.window
 
-    exp_id = registry.experiment_id(cfg.tracking_uri, f"retrainer/{cfg.workload}")
-    version = registry.find_version_of_run(cfg.tracking_uri, name, exp_id, RUN_KEY_TAG, run_key)
+    exp_id = registry.experiment_id(tracking_uri, f"retrainer/{cfg.run.workload}")
+    version = registry.find_version_of_run(tracking_uri, name, exp_id, RUN_KEY_TAG, run_key)
     reused = version is not None
     if version is None:
         tags = {
-            "dag_id": cfg.dag_id,
-            "run_id": cfg.run_id,
-            "run_date": cfg.run_date.isoformat(),
-            "data_interval": f"[{cfg.train_start}, {cfg.end})",
-            "train_range": f"[{cfg.train_start}, {cfg.eval_start})",
-            "eval_range": f"[{cfg.eval_start}, {cfg.end})",
-            "train_fingerprint": training["train_fingerprint"],
+            "dag_id": cfg.run.dag_id,
+            "run_id": cfg.run.run_id,
+            "run_date": cfg.run.date.isoformat(),
+            "workload": cfg.run.workload,
+            "objective": objective.name,
+            "data_interval": f"[{window.train_start}, {window.end})",
+            "train_range": f"[{window.train_start}, {window.eval_start})",
+            "eval_range": f"[{window.eval_start}, {window.end})",
+            "train_fingerprint": validated.features.train_fingerprint,
             "git_commit": git_commit(),
             RUN_KEY_TAG: run_key,
         }
-        with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.workload}-{cfg.run_date}", tags=tags) as run:
+        run_name = f"{cfg.run.workload}-{cfg.run.date}"
+        with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
             mlflow.log_params(
                 {
-                    **training["hyperparameters"],
-                    "strategy": training["strategy"],
-                    "replicas": training["replicas"],
-                    "min_auc_gain": cfg.min_auc_gain,
+                    **training.hyperparameters,
+                    "strategy": training.strategy,
+                    "replicas": training.replicas,
+                    "launcher": training.launcher,
+                    "num_workers": training.num_workers,
+                    "min_gain": cfg.tuning.min_gain,
                 }
             )
-            mlflow.log_metrics({f"new_{k}": v for k, v in evaluation["new"].items()})
-            if evaluation["champion"]:
-                mlflow.log_metrics({f"champion_{k}": v for k, v in evaluation["champion"].items()})
-            for h in training["history"]:
-                mlflow.log_metrics({"train_loss": h["loss"], "train_auc": h["train_auc"]}, step=h["epoch"])
-            mlflow.log_dict(evaluation, "evaluation.json")
-            mlflow.log_dict(training, "training.json")
+            mlflow.log_metrics({f"new_{k}": v for k, v in evaluation.new.items()})
+            if evaluation.champion:
+                mlflow.log_metrics({f"champion_{k}": v for k, v in evaluation.champion.items()})
+            for h in training.history:
+                metrics = {"train_loss": h["loss"], training.train_metric: h[training.train_metric]}
+                mlflow.log_metrics(metrics, step=int(h["epoch"]))
+            mlflow.log_dict(evaluation.to_dict(), "evaluation.json")
+            mlflow.log_dict(training.to_dict(), "training.json")
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(PYFUNC_FILE),
-                artifacts={"saved_model": exported["saved_model_uri"]},
-                signature=mlflow_signature(workload.contract),
+                artifacts={"saved_model": exported.saved_model_uri},
+                signature=mlflow_signature(workload.contract, objective),
                 pip_requirements=serving_requirements(),
                 registered_model_name=name,
             )
             version = str(info.registered_model_version)
             mlflow_run_id = run.info.run_id
         client.set_model_version_tag(name, version, RUN_KEY_TAG, run_key)
-        client.set_model_version_tag(name, version, "run_date", cfg.run_date.isoformat())
-        client.set_model_version_tag(name, version, "new_auc", f"{evaluation['new']['auc']:.6f}")
+        client.set_model_version_tag(name, version, "run_date", cfg.run.date.isoformat())
+        headline = evaluation.headline
+        client.set_model_version_tag(name, version, f"new_{headline}", f"{evaluation.new[headline]:.6f}")
     else:
         mlflow_run_id = client.get_model_version(name, version).run_id
         log.info("training run %s already registered as %s v%s: reusing it", run_key[:12], name, version)
 
     client.set_registered_model_alias(name, registry.CHALLENGER, version)
-    current = registry.alias_version(cfg.tracking_uri, name, registry.CHAMPION)
+    current = registry.alias_version(tracking_uri, name, registry.CHAMPION)
     promoted = False
-    note = evaluation["reason"]
-    if evaluation["promote"]:
-        if current == evaluation["champion_version"] or current == version:
+    note = evaluation.reason
+    if evaluation.promote:
+        if current == evaluation.champion_version or current == version:
             client.set_registered_model_alias(name, registry.CHAMPION, version)
             promoted = True
         else:
             note = (
-                f"not promoted: champion moved from v{evaluation['champion_version']} to v{current} "
+                f"not promoted: champion moved from v{evaluation.champion_version} to v{current} "
                 "after this run was evaluated; re-run evaluate"
             )
-    result = {
-        "registered_model": name,
-        "version": version,
-        "reused_existing_version": reused,
-        "mlflow_run_id": mlflow_run_id,
-        "promoted": promoted,
-        "decision": note,
-        "aliases": registry.aliases(cfg.tracking_uri, name),
-        "tracking_uri": cfg.tracking_uri,
-    }
-    write_json(layout.registration, result)
-    log.info("registered %s v%s, aliases %s (%s)", name, version, result["aliases"], note)
+    result = RegistrationResult(
+        registered_model=name,
+        version=version,
+        reused_existing_version=reused,
+        mlflow_run_id=mlflow_run_id,
+        promoted=promoted,
+        decision=note,
+        aliases=registry.aliases(tracking_uri, name),
+        tracking_uri=tracking_uri,
+    )
+    layout.save(result)
+    log.info("registered %s v%s, aliases %s (%s)", name, version, result.aliases, note)
     return result

@@ -15,8 +15,9 @@ from typing import Any
 
 from retrainer import atomic
 from retrainer.config import RunConfig
-from retrainer.landing import days_between
-from retrainer.layout import FEATURES_META, RunLayout, feature_files
+from retrainer.contract import Contract
+from retrainer.layout import FeatureFiles, RunLayout, ValidationFiles
+from retrainer.results import FeaturesResult, ValidationReport, ValidationResult
 from retrainer.spark_session import get_spark
 from retrainer.workloads import get_workload
 
@@ -34,45 +35,46 @@ def _expectation(spec: dict[str, Any]) -> Any:
     return getattr(gx.expectations, class_name)(**spec["kwargs"])
 
 
-def validate_features(features: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
-    """Validate the outputs of :func:`retrainer.stages.features.build_features` (its returned dict).
+def validate_features(features: FeaturesResult, cfg: RunConfig) -> ValidationResult:
+    """Validate features built by :func:`retrainer.stages.features.build_features`.
 
-    On success the pending features become the run's ``features`` folder and the returned dict (the
-    features' metadata with their final URIs and the validation summary) is what training consumes.
-    On failure they move to ``features.rejected``; a previously validated ``features`` is untouched.
+    On success the pending features become the run's ``features`` folder and the result points there:
+    it is what training consumes. On failure they move to ``features.rejected``; a previously validated
+    ``features`` folder is untouched, and the report (``validation/summary.json``) says what failed.
     """
-    workload = get_workload(cfg.workload)
-    contract = workload.contract
-    layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
-    spark = get_spark(cfg.spark_master)
+    contract = get_workload(cfg.run.workload).contract
+    layout = RunLayout.of(cfg)
+    pending = Path(features.folder)
+    if not pending.is_dir():
+        raise FileNotFoundError(f"features {pending} not found: run the features stage for {cfg.run.date} first")
+    layout.discard(ValidationResult)
+    spark = get_spark(cfg.engines.spark_master)
     with atomic.staged_dir(layout.validation) as staging:
-        days = [d.isoformat() for d in days_between(cfg.train_start, cfg.end)]
-        summary = _run_suites(features, contract, days, spark, staging, layout.validation)
-    pending = Path(features["features_uri"])
-    if not summary["success"]:
-        if pending.exists() and pending != layout.features:
+        days = [d.isoformat() for d in cfg.window.days()]
+        report = _run_suites(FeatureFiles(pending), contract, days, spark, staging, layout.validation)
+    if not report.success:
+        if pending != layout.features:
             atomic.replace_dir(pending, layout.features_rejected)
         raise ValidationFailed(
-            f"{len(summary['failed'])} expectation(s) failed for run {cfg.run_date} "
-            f"(results: {summary['results_uri']}, Data Docs: {summary['data_docs_uri']}):\n  "
-            + "\n  ".join(summary["failed"])
+            f"{len(report.failed)} expectation(s) failed for run {cfg.run.date} "
+            f"(results: {report.results_uri}, Data Docs: {report.data_docs_uri}):\n  " + "\n  ".join(report.failed)
         )
-    log.info("validation passed: %s expectations; Data Docs at %s", summary["evaluated"], summary["data_docs_uri"])
-    validated = {**features, **feature_files(layout.features), "validated": True, "validation": summary}
+    log.info("validation passed: %s expectations; Data Docs at %s", report.evaluated, report.data_docs_uri)
     if pending != layout.features:
-        atomic.write_json(pending / FEATURES_META, validated)
         atomic.replace_dir(pending, layout.features)
-    return validated
+    result = ValidationResult(features=features, features_dir=str(layout.features), report=report)
+    layout.save(result)
+    return result
 
 
 def _run_suites(
-    features: dict[str, Any], contract: Any, days: list[str], spark: Any, staging: Path, final: Path
-) -> dict[str, Any]:
+    files: FeatureFiles, contract: Contract, days: list[str], spark: Any, staging: Path, final: Path
+) -> ValidationReport:
     """Run the three suites; ``days`` are the calendar days the run's window must cover."""
     import great_expectations as gx
     import pandas as pd
 
-    docs_dir = staging / "data_docs"
+    staged, published = ValidationFiles(staging), ValidationFiles(final)
 
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = {"globally": False}
@@ -80,7 +82,7 @@ def _run_suites(
         site_name="retrainer",
         site_config={
             "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(staged.data_docs)},
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         },
     )
@@ -89,9 +91,9 @@ def _run_suites(
     spark_source = ctx.data_sources.add_spark(name="features", persist=False)
     pandas_source = ctx.data_sources.add_pandas(name="run_metadata")
 
-    manifest = pd.DataFrame(_manifest_rows(atomic.read_json(features["raw_manifest_uri"])))
-    daily = pd.DataFrame(atomic.read_json(features["daily_counts_uri"]))
-    table = spark.read.parquet(features["train_uri"]).unionByName(spark.read.parquet(features["eval_uri"]))
+    manifest = pd.DataFrame(_manifest_rows(atomic.read_json(files.raw_manifest)))
+    daily = pd.DataFrame(atomic.read_json(files.daily_counts))
+    table = spark.read.parquet(str(files.train)).unionByName(spark.read.parquet(str(files.eval)))
 
     raw_columns = [c for c in manifest.columns if c not in ("source", "date")]
     suites = {
@@ -127,16 +129,16 @@ def _run_suites(
         results[name] = result.to_json_dict()
         failures += [f"[{name}] {_describe(r, name, frame)}" for r in result.results if not r.success]
 
-    atomic.write_json(staging / "results.json", results)
-    summary = {
-        "success": not failures,
-        "failed": failures,
-        "evaluated": {name: len(r["results"]) for name, r in results.items()},
-        "results_uri": str(final / "results.json"),
-        "data_docs_uri": (final / "data_docs" / "index.html").as_uri(),
-    }
-    atomic.write_json(staging / "summary.json", summary)
-    return summary
+    atomic.write_json(staged.results, results)
+    report = ValidationReport(
+        success=not failures,
+        failed=failures,
+        evaluated={name: len(r["results"]) for name, r in results.items()},
+        results_uri=str(published.results),
+        data_docs_uri=(published.data_docs / "index.html").as_uri(),
+    )
+    atomic.write_json(staged.report, report.to_dict())
+    return report
 
 
 def _manifest_rows(manifest: list[dict[str, Any]]) -> list[dict[str, Any]]:

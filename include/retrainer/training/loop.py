@@ -20,6 +20,7 @@ from typing import Any
 from retrainer import atomic
 from retrainer.contract import Contract
 from retrainer.fingerprint import parquet_parts
+from retrainer.objectives import Objective
 from retrainer.training.data import make_dataset
 from retrainer.training.model import build_model
 from retrainer.training.strategy import choose_strategy, is_chief_from_env
@@ -46,6 +47,7 @@ def train(
     train_uri: str,
     stats: dict[str, Any],
     contract: Contract,
+    objective: Objective,
     checkpoint_dir: str,
     run_key: str,
     epochs: int,
@@ -83,10 +85,10 @@ def train(
     dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
 
     with strategy.scope():
-        model = build_model(contract, stats, hidden_units=hidden_units, seed=seed)
+        model = build_model(contract, objective, stats, hidden_units=hidden_units, seed=seed)
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
         optimizer.build(model.trainable_variables)
-        auc = keras.metrics.AUC(name="train_auc")
+        metric = objective.train_metric()
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
 
@@ -100,11 +102,11 @@ def train(
     def step(x: dict[str, tf.Tensor], y: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             p = model(x, training=True)
-            per_example = keras.losses.binary_crossentropy(y, p)
+            per_example = objective.per_example_loss(y, p)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        auc.update_state(y, p)
+        metric.update_state(y, p)
         return loss
 
     @tf.function
@@ -116,9 +118,10 @@ def train(
     iterator = iter(dist_ds)
     history = []
     start_epoch = int(epoch.numpy())
+    metric_key = f"train_{objective.train_metric_name}"
     for e in range(start_epoch, epochs):
         t0 = time.perf_counter()
-        auc.reset_state()
+        metric.reset_state()
         total = 0.0
         for _ in range(steps_per_epoch):
             total += float(distributed_step(iterator))
@@ -129,17 +132,18 @@ def train(
         row = {
             "epoch": e + 1,
             "loss": loss,
-            "train_auc": float(auc.result()),
+            metric_key: float(metric.result()),
             "seconds": round(seconds, 2),
             "examples_per_second": round(steps_per_epoch * global_batch / seconds, 1),
         }
         history.append(row)
         log.info(
-            "epoch %d/%d loss=%.4f train_auc=%.4f %.1fs %.0f ex/s",
+            "epoch %d/%d loss=%.4f %s=%.4f %.1fs %.0f ex/s",
             e + 1,
             epochs,
             loss,
-            row["train_auc"],
+            metric_key,
+            row[metric_key],
             seconds,
             row["examples_per_second"],
         )
@@ -159,16 +163,15 @@ def train(
     }
 
 
-def load_trained_model(training: dict[str, Any], contract: Contract) -> Any:
-    """Rebuild the model of a train-stage result from its tables and restore the newest checkpoint's weights."""
+def load_trained_model(
+    checkpoint_dir: str, stats: dict[str, Any], contract: Contract, objective: Objective, hidden_units: int
+) -> Any:
+    """Rebuild a trained model from its tables and restore the newest checkpoint's weights."""
     import tensorflow as tf
 
-    checkpoint_dir = training["checkpoint_dir"]
-    stats = atomic.read_json(training["stats_uri"])
-    hidden_units = training["hyperparameters"]["hidden_units"]
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     if latest is None:
         raise FileNotFoundError(f"no checkpoint in {checkpoint_dir}: has the train stage run for this date?")
-    model = build_model(contract, stats, hidden_units=hidden_units)
+    model = build_model(contract, objective, stats, hidden_units=hidden_units)
     tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
     return model

@@ -1,9 +1,10 @@
-"""The model: raw features in, probability of the positive class out.
+"""The model: raw features in, the objective's output (a probability, minutes, ...) out.
 
 Preprocessing lives inside the model (imputation, normalisation, lookups, embeddings) so the
 exported SavedModel takes raw features. Its tables come from the statistics and vocabularies the
 features stage computed, never from ``adapt`` at train time: every worker and retry builds the
-same model. :func:`build_model` is the one public entry point; call it under ``strategy.scope()``.
+same model. The output head is the objective's. :func:`build_model` is the one public entry point;
+call it under ``strategy.scope()``.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ import math
 from typing import Any
 
 from retrainer.contract import Contract, DType, Role
-
-OUTPUT_NAME = "probability"
+from retrainer.objectives import Objective
 
 
 def _embedding_dim(vocab_size: int) -> int:
     return max(2, min(16, math.ceil(vocab_size**0.25) * 2))
 
 
-def build_model(contract: Contract, stats: dict[str, Any], hidden_units: int = 64, seed: int = 42) -> Any:
+def build_model(
+    contract: Contract, objective: Objective, stats: dict[str, Any], hidden_units: int = 64, seed: int = 42
+) -> Any:
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -48,5 +50,4 @@ def build_model(contract: Contract, stats: dict[str, Any], hidden_units: int = 6
     x = keras.layers.Concatenate(name="features")(encoded)
     x = keras.layers.Dense(hidden_units, activation="relu", name="hidden_1")(x)
     x = keras.layers.Dense(max(4, hidden_units // 2), activation="relu", name="hidden_2")(x)
-    out = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT_NAME)(x)
-    return keras.Model(inputs=inputs, outputs=out, name=contract.name)
+    return keras.Model(inputs=inputs, outputs=objective.head(x, stats), name=contract.name)

@@ -1,50 +1,56 @@
 """Workloads: everything specific to one prediction problem lives in one module here.
 
-A workload is a :class:`Workload` value: its data contract, the raw inputs it needs and a Spark
-function that turns raw partitions into the feature table. A second workload is a new module
-registered in :data:`REGISTRY`, not a fork of the stages.
+A workload module defines ``WORKLOAD``, a :class:`Workload`: its data contract, its objective, the
+raw sources it reads and a Spark function that turns raw partitions into the feature table. A second
+workload is a new module in this package (found by its name); the stages do not change. Modules whose
+name starts with ``_`` hold code shared by several workloads and are not workloads themselves.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
+import importlib
+import pkgutil
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from retrainer.contract import Contract
-from retrainer.landing import days_between
+from retrainer.objectives import Objective
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
     from retrainer.spark_io import RawReader
 
-FeatureBuilder = Callable[["RawReader", dt.date, dt.date], "DataFrame"]
+# build(reader, start, end, raw_days) -> feature rows for days in [start, end), columns as in the
+# contract; raw_days are the landed days it may read (the window plus history_days before it).
+FeatureBuilder = Callable[["RawReader", dt.date, dt.date, Sequence[dt.date]], "DataFrame"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
     name: str
-    registered_model: str
+    registered_model: str  # the MLflow registered model its versions and aliases live under
     contract: Contract
-    daily_sources: tuple[str, ...]
-    # Days of raw history before the training window that the features need (lagged rates).
-    history_days: int
-    # build(reader, start, end) -> feature rows for days in [start, end), columns as in the contract
+    objective: Objective
+    daily_sources: tuple[str, ...]  # raw/<source>/date=D/<source>.csv for every raw day
+    dimensions: tuple[str, ...]  # raw/dims/<name>.csv
+    history_days: int  # raw days before the training window that the features need (lagged rates)
     build_features: FeatureBuilder
-    description: str = ""
 
-    def raw_days(self, first_day: dt.date, end: dt.date) -> list[dt.date]:
-        """Every raw partition a run over [first_day, end) reads, history included."""
-        return days_between(first_day - dt.timedelta(days=self.history_days), end)
+
+def workload_names() -> list[str]:
+    import retrainer.workloads as pkg
+
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
 
 
 def get_workload(name: str) -> Workload:
-    from retrainer.workloads import flight_delay
-
-    registry = {flight_delay.WORKLOAD.name: flight_delay.WORKLOAD}
-    try:
-        return registry[name]
-    except KeyError:
-        raise ValueError(f"unknown workload {name!r}; known: {sorted(registry)}") from None
+    known = workload_names()
+    if name not in known:
+        raise ValueError(f"unknown workload {name!r}; known: {known}")
+    workload = importlib.import_module(f"retrainer.workloads.{name}").WORKLOAD
+    if workload.name != name:
+        raise ValueError(f"module retrainer.workloads.{name} defines workload {workload.name!r}")
+    return workload

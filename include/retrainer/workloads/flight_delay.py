@@ -1,204 +1,49 @@
-"""Flight delay: will a flight from NYC (2013) arrive more than 15 minutes late?
+"""Flight delay: will a flight from NYC (2013) arrive more than 15 minutes late? (binary classification)
 
-Only what is known before departure is a feature: the calendar and schedule, the route, the
-weather at the origin at the scheduled hour, the plane, and late rates from strictly earlier days.
-Flights without an arrival (cancelled or diverted: ``arr_delay`` is NA) have no label; they are
-excluded and counted.
+Features are the shared NYC flight features (``_nyc_flights``); the label is ``arr_delay > 15``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from retrainer.contract import Column, Contract, DType, Role, TableRules
+from retrainer.objectives import BinaryClassification
 from retrainer.workloads import Workload
+from retrainer.workloads import _nyc_flights as nyc
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
     from retrainer.spark_io import RawReader
 
-LATE_MINUTES = 15
-LAG_DAYS = 7
-CARRIERS = ("9E", "AA", "AS", "B6", "DL", "EV", "F9", "FL", "HA", "MQ", "OO", "UA", "US", "VX", "WN", "YV")
-
 CONTRACT = Contract(
     name="flight_delay",
     columns=(
-        Column("flight_date", DType.DATE, Role.KEY, description="local date of the scheduled departure"),
-        Column("month", DType.INT64, Role.CATEGORICAL, min_value=1, max_value=12, categories=tuple(range(1, 13))),
-        Column(
-            "day_of_week",
-            DType.INT64,
-            Role.CATEGORICAL,
-            min_value=1,
-            max_value=7,
-            categories=tuple(range(1, 8)),
-            description="1 = Sunday ... 7 = Saturday",
-        ),
-        Column(
-            "sched_dep_hour",
-            DType.INT64,
-            Role.CATEGORICAL,
-            min_value=0,
-            max_value=23,
-            categories=tuple(range(24)),
-            description="local hour of scheduled departure",
-        ),
-        Column("carrier", DType.STRING, Role.CATEGORICAL, categories=CARRIERS),
-        Column("origin", DType.STRING, Role.CATEGORICAL, categories=("EWR", "JFK", "LGA")),
-        Column("dest", DType.STRING, Role.CATEGORICAL, regex=r"^[A-Z0-9]{3}$"),
-        Column("distance", DType.FLOAT64, Role.NUMERIC, min_value=10, max_value=6000, description="miles"),
-        Column(
-            "temp",
-            DType.FLOAT64,
-            Role.NUMERIC,
-            nullable=True,
-            min_value=-30,
-            max_value=120,
-            mostly=0.99,
-            description="deg F at origin, scheduled hour",
-        ),
-        Column("humid", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=100, mostly=0.99),
-        Column(
-            "wind_speed",
-            DType.FLOAT64,
-            Role.NUMERIC,
-            nullable=True,
-            min_value=0,
-            max_value=100,
-            mostly=0.99,
-            description="mph",
-        ),
-        Column("precip", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=5, mostly=0.99),
-        Column("pressure", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=950, max_value=1070, mostly=0.99),
-        Column("visib", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=10, mostly=0.99),
-        Column(
-            "plane_age",
-            DType.FLOAT64,
-            Role.NUMERIC,
-            nullable=True,
-            min_value=0,
-            max_value=80,
-            description="years since manufacture; null for planes missing from planes.csv",
-        ),
-        Column("seats", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=1, max_value=1000),
-        Column(
-            "carrier_late_rate_7d",
-            DType.FLOAT64,
-            Role.NUMERIC,
-            nullable=True,
-            min_value=0,
-            max_value=1,
-            description="carrier's share of late arrivals over the previous 7 days",
-        ),
-        Column(
-            "origin_late_rate_7d",
-            DType.FLOAT64,
-            Role.NUMERIC,
-            nullable=True,
-            min_value=0,
-            max_value=1,
-            description="origin airport's share of late arrivals over the previous 7 days",
-        ),
-        Column("is_late", DType.INT64, Role.LABEL, categories=(0, 1), description=f"arr_delay > {LATE_MINUTES}"),
+        *nyc.FEATURE_COLUMNS,
+        Column("is_late", DType.INT64, Role.LABEL, categories=(0, 1), description=f"arr_delay > {nyc.LATE_MINUTES}"),
     ),
     table=TableRules(
-        date_column="flight_date", min_rows_per_day=200, max_rows_per_day=1500, min_label_rate=0.02, max_label_rate=0.8
+        date_column="flight_date", min_rows_per_day=200, max_rows_per_day=1500, min_label_mean=0.02, max_label_mean=0.8
     ),
 )
 
-# Raw columns read (and therefore required) from each daily source, with their types.
-FLIGHTS_COLUMNS = {
-    "year": "int",
-    "month": "int",
-    "day": "int",
-    "sched_dep_time": "int",
-    "arr_delay": "double",
-    "carrier": "string",
-    "tailnum": "string",
-    "origin": "string",
-    "dest": "string",
-    "distance": "double",
-    "time_hour": "timestamp",
-}
-WEATHER_COLUMNS = {
-    "origin": "string",
-    "time_hour": "timestamp",
-    "temp": "double",
-    "humid": "double",
-    "wind_speed": "double",
-    "precip": "double",
-    "pressure": "double",
-    "visib": "double",
-}
-PLANES_COLUMNS = {"tailnum": "string", "year": "int", "seats": "double"}
 
-
-def build_features(reader: RawReader, start: dt.date, end: dt.date) -> DataFrame:
-    """Feature rows for flights scheduled on days in [start, end); the label is null without an arrival."""
-    from pyspark.sql import Window
+def build_features(reader: RawReader, start: dt.date, end: dt.date, raw_days: Sequence[dt.date]) -> DataFrame:
     from pyspark.sql import functions as F
 
-    days = WORKLOAD.raw_days(start, end)
-    flights = reader.daily("flights", days, FLIGHTS_COLUMNS).withColumn(
-        "flight_date", F.make_date("year", "month", "day")
-    )
-    weather = (
-        reader.daily("weather", days, WEATHER_COLUMNS)
-        .groupBy("origin", "time_hour")  # guard against duplicate readings for one hour
-        .agg(*[F.avg(c).alias(c) for c in WEATHER_COLUMNS if c not in ("origin", "time_hour")])
-    )
-    planes = reader.dim("planes", PLANES_COLUMNS).withColumnRenamed("year", "plane_year").dropDuplicates(["tailnum"])
-
-    # Late rates over the 7 days strictly before each flight's day, from flights that arrived.
-    day_num = F.datediff("flight_date", F.lit("1970-01-01").cast("date"))
-    arrived = flights.where(F.col("arr_delay").isNotNull()).withColumn(
-        "late", (F.col("arr_delay") > LATE_MINUTES).cast("long")
-    )
-
-    def lagged_rate(key: str, name: str) -> DataFrame:
-        daily = arrived.groupBy(key, "flight_date").agg(F.sum("late").alias("late"), F.count("*").alias("n"))
-        w = Window.partitionBy(key).orderBy(day_num).rangeBetween(-LAG_DAYS, -1)
-        return daily.select(key, "flight_date", (F.sum("late").over(w) / F.sum("n").over(w)).alias(name))
-
-    rows = (
-        flights.where((F.col("flight_date") >= F.lit(start)) & (F.col("flight_date") < F.lit(end)))
-        .join(weather, ["origin", "time_hour"], "left")
-        .join(planes, ["tailnum"], "left")
-        .join(lagged_rate("carrier", "carrier_late_rate_7d"), ["carrier", "flight_date"], "left")
-        .join(lagged_rate("origin", "origin_late_rate_7d"), ["origin", "flight_date"], "left")
-    )
-    return rows.select(
-        "flight_date",
-        "month",
-        F.dayofweek("flight_date").alias("day_of_week"),
-        F.floor(F.col("sched_dep_time") / 100).alias("sched_dep_hour"),
-        "carrier",
-        "origin",
-        "dest",
-        "distance",
-        "temp",
-        "humid",
-        "wind_speed",
-        "precip",
-        "pressure",
-        "visib",
-        F.when(F.col("plane_year").isNotNull(), F.col("year") - F.col("plane_year")).alias("plane_age"),
-        "seats",
-        "carrier_late_rate_7d",
-        "origin_late_rate_7d",
-        (F.col("arr_delay") > LATE_MINUTES).cast("long").alias("is_late"),
-    )
+    return nyc.build_rows(reader, start, end, raw_days, (F.col("arr_delay") > nyc.LATE_MINUTES).cast("long"), "is_late")
 
 
 WORKLOAD = Workload(
     name="flight_delay",
     registered_model="flight_delay",
     contract=CONTRACT,
-    daily_sources=("flights", "weather"),
-    history_days=LAG_DAYS,
+    objective=BinaryClassification(),
+    daily_sources=nyc.DAILY_SOURCES,
+    dimensions=nyc.DIMENSIONS,
+    history_days=nyc.LAG_DAYS,
     build_features=build_features,
-    description=__doc__ or "",
 )

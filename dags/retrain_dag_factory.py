@@ -1,0 +1,141 @@
+"""The one retraining DAG shape, built per workload: each workload's DAG file is a call to
+:func:`retrain_dag`. Not a DAG file itself (listed in ``.airflowignore``); Airflow puts the dags
+folder on ``sys.path``, so DAG files import it by name.
+
+Tasks wire the ``retrainer`` stage functions: each task rebuilds its typed inputs from the upstream
+tasks' XCom (small JSON of paths and facts, never data) and pushes its own result the same way.
+Heavy libraries are imported inside the tasks only.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
+
+DEFAULT_ARGS = {
+    "owner": "ml-platform",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=1),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=20),
+    "execution_timeout": timedelta(hours=1),
+}
+START_DATE = pendulum.datetime(2013, 1, 29, tz="UTC")
+
+
+def trigger_params() -> dict[str, Param]:
+    """The UI's trigger form, generated from the declared tuning parameters."""
+    from retrainer.airflow_adapter import trigger_form
+
+    return {name: Param(default, **schema) for name, (default, schema) in trigger_form().items()}
+
+
+def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start_date: Any = START_DATE) -> Any:
+    """The DAG ``<workload>_retrain``: wait for raw data -> features -> validate -> train -> evaluate
+    -> export -> register, scheduled daily; a run dated D trains on the days before D."""
+
+    @dag(
+        dag_id=f"{workload}_retrain",
+        schedule="@daily",
+        start_date=start_date,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        params=trigger_params(),
+        tags=["retrainer", workload, "tensorflow", *tags],
+        doc_md=doc_md,
+    )
+    def retrain() -> None:
+        wait = RawPartitionsSensor(
+            task_id="wait_for_raw_partitions",
+            workload=workload,
+            mode="reschedule",
+            poke_interval=timedelta(minutes=5),
+            timeout=timedelta(hours=6),
+            execution_timeout=timedelta(minutes=5),
+        )
+
+        @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
+        def features(**context: Any) -> dict[str, Any]:
+            from retrainer.airflow_adapter import run_config
+            from retrainer.stages.features import build_features
+
+            return build_features(run_config(context, workload)).to_dict()
+
+        @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
+        def validate(features: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from retrainer.airflow_adapter import run_config
+            from retrainer.results import FeaturesResult
+            from retrainer.stages.validate import ValidationFailed, validate_features
+
+            try:
+                return validate_features(FeaturesResult.from_dict(features), run_config(context, workload)).to_dict()
+            except ValidationFailed as exc:  # bad data does not get better on retry
+                raise AirflowFailException(str(exc)) from exc
+
+        @task(multiple_outputs=False, execution_timeout=timedelta(hours=2))
+        def train(validated: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from retrainer.airflow_adapter import run_config
+            from retrainer.results import ValidationResult
+            from retrainer.stages.train import train_model
+
+            return train_model(ValidationResult.from_dict(validated), run_config(context, workload)).to_dict()
+
+        @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
+        def evaluate(validated: dict[str, Any], training: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from retrainer.airflow_adapter import run_config
+            from retrainer.results import TrainingResult, ValidationResult
+            from retrainer.stages.evaluate import evaluate_models
+
+            return evaluate_models(
+                ValidationResult.from_dict(validated), TrainingResult.from_dict(training), run_config(context, workload)
+            ).to_dict()
+
+        @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
+        def export(validated: dict[str, Any], training: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from retrainer.airflow_adapter import run_config
+            from retrainer.results import TrainingResult, ValidationResult
+            from retrainer.stages.export import export_model
+
+            return export_model(
+                ValidationResult.from_dict(validated), TrainingResult.from_dict(training), run_config(context, workload)
+            ).to_dict()
+
+        @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
+        def register(
+            validated: dict[str, Any],
+            training: dict[str, Any],
+            evaluation: dict[str, Any],
+            exported: dict[str, Any],
+            **context: Any,
+        ) -> dict[str, Any]:
+            from retrainer.airflow_adapter import run_config
+            from retrainer.results import EvaluationResult, ExportResult, TrainingResult, ValidationResult
+            from retrainer.stages.register import register_model
+
+            return register_model(
+                ValidationResult.from_dict(validated),
+                TrainingResult.from_dict(training),
+                EvaluationResult.from_dict(evaluation),
+                ExportResult.from_dict(exported),
+                run_config(context, workload),
+            ).to_dict()
+
+        # validate hands on the features' final (validated) place: nothing downstream reads unvalidated data.
+        feats = features()
+        wait >> feats
+        validated = validate(feats)
+        trained = train(validated)
+        evaluation = evaluate(validated, trained)
+        exported = export(validated, trained)
+        evaluation >> exported
+        register(validated, trained, evaluation, exported)
+
+    return retrain()

@@ -1,0 +1,52 @@
+"""The raw-input rule: which landed files a run reads, and which of them are not there yet.
+
+One rule for every runner: the Airflow sensor waits on it, ``retrainer run`` and the features
+stage refuse to start without it. The days come from the run calendar, the sources from the workload.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from retrainer.config import RunConfig
+from retrainer.layout import raw_dim, raw_partition
+from retrainer.workloads import get_workload
+
+
+class MissingRawData(FileNotFoundError):
+    """Raw partitions a run needs are not landed yet."""
+
+
+def raw_days(cfg: RunConfig) -> list[dt.date]:
+    """Every raw day the run reads, its workload's history included."""
+    return cfg.window.raw_days(get_workload(cfg.run.workload).history_days)
+
+
+def missing_raw_inputs(cfg: RunConfig) -> dict[str, list[str]]:
+    """{source: [dates or file names]} the run needs and cannot find; empty when complete."""
+    workload = get_workload(cfg.run.workload)
+    root = cfg.engines.data_root
+    missing: dict[str, list[str]] = {}
+    for day in raw_days(cfg):
+        for source in workload.daily_sources:
+            if not raw_partition(root, source, day).exists():
+                missing.setdefault(source, []).append(day.isoformat())
+    for name in workload.dimensions:
+        if not raw_dim(root, name).exists():
+            missing.setdefault("dims", []).append(f"{name}.csv")
+    return missing
+
+
+def describe_missing(missing: dict[str, list[str]]) -> str:
+    return "; ".join(f"{source}: {', '.join(items)}" for source, items in sorted(missing.items()))
+
+
+def check_raw_inputs(cfg: RunConfig) -> list[dt.date]:
+    """The raw days a run reads; raises :class:`MissingRawData` listing every missing partition."""
+    missing = missing_raw_inputs(cfg)
+    if missing:
+        raise MissingRawData(
+            f"run {cfg.run.date} of {cfg.run.workload} is missing raw partitions under "
+            f"{cfg.engines.data_root}/raw: {describe_missing(missing)}"
+        )
+    return raw_days(cfg)

@@ -1,0 +1,90 @@
+"""The training entry point: what every launcher starts, once per worker.
+
+``python -m retrainer.training.worker <the run's argv>`` (see ``RunConfig.to_argv``) rebuilds the run's
+config, reads the run's validated features from its folder, and trains (or resumes) under the
+strategy TF_CONFIG and the config choose. Only the chief writes ``training.json``. The in-process
+launcher calls :func:`run` directly; process launchers start :func:`main`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from retrainer import atomic
+from retrainer.config import RunConfig
+from retrainer.fingerprint import dict_fingerprint
+from retrainer.layout import RunLayout
+from retrainer.results import TrainingResult, ValidationResult
+from retrainer.workloads import get_workload
+
+log = logging.getLogger(__name__)
+
+
+def run_key(validated: ValidationResult, cfg: RunConfig) -> str:
+    """What identifies a training run: a retry with the same key resumes, a different key starts over."""
+    workload = get_workload(cfg.run.workload)
+    return dict_fingerprint(
+        {
+            "train": validated.features.train_fingerprint,
+            "stats": atomic.read_json(validated.files.stats),
+            "params": cfg.tuning.model_defining(),
+            "contract": repr(workload.contract),
+            "objective": repr(workload.objective),
+        }
+    )
+
+
+def run(cfg: RunConfig) -> TrainingResult:
+    from retrainer.training.loop import train
+
+    workload = get_workload(cfg.run.workload)
+    layout = RunLayout.of(cfg)
+    validated = layout.load(ValidationResult)
+    key = run_key(validated, cfg)
+    t = cfg.tuning
+    summary = train(
+        train_uri=str(validated.files.train),
+        stats=atomic.read_json(validated.files.stats),
+        contract=workload.contract,
+        objective=workload.objective,
+        checkpoint_dir=str(layout.checkpoints),
+        run_key=key,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        learning_rate=t.learning_rate,
+        hidden_units=t.hidden_units,
+        seed=t.seed,
+        strategy_name=cfg.engines.strategy,
+    )
+    result = TrainingResult(
+        run_key=key,
+        checkpoint_dir=str(layout.checkpoints),
+        checkpoint=summary["checkpoint"],
+        hyperparameters=t.model_defining(),
+        strategy=summary["strategy"],
+        replicas=summary["replicas"],
+        launcher=cfg.engines.launcher,
+        num_workers=cfg.engines.num_workers,
+        global_batch_size=summary["global_batch_size"],
+        steps_per_epoch=summary["steps_per_epoch"],
+        resumed_from_epoch=summary["resumed_from_epoch"],
+        train_metric=f"train_{workload.objective.train_metric_name}",
+        history=summary["history"],
+    )
+    if summary["chief"]:
+        layout.save(result)
+    log.info("worker done (chief: %s): %s x%d", summary["chief"], result.strategy, result.replicas)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("absl", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    run(RunConfig.from_argv(sys.argv[1:] if argv is None else argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
