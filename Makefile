@@ -7,13 +7,14 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 DATE ?= 2013-06-01
 CONF ?= {}
+WORKLOAD ?= flight_delay
 MLFLOW_PORT ?= 5000
 AIRFLOW_PORT ?= 8080
 
 # Embedded single-machine defaults, all under the project folder (override any of them).
 export RETRAINER_HOME ?= $(CURDIR)
 export RETRAINER_DATA_ROOT ?= $(CURDIR)/data
-export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow/mlflow.db
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/.mlflow/mlflow.db
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
@@ -29,7 +30,8 @@ export PATH := $(BIN):$(PATH)
 .PHONY: help install data airflow-db run test lint bench mlflow-ui airflow-ui clean
 
 help:
-	@echo "make run  [DATE=2013-06-01] [CONF='{\"epochs\": 5}']  install, land data, run the DAG once, print a summary"
+	@echo "make run  [DATE=2013-06-01] [CONF='{\"epochs\": 5}'] [WORKLOAD=arrival_delay_minutes]"
+	@echo "                                                  install, land data, run the DAG once, print a summary"
 	@echo "make test                                         install and run lint + the test suite"
 	@echo "make mlflow-ui | airflow-ui | bench | clean"
 
@@ -59,12 +61,12 @@ run: install data airflow-db
 	@# Airflow creates no task instances for a logical date before the DAG's start_date.
 	@if [[ "$(DATE)" < "2013-01-29" ]]; then echo "DATE must be on or after 2013-01-29 (the DAG's start_date); use 'retrainer run --date ...' for earlier dates"; exit 2; fi
 	@mkdir -p $(AIRFLOW_HOME)/logs
-	@log=$(AIRFLOW_HOME)/logs/dags-test-$(DATE).log; \
-	echo "running DAG flight_delay_retrain for $(DATE) with airflow dags test (log: $$log) ..."; \
-	if $(BIN)/airflow dags test flight_delay_retrain $(DATE) -c '$(CONF)' > $$log 2>&1; then status=0; else status=$$?; fi; \
+	@log=$(AIRFLOW_HOME)/logs/dags-test-$(WORKLOAD)-$(DATE).log; \
+	echo "running DAG $(WORKLOAD)_retrain for $(DATE) with airflow dags test (log: $$log) ..."; \
+	if $(BIN)/airflow dags test $(WORKLOAD)_retrain $(DATE) -c '$(CONF)' > $$log 2>&1; then status=0; else status=$$?; fi; \
 	grep -E "\[DAG TEST\] running task|Task instance state updated.*new_state=(success|failed)|epoch [0-9]+/" $$log \
 	  | sed -E 's/.*running task <TaskInstance: ([^ ]+).*/  task \1/; s/^.*(epoch [0-9]+\/[0-9]+[^[]*).*/    \1/' | grep -E "^  " || true; \
-	echo; $(BIN)/retrainer --log-level WARNING summary --date $(DATE) || true; \
+	echo; $(BIN)/retrainer --log-level WARNING summary --workload $(WORKLOAD) --date $(DATE) || true; \
 	if [ $$status -ne 0 ]; then echo; echo "DAG run FAILED (exit $$status); last lines of $$log:"; grep -E "ERROR|Error|failed" $$log | tail -15; fi; \
 	exit $$status
 
@@ -85,4 +87,4 @@ airflow-ui: install data airflow-db
 	$(BIN)/airflow standalone
 
 clean:
-	rm -rf $(AIRFLOW_HOME) $(CURDIR)/mlflow $(RETRAINER_DATA_ROOT)/runs
+	rm -rf $(AIRFLOW_HOME) $(CURDIR)/.mlflow $(RETRAINER_DATA_ROOT)/runs

@@ -29,7 +29,7 @@ os.environ.update(
         "AIRFLOW__API_AUTH__JWT_SECRET": "retrainer-tests-" + "x" * 48,
         "RETRAINER_HOME": str(SESSION_DIR),
         "RETRAINER_DATA_ROOT": str(SESSION_DIR / "data"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{SESSION_DIR / 'mlflow' / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{SESSION_DIR / '.mlflow' / 'mlflow.db'}",
         "RETRAINER_SPARK_MASTER": "local[2]",
         "RETRAINER_SHUFFLE_PARTITIONS": "4",
         "SPARK_LOCAL_IP": "127.0.0.1",
@@ -80,12 +80,13 @@ def airflow_db(session_dir: Path) -> Path:
     return session_dir / "airflow"
 
 
-def small_config(data_root: Path, tracking_uri: str, **overrides):
+def small_config(data_root: Path, tracking_uri: str, workload: str = "flight_delay", **overrides):
     """A tiny run: 7-day window, 2 evaluation days, 1 epoch, small model."""
     from retrainer.config import RunConfig
 
     base = {
-        "run_date": RUN_DATE,
+        "date": RUN_DATE,
+        "workload": workload,
         "window_days": 7,
         "eval_days": 2,
         "epochs": 1,
@@ -96,7 +97,7 @@ def small_config(data_root: Path, tracking_uri: str, **overrides):
         "tracking_uri": tracking_uri,
         "spark_master": "local[2]",
     }
-    return RunConfig(**(base | overrides))
+    return RunConfig.build(**(base | overrides))
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +116,7 @@ def chain_tracking(session_dir: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def validated(spark, chain_root: Path, chain_tracking: str) -> dict:
+def validated(spark, chain_root: Path, chain_tracking: str):
     """Features for RUN_DATE, built and validated once for every later stage's tests."""
     from retrainer.stages.features import build_features
     from retrainer.stages.validate import validate_features

@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from conftest import RUN_DATE
 from retrainer.cli import main
+from retrainer.layout import RunLayout
 
 STAGES = ["land", "features", "validate", "train", "evaluate", "export", "register", "run", "summary"]
 
@@ -21,9 +20,10 @@ def test_help_lists_every_stage() -> None:
         assert f"    {stage} " in out.stdout, stage
 
 
-def test_a_stage_without_its_upstream_says_which_stage_to_run(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="run the features stage for 2013-02-05 first"):
-        main(["train", "--date", "2013-02-05", "--data-root", str(tmp_path)])
+def test_a_stage_without_its_upstream_says_which_stage_to_run(tmp_path: Path, capsys) -> None:
+    assert main(["train", "--date", "2013-02-05", "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "date=2013-02-05/validation.json not found: run the validate stage for this date first" in err
 
 
 def test_bad_configuration_is_a_message_not_a_traceback(tmp_path: Path, capsys) -> None:
@@ -38,13 +38,14 @@ def test_each_stage_runs_alone_from_the_cli(spark, landed: Path, tmp_path: Path,
     (root / "raw").symlink_to(landed / "raw")
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = ["--date", RUN_DATE.isoformat(), "--data-root", str(root), "--window-days", "7", "--eval-days", "2",
-              "--tracking-uri", tracking, "--epochs", "1", "--hidden-units", "8"]  # fmt: skip
+              "--tracking-uri", tracking, "--epochs", "1", "--hidden-units", "8", "--part-files", "2"]  # fmt: skip
     results = {}
     for stage in ("features", "validate", "train", "evaluate", "export", "register"):
         capsys.readouterr()
         assert main([stage, *common]) == 0, stage
         results[stage] = json.loads(capsys.readouterr().out)
-    assert results["validate"]["validated"] is True
+    assert results["validate"]["report"]["success"] is True
+    assert results["validate"]["features_dir"] == str(RunLayout.for_run(root, "flight_delay", RUN_DATE).features)
     assert results["train"]["history"][0]["epoch"] == 1
     assert results["evaluate"]["promote"] is True
     assert Path(results["export"]["saved_model_uri"]).is_dir()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from retrainer.config import RunConfig
 from retrainer.contract import Column, Contract, DType, Role, TableRules
 from retrainer.workloads import get_workload
 from retrainer.workloads.flight_delay import CONTRACT
@@ -41,20 +40,19 @@ def test_contract_rejects_ambiguous_definitions() -> None:
 
 
 def test_unknown_workload_is_named() -> None:
-    with pytest.raises(ValueError, match="unknown workload 'taxi'"):
+    known = r"known: \['arrival_delay_minutes', 'flight_delay'\]"
+    known = r"known: \['arrival_delay_minutes', 'flight_delay'\]"
+    with pytest.raises(ValueError, match=rf"unknown workload 'taxi'; {known}"):
         get_workload("taxi")
+    with pytest.raises(ValueError, match="unknown workload '_nyc_flights'"):
+        get_workload("_nyc_flights")  # shared code, not a workload
 
 
-def test_run_window_arithmetic_and_validation() -> None:
-    import datetime as dt
-
-    cfg = RunConfig(run_date=dt.date(2013, 6, 1), window_days=28, eval_days=7)
-    assert (cfg.train_start, cfg.eval_start, cfg.end) == (
-        dt.date(2013, 5, 4),
-        dt.date(2013, 5, 25),
-        dt.date(2013, 6, 1),
-    )
-    with pytest.raises(ValueError, match="window_days"):
-        RunConfig(run_date=dt.date(2013, 6, 1), window_days=7, eval_days=7)
-    with pytest.raises(ValueError, match="strategy"):
-        RunConfig(run_date=dt.date(2013, 6, 1), strategy="gpu-please")
+def test_both_flight_workloads_share_features_and_differ_in_label_and_objective() -> None:
+    delay, minutes = get_workload("flight_delay"), get_workload("arrival_delay_minutes")
+    assert delay.contract.features == minutes.contract.features
+    assert (delay.contract.label.name, minutes.contract.label.name) == ("is_late", "arr_delay_minutes")
+    assert (delay.objective.headline, delay.objective.higher_is_better) == ("auc", True)
+    assert (minutes.objective.headline, minutes.objective.higher_is_better) == ("rmse", False)
+    assert delay.registered_model != minutes.registered_model
+    assert delay.dimensions == ("planes",)  # only what build_features reads is required

@@ -1,4 +1,5 @@
-"""End to end: the real DAG under ``dag.test()`` on a 7-day window, twice, then on corrupted input."""
+"""End to end: the real DAGs under ``dag.test()`` on a 7-day window: the flight-delay DAG twice and then
+on corrupted input; the arrival-delay (regression) DAG, then a CLI run against its own champion."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from conftest import ROOT, RUN_DATE
 from retrainer import registry
 from retrainer.layout import RunLayout, raw_partition
+from retrainer.results import EvaluationResult, RegistrationResult, TrainingResult
 
 pytestmark = pytest.mark.e2e
 CONF = {"window_days": 7, "eval_days": 2, "epochs": 1, "batch_size": 256}
@@ -21,10 +23,15 @@ MODEL = "flight_delay"
 
 
 @pytest.fixture(scope="module")
-def dag(airflow_db):
+def dagbag(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(ROOT / "dags")).dags["flight_delay_retrain"]
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+@pytest.fixture(scope="module")
+def dag(dagbag):
+    return dagbag.dags["flight_delay_retrain"]
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +50,9 @@ def _run(dag, monkeypatch, env: dict[str, str]) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
 
 
-def _versions(tracking: str) -> list[str]:
+def _versions(tracking: str, model: str = MODEL) -> list[str]:
     client = registry.configure(tracking)
-    return sorted((str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")), key=int)
+    return sorted((str(v.version) for v in client.search_model_versions(f"name = '{model}'")), key=int)
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +98,8 @@ def test_rerunning_the_same_date_replaces_outputs_and_registers_nothing_new(
     after_parts = sorted(p.name for p in (layout.features / "train").glob("*.parquet"))
     assert len(after_parts) == len(before_parts)
     assert sorted(p.name for p in layout.root.iterdir()) == sorted(
-        ["features", "validation", "checkpoints", "training.json", "evaluation.json", "saved_model", "export.json",
-         "registration.json"]
+        ["features", "validation", "checkpoints", "saved_model", "features.json", "validation.json", "training.json",
+         "evaluation.json", "export.json", "registration.json"]
     )  # fmt: skip
 
 
@@ -117,14 +124,80 @@ def test_a_corrupted_day_stops_the_run_at_validation_and_keeps_the_champion(
     assert states["validate"] == "failed"
     for task in ("train", "evaluate", "export", "register"):
         assert states[task] == "upstream_failed", task
-    summary = (RunLayout.for_run(root, "flight_delay", RUN_DATE).validation / "summary.json").read_text()
-    assert f"lack column 'dest' on {bad_day}" in summary
+    from retrainer.results import ValidationReport
+
+    report = RunLayout.for_run(root, "flight_delay", RUN_DATE).load(ValidationReport)
+    assert any(f"lack column 'dest' on {bad_day}" in line for line in report.failed)
     assert registry.alias_version(tracking, MODEL, "champion") == champion_before
     assert _versions(tracking) == versions_before
 
     from retrainer.config import RunConfig
     from retrainer.summary import run_summary
 
-    summary = run_summary(RunConfig(run_date=RUN_DATE, data_root=str(root), tracking_uri=tracking))
+    summary = run_summary(RunConfig.build(RUN_DATE, data_root=str(root), tracking_uri=tracking))
     assert "validation  FAILED" in summary and "stopped     at validation" in summary
     assert f"champion -> v{champion_before} (not changed by this run)" in summary
+
+
+REGRESSION = "arrival_delay_minutes"
+
+
+@pytest.fixture(scope="module")
+def regression_run(dagbag, e2e_env):
+    """The second workload's own DAG, on the same landed data and the same MLflow store."""
+    mp = pytest.MonkeyPatch()
+    try:
+        return _run(dagbag.dags[f"{REGRESSION}_retrain"], mp, e2e_env)
+    finally:
+        mp.undo()
+
+
+def test_the_regression_dag_trains_evaluates_and_registers_its_own_model(regression_run: dict, e2e_env) -> None:
+    assert regression_run == dict.fromkeys(regression_run, "success") and len(regression_run) == 7
+    tracking = e2e_env["MLFLOW_TRACKING_URI"]
+    layout = RunLayout.for_run(e2e_env["RETRAINER_DATA_ROOT"], REGRESSION, RUN_DATE)
+    evaluation = layout.load(EvaluationResult)
+    assert (evaluation.headline, evaluation.higher_is_better) == ("rmse", False)
+    assert 5 < evaluation.new["rmse"] < 200 and evaluation.new["mae"] <= evaluation.new["rmse"]
+    assert layout.load(TrainingResult).train_metric == "train_rmse"
+    registration = layout.load(RegistrationResult)
+    assert registration.registered_model == REGRESSION and registration.promoted
+    assert registry.aliases(tracking, REGRESSION) == {
+        "champion": registration.version,
+        "challenger": registration.version,
+    }
+    assert registry.alias_version(tracking, MODEL, "champion") is not None  # the other workload's model is its own
+
+    import pyarrow.dataset as ds
+    import tensorflow as tf
+
+    from retrainer.serving.pyfunc_model import to_signature_inputs
+
+    serve = tf.saved_model.load(str(layout.saved_model / "model")).signatures["serving_default"]
+    assert set(serve.structured_outputs) == {"prediction"}
+    frame = ds.dataset(str(layout.features / "eval")).to_table().to_pandas().head(200)
+    minutes = next(iter(serve(**to_signature_inputs(frame, serve.structured_input_signature[1])).values())).numpy()
+    assert minutes.shape == (200, 1) and -60 < float(minutes.mean()) < 120  # minutes, not a probability
+
+
+def test_the_cli_runs_the_regression_workload_against_its_own_champion(
+    regression_run: dict, e2e_env: dict, capsys
+) -> None:
+    from retrainer.cli import main
+
+    tracking, root = e2e_env["MLFLOW_TRACKING_URI"], e2e_env["RETRAINER_DATA_ROOT"]
+    champion = registry.alias_version(tracking, REGRESSION, "champion")
+    flight_delay_versions = _versions(tracking)
+    argv = ["run", "--workload", REGRESSION, "--date", RUN_DATE.isoformat(), "--data-root", root, "--tracking-uri",
+            tracking, "--window-days", "7", "--eval-days", "2", "--epochs", "1", "--batch-size", "256",
+            "--hidden-units", "12", "--min-gain", "1000"]  # fmt: skip
+    assert main(argv) == 0
+    summary = capsys.readouterr().out
+    evaluation = RunLayout.for_run(root, REGRESSION, RUN_DATE).load(EvaluationResult)
+    assert evaluation.champion_version == champion and evaluation.champion is not None
+    assert evaluation.promote is False
+    assert "lower is better" in evaluation.reason and "< min_gain 1000" in evaluation.reason
+    assert f"champion    v{champion}: RMSE" in summary and "decision    keep champion" in summary
+    assert registry.alias_version(tracking, REGRESSION, "champion") == champion
+    assert len(_versions(tracking, REGRESSION)) == 2
+    assert _versions(tracking) == flight_delay_versions

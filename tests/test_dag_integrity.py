@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT
 
-DAG_ID = "flight_delay_retrain"
+DAG_IDS = {"flight_delay_retrain": "flight_delay", "arrival_delay_minutes_retrain": "arrival_delay_minutes"}
 HEAVY = ("tensorflow", "pyspark", "great_expectations", "mlflow", "keras", "pandas")
 
 
@@ -26,30 +26,37 @@ def dagbag():
     return DagBag(dag_folder=str(ROOT / "dags"))
 
 
-@pytest.fixture(scope="module")
-def dag(dagbag):
-    return dagbag.dags[DAG_ID]
+@pytest.fixture(scope="module", params=sorted(DAG_IDS))
+def dag(request, dagbag):
+    return dagbag.dags[request.param]
 
 
 @pytest.fixture(scope="module")
-def serialized(dag):
+def serialized(dagbag):
     from airflow.serialization.serialized_objects import DagSerialization
 
-    return DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    return DagSerialization.from_dict(DagSerialization.to_dict(dagbag.dags["flight_delay_retrain"]))
 
 
 def test_dag_files_import_without_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert DAG_ID in dagbag.dag_ids
+    assert set(dagbag.dag_ids) == set(DAG_IDS)
+    # one DAG per workload, and every workload has its DAG
+    from retrainer.workloads import workload_names
+
+    assert sorted(DAG_IDS.values()) == workload_names()
+    parsed = {Path(f).name for f in dagbag.file_last_changed}
+    assert "retrain_dag_factory.py" not in parsed  # .airflowignore: shared code, not a DAG file
 
 
-def test_importing_the_dag_file_pulls_in_no_heavy_library() -> None:
+@pytest.mark.parametrize("dag_file", sorted(f"{d}.py" for d in DAG_IDS))
+def test_importing_a_dag_file_pulls_in_no_heavy_library(dag_file: str) -> None:
     code = (
-        "import runpy, sys, json; sys.path[:0] = [sys.argv[1]]; runpy.run_path(sys.argv[2]); "
+        "import runpy, sys, json; sys.path[:0] = sys.argv[1:3]; runpy.run_path(sys.argv[3]); "
         f"print(json.dumps(sorted(m for m in {list(HEAVY)!r} if m in sys.modules)))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, str(ROOT / "plugins"), str(ROOT / "dags" / f"{DAG_ID}.py")],
+        [sys.executable, "-c", code, str(ROOT / "plugins"), str(ROOT / "dags"), str(ROOT / "dags" / dag_file)],
         capture_output=True,
         text=True,
         env=os.environ,
@@ -59,10 +66,11 @@ def test_importing_the_dag_file_pulls_in_no_heavy_library() -> None:
 
 
 def test_schedule_tags_and_catchup(dag) -> None:
-    assert dag.tags >= {"retrainer", "flight_delay"}
+    workload = DAG_IDS[dag.dag_id]
+    assert dag.tags >= {"retrainer", workload}
     assert dag.catchup is False
     assert dag.start_date == pendulum.datetime(2013, 1, 29, tz="UTC")
-    assert dag.doc_md and "runs/flight_delay/date=D" in dag.doc_md
+    assert dag.doc_md and f"runs/{workload}/date=D" in dag.doc_md
     assert dag.max_active_runs == 1  # champion updates are serialised
 
 
@@ -78,6 +86,7 @@ def test_stages_run_in_order(dag) -> None:
     for upstream, downstream in zip(chain, chain[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
     assert set(dag.task_ids) == set(chain)
+    assert dag.get_task("wait_for_raw_partitions").workload == DAG_IDS[dag.dag_id]
 
 
 def test_sensor_reschedules_and_times_out(dag) -> None:
@@ -86,18 +95,40 @@ def test_sensor_reschedules_and_times_out(dag) -> None:
     assert 0 < sensor.timeout <= 24 * 3600
 
 
+def test_the_form_the_cli_and_the_config_declare_the_same_parameters(dag) -> None:
+    """Each parameter is declared once (config.py); the DAG form and the CLI are generated from it."""
+    from retrainer import params
+    from retrainer.cli import build_parser
+    from retrainer.config import RunConfig, Tuning, all_parameters
+
+    tuning = params.parameters(Tuning)
+    defaults = RunConfig.build("2013-06-01").tuning
+    assert list(dag.params) == [p.name for p in tuning]
+    for p in tuning:
+        schema = dag.params.get_param(p.name).schema
+        assert dag.params[p.name] == getattr(defaults, p.name) == p.default, p.name
+        assert schema["type"] == {int: "integer", float: "number"}[p.type], p.name
+        assert schema.get("minimum") == p.spec.minimum and schema.get("maximum") == p.spec.maximum, p.name
+    run_parser = build_parser()._subparsers._group_actions[0].choices["run"]
+    flags = {a.dest: a for a in run_parser._actions if a.option_strings}
+    for p in all_parameters():
+        assert p.name in flags, f"no CLI flag for {p.name}"
+        assert flags[p.name].option_strings == [p.flag]
+        assert tuple(flags[p.name].choices or ()) == (p.spec.choices or ()), p.name
+
+
 def test_params_form_validates_input(dag) -> None:
     from airflow.sdk.definitions.param import ParamsDict
     from airflow.sdk.exceptions import ParamValidationError
 
-    assert set(dag.params) == {"window_days", "eval_days", "epochs", "batch_size", "learning_rate", "min_auc_gain"}
     good = ParamsDict(dag.params)
-    good.update({"epochs": 2, "min_auc_gain": 0.01})
+    good.update({"epochs": 2, "min_gain": 0.01})
     assert good.validate()["epochs"] == 2
-    bad = ParamsDict(dag.params)
-    with pytest.raises(ParamValidationError):
-        bad.update({"epochs": 0})
-        bad.validate()
+    for bad_value in ({"epochs": 0}, {"learning_rate": 0}, {"window_days": 1000}, {"batch_size": "big"}):
+        bad = ParamsDict(dag.params)
+        with pytest.raises(ParamValidationError):
+            bad.update(bad_value)
+            bad.validate()
 
 
 @pytest.mark.parametrize("run_type", ["scheduled", "manual", "backfill"])
@@ -127,9 +158,11 @@ def test_run_date_is_the_logical_date_for_every_run_type(run_type: str, serializ
         )
         assert [i.logical_date.date() for i in infos] == [dt.date(2013, 3, d) for d in (1, 2, 3)]
         logical, expected = infos[1].logical_date, dt.date(2013, 3, 2)
-    cfg = run_config({"logical_date": logical, "params": {"window_days": 14, "eval_days": 3}, "run_id": run_type})
-    assert cfg.run_date == expected
-    assert (cfg.train_start, cfg.eval_start) == (expected - dt.timedelta(days=14), expected - dt.timedelta(days=3))
+    context = {"logical_date": logical, "params": {"window_days": 14, "eval_days": 3}, "run_id": run_type}
+    cfg = run_config(context, "flight_delay")
+    assert cfg.run.date == expected and cfg.run.run_id == run_type
+    w = cfg.window
+    assert (w.train_start, w.eval_start) == (expected - dt.timedelta(days=14), expected - dt.timedelta(days=3))
 
 
 def test_sensor_timeout_lists_the_missing_partitions(tmp_path: Path, monkeypatch) -> None:
@@ -141,7 +174,7 @@ def test_sensor_timeout_lists_the_missing_partitions(tmp_path: Path, monkeypatch
     land(tmp_path, dt.date(2013, 3, 1), dt.date(2013, 3, 9))
     (tmp_path / "raw" / "weather" / "date=2013-03-05" / "weather.csv").unlink()
     monkeypatch.setenv("RETRAINER_DATA_ROOT", str(tmp_path))
-    sensor = RawPartitionsSensor(task_id="wait", mode="poke", timeout=0, poke_interval=0)
+    sensor = RawPartitionsSensor(task_id="wait", workload="flight_delay", mode="poke", timeout=0, poke_interval=0)
     context = {"logical_date": pendulum.datetime(2013, 3, 10, tz="UTC"), "params": {"window_days": 2, "eval_days": 1}}
     with pytest.raises(AirflowSensorTimeout) as err:
         sensor.execute(context)

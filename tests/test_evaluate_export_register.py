@@ -10,6 +10,7 @@ import pytest
 
 from conftest import RUN_DATE, small_config
 from retrainer import registry
+from retrainer.results import ValidationResult
 from retrainer.stages.evaluate import evaluate_models
 from retrainer.stages.export import export_model
 from retrainer.stages.register import register_model
@@ -29,101 +30,111 @@ def cfg(chain_root: Path, tracking: str):
 
 
 @pytest.fixture(scope="module")
-def first(validated: dict, cfg) -> dict:
+def first(validated: ValidationResult, cfg) -> dict:
     """train -> evaluate -> export -> register with an empty registry."""
     training = train_model(validated, cfg)
     evaluation = evaluate_models(validated, training, cfg)
     exported = export_model(validated, training, cfg)
-    registration = register_model(exported, evaluation, training, cfg)
+    registration = register_model(validated, training, evaluation, exported, cfg)
     return {"training": training, "evaluation": evaluation, "export": exported, "registration": registration}
 
 
-def _eval_frame(validated: dict):
-    return ds.dataset(validated["eval_uri"]).to_table().to_pandas()
+def _eval_frame(validated: ValidationResult):
+    return ds.dataset(str(validated.files.eval)).to_table().to_pandas()
 
 
-def test_first_model_is_promoted_when_there_is_no_champion(first: dict, validated: dict) -> None:
+def test_first_model_is_promoted_when_there_is_no_champion(first: dict, validated: ValidationResult) -> None:
     ev = first["evaluation"]
-    assert ev["promote"] is True and ev["champion"] is None and ev["reason"] == "no champion yet"
-    assert ev["new"]["rows"] == validated["rows"]["eval"]
+    assert ev.promote is True and ev.champion is None and ev.reason == "no champion yet"
+    assert (ev.headline, ev.higher_is_better) == ("auc", True)
+    assert ev.new["rows"] == validated.features.rows["eval"]
     reg = first["registration"]
-    assert reg["promoted"] and reg["aliases"] == {"champion": reg["version"], "challenger": reg["version"]}
+    assert reg.promoted and reg.aliases == {"champion": reg.version, "challenger": reg.version}
 
 
-def test_metrics_agree_with_an_independent_computation(first: dict, validated: dict, cfg) -> None:
+def test_metrics_agree_with_an_independent_computation(first: dict, validated: ValidationResult, cfg) -> None:
     from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
 
     frame = _eval_frame(validated)
-    model = registry.load_version(cfg.tracking_uri, MODEL, first["registration"]["version"])
+    model = registry.load_version(cfg.engines.tracking_uri, MODEL, first["registration"].version)
     p = model.predict(frame)
     y = frame["is_late"].to_numpy()
-    new = first["evaluation"]["new"]
+    new = first["evaluation"].new
     assert new["auc"] == pytest.approx(roc_auc_score(y, p), abs=2e-3)
     assert new["log_loss"] == pytest.approx(log_loss(y, p), rel=1e-3)
     assert new["brier"] == pytest.approx(brier_score_loss(y, p), rel=1e-3)
     assert new["accuracy"] == pytest.approx(accuracy_score(y, p > 0.5), abs=1e-3)
 
 
-def test_exported_savedmodel_serves_raw_features_in_a_fresh_load(first: dict, validated: dict) -> None:
+def test_exported_savedmodel_serves_raw_features_in_a_fresh_load(first: dict, validated: ValidationResult) -> None:
     import tensorflow as tf
 
     from retrainer.serving.pyfunc_model import to_signature_inputs
 
     exp = first["export"]
-    assert exp["verified_rows"] == 100 and exp["max_abs_diff"] <= 1e-5
-    loaded = tf.saved_model.load(exp["saved_model_uri"])
+    assert exp.verified_rows == 100 and exp.max_abs_diff <= 1e-5
+    loaded = tf.saved_model.load(exp.saved_model_uri)
     serve = loaded.signatures["serving_default"]
-    assert set(serve.structured_input_signature[1]) == set(exp["serving_inputs"])
+    assert set(serve.structured_input_signature[1]) == set(exp.serving_inputs)
+    assert set(serve.structured_outputs) == {"probability"}
     frame = _eval_frame(validated).head(5)
     out = next(iter(serve(**to_signature_inputs(frame, serve.structured_input_signature[1])).values())).numpy()
     assert out.shape == (5, 1) and np.all((out > 0) & (out < 1))
 
 
-def test_champion_alias_serves_the_savedmodel_through_mlflow(first: dict, validated: dict, cfg) -> None:
+def test_champion_alias_serves_the_savedmodel_through_mlflow(first: dict, validated: ValidationResult, cfg) -> None:
     import mlflow
 
-    registry.configure(cfg.tracking_uri)
+    registry.configure(cfg.engines.tracking_uri)
     frame = _eval_frame(validated).head(20)
     champion = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     p = champion.predict(frame)
     assert p.shape == (20,) and np.all((p > 0) & (p < 1))
-    tags = mlflow.MlflowClient().get_run(first["registration"]["mlflow_run_id"]).data.tags
-    assert tags["train_fingerprint"] == validated["train_fingerprint"] and tags["run_date"] == RUN_DATE.isoformat()
+    run = mlflow.MlflowClient().get_run(first["registration"].mlflow_run_id)
+    tags = run.data.tags
+    assert tags["train_fingerprint"] == validated.features.train_fingerprint
+    assert tags["run_date"] == RUN_DATE.isoformat() and tags["objective"] == "binary_classification"
     assert {"dag_id", "run_id", "data_interval", "git_commit"} <= set(tags)
+    assert {"train_loss", "train_auc", "new_auc"} <= set(run.data.metrics)
 
 
-def test_registering_the_same_training_run_again_reuses_its_version(first: dict, cfg) -> None:
-    again = register_model(first["export"], first["evaluation"], first["training"], cfg)
-    assert again["reused_existing_version"] and again["version"] == first["registration"]["version"]
+def test_registering_the_same_training_run_again_reuses_its_version(first: dict, validated, cfg) -> None:
+    again = register_model(validated, first["training"], first["evaluation"], first["export"], cfg)
+    assert again.reused_existing_version and again.version == first["registration"].version
 
 
-def test_a_retry_after_a_crash_before_tagging_the_version_reuses_it(first: dict, cfg) -> None:
+def test_a_retry_after_a_crash_before_tagging_the_version_reuses_it(first: dict, validated, cfg) -> None:
     from retrainer.stages.register import RUN_KEY_TAG
 
-    version = first["registration"]["version"]
-    client = registry.configure(cfg.tracking_uri)
+    version = first["registration"].version
+    client = registry.configure(cfg.engines.tracking_uri)
     client.delete_model_version_tag(MODEL, version, RUN_KEY_TAG)  # as if the task died right after log_model
-    again = register_model(first["export"], first["evaluation"], first["training"], cfg)
-    assert again["reused_existing_version"] and again["version"] == version
+    again = register_model(validated, first["training"], first["evaluation"], first["export"], cfg)
+    assert again.reused_existing_version and again.version == version
 
 
-def test_a_model_that_misses_the_gate_becomes_challenger_not_champion(first: dict, validated: dict, cfg) -> None:
-    strict = cfg.with_overrides(hidden_units=12, min_auc_gain=0.5)  # new run key: a different model
+def test_a_model_that_misses_the_gate_becomes_challenger_not_champion(
+    first: dict, validated: ValidationResult, cfg
+) -> None:
+    strict = cfg.replace(hidden_units=12, min_gain=0.5)  # new run key: a different model
     training = train_model(validated, strict)
     evaluation = evaluate_models(validated, training, strict)
-    assert evaluation["champion_version"] == first["registration"]["version"]
-    assert evaluation["champion"]["auc"] == pytest.approx(first["evaluation"]["new"]["auc"], abs=1e-6)
-    assert evaluation["promote"] is False and "< min_auc_gain 0.5" in evaluation["reason"]
+    assert evaluation.champion_version == first["registration"].version
+    assert evaluation.champion["auc"] == pytest.approx(first["evaluation"].new["auc"], abs=1e-6)
+    assert evaluation.promote is False and "< min_gain 0.5" in evaluation.reason
+    assert evaluation.gain == pytest.approx(evaluation.new["auc"] - evaluation.champion["auc"], abs=1e-6)
     exported = export_model(validated, training, strict)
-    reg = register_model(exported, evaluation, training, strict)
-    assert reg["version"] != first["registration"]["version"] and not reg["promoted"]
-    assert reg["aliases"] == {"champion": first["registration"]["version"], "challenger": reg["version"]}
+    reg = register_model(validated, training, evaluation, exported, strict)
+    assert reg.version != first["registration"].version and not reg.promoted
+    assert reg.aliases == {"champion": first["registration"].version, "challenger": reg.version}
 
 
-def test_promotion_is_refused_if_the_champion_moved_after_evaluation(first: dict, cfg) -> None:
-    before = registry.alias_version(cfg.tracking_uri, MODEL, "champion")
-    stale = {**first["evaluation"], "promote": True, "champion_version": "999"}
-    training = {**first["training"], "run_key": "a-run-evaluated-against-an-older-champion"}
-    reg = register_model(first["export"], stale, training, cfg)
-    assert reg["promoted"] is False and "champion moved" in reg["decision"]
-    assert registry.alias_version(cfg.tracking_uri, MODEL, "champion") == before
+def test_promotion_is_refused_if_the_champion_moved_after_evaluation(first: dict, validated, cfg) -> None:
+    import dataclasses
+
+    before = registry.alias_version(cfg.engines.tracking_uri, MODEL, "champion")
+    stale = dataclasses.replace(first["evaluation"], promote=True, champion_version="999")
+    training = dataclasses.replace(first["training"], run_key="a-run-evaluated-against-an-older-champion")
+    reg = register_model(validated, training, stale, first["export"], cfg)
+    assert reg.promoted is False and "champion moved" in reg.decision
+    assert registry.alias_version(cfg.engines.tracking_uri, MODEL, "champion") == before

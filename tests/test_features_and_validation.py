@@ -12,9 +12,10 @@ import pyarrow.dataset as ds
 import pytest
 
 from conftest import LAND_END, LAND_START, small_config
+from retrainer.calendar import days_between
 from retrainer.fingerprint import folder_fingerprint, parquet_parts
-from retrainer.landing import days_between
-from retrainer.layout import RunLayout, raw_partition
+from retrainer.layout import FeatureFiles, RunLayout, raw_partition
+from retrainer.results import FeaturesResult, ValidationReport, ValidationResult
 from retrainer.stages.features import build_features
 from retrainer.stages.validate import ValidationFailed, validate_features
 
@@ -25,8 +26,12 @@ def cfg(landed: Path, session_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def built(spark, cfg) -> dict:
+def built(spark, cfg) -> FeaturesResult:
     return build_features(cfg)
+
+
+def _files(result: FeaturesResult) -> FeatureFiles:
+    return FeatureFiles(Path(result.folder))
 
 
 def _raw_flights(root: Path, day: dt.date) -> list[dict[str, str]]:
@@ -34,22 +39,23 @@ def _raw_flights(root: Path, day: dt.date) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def test_splits_hold_every_labelled_flight_of_theirdays_between(built: dict, cfg, landed: Path) -> None:
-    for split, (start, end) in {"train": (cfg.train_start, cfg.eval_start), "eval": (cfg.eval_start, cfg.end)}.items():
+def test_splits_hold_every_labelled_flight_of_their_days(built: FeaturesResult, cfg, landed: Path) -> None:
+    w = cfg.window
+    for split, (start, end) in {"train": (w.train_start, w.eval_start), "eval": (w.eval_start, w.end)}.items():
         raw = [r for d in days_between(start, end) for r in _raw_flights(landed, d)]
         labelled = [r for r in raw if r["arr_delay"] != "NA"]
-        table = ds.dataset(built[f"{split}_uri"]).to_table()
-        assert table.num_rows == len(labelled) == built["rows"][split]
-        assert built["excluded_no_label"][split] == len(raw) - len(labelled) > 0
+        table = ds.dataset(str(getattr(_files(built), split))).to_table()
+        assert table.num_rows == len(labelled) == built.rows[split]
+        assert built.excluded_no_label[split] == len(raw) - len(labelled) > 0
         dates = table.column("flight_date").to_pylist()
         assert min(dates) == start and max(dates) == end - dt.timedelta(days=1)
         late = sum(float(r["arr_delay"]) > 15 for r in labelled)
         assert sum(table.column("is_late").to_pylist()) == late
-    assert len(parquet_parts(built["train_uri"])) == cfg.part_files
+    assert len(parquet_parts(_files(built).train)) == cfg.tuning.part_files
 
 
-def test_lagged_late_rate_uses_only_the_seven_previousdays_between(built: dict, cfg, landed: Path) -> None:
-    day = cfg.eval_start
+def test_lagged_late_rate_uses_only_the_seven_previous_days(built: FeaturesResult, cfg, landed: Path) -> None:
+    day = cfg.window.eval_start
     history = [
         r
         for d in days_between(day - dt.timedelta(days=7), day)
@@ -57,48 +63,51 @@ def test_lagged_late_rate_uses_only_the_seven_previousdays_between(built: dict, 
         if r["carrier"] == "UA" and r["arr_delay"] != "NA"
     ]
     expected = sum(float(r["arr_delay"]) > 15 for r in history) / len(history)
-    table = ds.dataset(built["eval_uri"]).to_table().to_pylist()
+    table = ds.dataset(str(_files(built).eval)).to_table().to_pylist()
     got = {r["carrier_late_rate_7d"] for r in table if r["carrier"] == "UA" and r["flight_date"] == day}
     assert len(got) == 1
     assert got.pop() == pytest.approx(expected)
 
 
-def test_weather_and_planes_are_joined(built: dict) -> None:
-    rows = ds.dataset(built["train_uri"]).to_table().to_pylist()
+def test_weather_and_planes_are_joined(built: FeaturesResult) -> None:
+    rows = ds.dataset(str(_files(built).train)).to_table().to_pylist()
     with_temp = sum(r["temp"] is not None for r in rows) / len(rows)
     with_seats = sum(r["seats"] is not None for r in rows) / len(rows)
     assert with_temp > 0.95
     assert 0.5 < with_seats < 1.0  # some tail numbers are not in planes.csv: null, imputed by the model
 
 
-def test_statistics_and_vocabularies_come_from_the_training_split(built: dict) -> None:
-    stats = json.loads(Path(built["stats_uri"]).read_text())
-    train = ds.dataset(built["train_uri"]).to_table()
+def test_statistics_and_vocabularies_come_from_the_training_split(built: FeaturesResult) -> None:
+    stats = json.loads(_files(built).stats.read_text())
+    train = ds.dataset(str(_files(built).train)).to_table()
     assert set(stats["vocabulary"]["dest"]) == set(train.column("dest").to_pylist())
     distances = train.column("distance").to_pylist()
     assert stats["numeric"]["distance"]["mean"] == pytest.approx(sum(distances) / len(distances))
     assert stats["rows"] == train.num_rows
+    late = train.column("is_late").to_pylist()
+    assert stats["label"]["mean"] == pytest.approx(sum(late) / len(late))
 
 
-def test_rebuilding_a_date_replaces_its_features(spark, built: dict, cfg) -> None:
-    first = folder_fingerprint(built["train_uri"])
+def test_rebuilding_a_date_replaces_its_features(spark, built: FeaturesResult, cfg) -> None:
+    first = folder_fingerprint(_files(built).train)
     again = build_features(cfg)
-    assert folder_fingerprint(again["train_uri"]) == first == again["train_fingerprint"]
-    assert again["rows"] == built["rows"]
-    assert len(parquet_parts(again["train_uri"])) == cfg.part_files
-    leftovers = [p.name for p in RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date).root.glob(".*")]
+    assert folder_fingerprint(_files(again).train) == first == again.train_fingerprint
+    assert again.rows == built.rows
+    assert len(parquet_parts(_files(again).train)) == cfg.tuning.part_files
+    assert RunLayout.of(cfg).load(FeaturesResult) == again
+    leftovers = [p.name for p in RunLayout.of(cfg).root.glob(".*")]
     assert leftovers == []
 
 
 def test_valid_features_pass_and_are_promoted(spark, cfg) -> None:
     validated = validate_features(build_features(cfg), cfg)
-    layout = RunLayout.for_run(cfg.data_root, cfg.workload, cfg.run_date)
-    assert validated["validated"] and validated["validation"]["success"]
-    assert validated["train_uri"] == str(layout.features / "train")
+    layout = RunLayout.of(cfg)
+    assert validated.report.success and validated.report.failed == []
+    assert validated.files.train == layout.features / "train"
     assert not layout.features_pending.exists()
-    assert json.loads(layout.features_meta.read_text())["validated"] is True
-    assert Path(validated["validation"]["data_docs_uri"].removeprefix("file://").replace("%3D", "=")).exists()
-    assert validated["validation"]["evaluated"]["feature_table"] >= 60
+    assert layout.load(ValidationResult) == validated  # what train's workers will read
+    assert Path(validated.report.data_docs_uri.removeprefix("file://").replace("%3D", "=")).exists()
+    assert validated.report.evaluated["feature_table"] >= 60
 
 
 @pytest.fixture
@@ -119,7 +128,7 @@ def _rewrite(path: Path, fn) -> None:
 def test_a_dropped_column_fails_validation_naming_column_and_day(spark, cfg, corrupt_root: Path) -> None:
     bad_cfg = small_config(corrupt_root, cfg.tracking_uri)
     good = validate_features(build_features(bad_cfg), bad_cfg)  # a good run for this date first
-    day = bad_cfg.eval_start
+    day = bad_cfg.window.eval_start
     path = raw_partition(corrupt_root, "flights", day)
     _rewrite(path, lambda rows: [[v for i, v in enumerate(r) if i != rows[0].index("carrier")] for r in rows])
 
@@ -128,16 +137,17 @@ def test_a_dropped_column_fails_validation_naming_column_and_day(spark, cfg, cor
     message = str(err.value)
     assert f"raw flights partitions lack column 'carrier' on {day}" in message
     assert "expect_column_values_to_not_be_null on column 'carrier'" in message
-    layout = RunLayout.for_run(corrupt_root, bad_cfg.workload, bad_cfg.run_date)
+    layout = RunLayout.of(bad_cfg)
     # the earlier validated features are untouched; the bad ones are kept aside for inspection
-    assert folder_fingerprint(layout.features / "train") == good["train_fingerprint"]
+    assert folder_fingerprint(layout.features / "train") == good.features.train_fingerprint
     assert layout.features_rejected.exists() and not layout.features_pending.exists()
-    assert json.loads((layout.validation / "summary.json").read_text())["success"] is False
+    assert layout.load(ValidationReport).success is False
+    assert layout.load_optional(ValidationResult) is None  # nothing left that says "validated" for this date
 
 
 def test_out_of_contract_values_fail_naming_the_expectation(spark, cfg, corrupt_root: Path) -> None:
     bad_cfg = small_config(corrupt_root, cfg.tracking_uri)
-    path = raw_partition(corrupt_root, "flights", bad_cfg.eval_start)
+    path = raw_partition(corrupt_root, "flights", bad_cfg.window.eval_start)
 
     def break_origin(rows: list[list[str]]) -> list[list[str]]:
         i = rows[0].index("origin")
@@ -150,7 +160,7 @@ def test_out_of_contract_values_fail_naming_the_expectation(spark, cfg, corrupt_
 
 def test_a_truncated_day_fails_the_rows_per_day_check_naming_the_day(spark, cfg, corrupt_root: Path) -> None:
     bad_cfg = small_config(corrupt_root, cfg.tracking_uri)
-    day = bad_cfg.train_start + dt.timedelta(days=1)
+    day = bad_cfg.window.train_start + dt.timedelta(days=1)
     _rewrite(
         raw_partition(corrupt_root, "flights", day), lambda rows: rows[:51]
     )  # header + 50 flights, all of which arrived
@@ -159,4 +169,4 @@ def test_a_truncated_day_fails_the_rows_per_day_check_naming_the_day(spark, cfg,
 
 
 def test_landed_range_covers_the_test_run(cfg) -> None:
-    assert LAND_START <= cfg.train_start - dt.timedelta(days=7) and cfg.end <= LAND_END
+    assert LAND_START <= cfg.window.train_start - dt.timedelta(days=7) and cfg.window.end <= LAND_END

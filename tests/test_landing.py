@@ -1,4 +1,5 @@
-"""Landing zone: one CSV per source and day, the package's columns unchanged, idempotent."""
+"""Landing zone: one CSV per source and day, the package's columns unchanged, idempotent; and the
+raw-input rule that every runner (sensor, CLI, local pipeline) checks before a run reads them."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import datetime as dt
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from conftest import LAND_END, LAND_START
-from retrainer.landing import (
-    describe_missing,
-    land,
-    missing_partitions,
-    package_data_dir,
-)
+from retrainer.calendar import days_between
+from retrainer.config import RunConfig
+from retrainer.landing import land, package_data_dir
 from retrainer.layout import raw_dim, raw_partition
+from retrainer.raw_inputs import MissingRawData, check_raw_inputs, describe_missing, missing_raw_inputs
 
 
 def _package_rows(day: dt.date) -> tuple[list[str], list[list[str]]]:
@@ -36,8 +37,8 @@ def test_partitions_hold_exactly_the_package_rows_of_their_day(landed: Path) -> 
 
 
 def test_every_day_and_dimension_is_landed(landed: Path) -> None:
-    days = [LAND_START + dt.timedelta(days=i) for i in range((LAND_END - LAND_START).days + 1)]
-    assert missing_partitions(landed, days) == {}
+    for day in days_between(LAND_START, LAND_END + dt.timedelta(days=1)):
+        assert raw_partition(landed, "flights", day).exists() and raw_partition(landed, "weather", day).exists()
     for name in ("planes", "airports", "airlines"):
         assert raw_dim(landed, name).stat().st_size > 0
     assert not raw_partition(landed, "flights", LAND_END + dt.timedelta(days=1)).exists()
@@ -52,17 +53,23 @@ def test_landing_twice_replaces_without_duplicates_or_temp_files(tmp_path: Path)
     assert not [p for p in tmp_path.rglob(".*") if p.is_file()], "temporary files left behind"
 
 
-def test_missing_partitions_are_listed_by_source_and_date(tmp_path: Path) -> None:
-    day = dt.date(2013, 3, 1)
-    land(tmp_path, day, day)
-    raw_partition(tmp_path, "weather", day).unlink()
-    missing = missing_partitions(tmp_path, [day, day + dt.timedelta(days=1)])
-    assert missing == {"flights": ["2013-03-02"], "weather": ["2013-03-01", "2013-03-02"]}
-    assert "weather: 2013-03-01, 2013-03-02" in describe_missing(missing)
+def test_missing_raw_inputs_are_listed_by_source_and_date(tmp_path: Path) -> None:
+    # a run dated 03-10 with window 2 reads 03-08 and 03-09 plus 7 days of history: 03-01 .. 03-09
+    cfg = RunConfig.build("2013-03-10", "flight_delay", window_days=2, eval_days=1, data_root=str(tmp_path))
+    land(tmp_path, dt.date(2013, 3, 1), dt.date(2013, 3, 8))
+    raw_partition(tmp_path, "weather", dt.date(2013, 3, 5)).unlink()
+    raw_dim(tmp_path, "airports").unlink()  # not read by this workload: not required
+    missing = missing_raw_inputs(cfg)
+    assert missing == {"flights": ["2013-03-09"], "weather": ["2013-03-05", "2013-03-09"]}
+    assert "weather: 2013-03-05, 2013-03-09" in describe_missing(missing)
+    with pytest.raises(MissingRawData, match="flights: 2013-03-09"):
+        check_raw_inputs(cfg)
+    land(tmp_path, dt.date(2013, 3, 5), dt.date(2013, 3, 9))
+    assert check_raw_inputs(cfg) == days_between(dt.date(2013, 3, 1), dt.date(2013, 3, 10))
+    raw_dim(tmp_path, "planes").unlink()
+    assert missing_raw_inputs(cfg) == {"dims": ["planes.csv"]}
 
 
 def test_land_refuses_an_inverted_range(tmp_path: Path) -> None:
-    import pytest
-
     with pytest.raises(ValueError, match="before"):
         land(tmp_path, dt.date(2013, 2, 1), dt.date(2013, 1, 1))

@@ -17,22 +17,24 @@ from conftest import ROOT, small_config
 from retrainer.atomic import read_json
 from retrainer.fingerprint import parquet_parts
 from retrainer.layout import RunLayout
+from retrainer.results import TrainingResult, ValidationResult
 from retrainer.training.strategy import is_chief_from_env, tf_config
-from retrainer.workloads.flight_delay import CONTRACT
+from retrainer.workloads.flight_delay import CONTRACT, WORKLOAD
 
 
 @pytest.fixture(scope="module")
-def stats(validated: dict) -> dict:
-    return read_json(validated["stats_uri"])
+def stats(validated: ValidationResult) -> dict:
+    return read_json(validated.files.stats)
 
 
-def _train(validated: dict, stats: dict, ckpt: Path, run_key: str, epochs: int) -> dict:
+def _train(validated: ValidationResult, stats: dict, ckpt: Path, run_key: str, epochs: int) -> dict:
     from retrainer.training.loop import train
 
     return train(
-        train_uri=validated["train_uri"],
+        train_uri=str(validated.files.train),
         stats=stats,
         contract=CONTRACT,
+        objective=WORKLOAD.objective,
         checkpoint_dir=str(ckpt),
         run_key=run_key,
         epochs=epochs,
@@ -49,7 +51,7 @@ def test_model_inputs_are_the_contract_features(stats: dict) -> None:
 
     from retrainer.training.model import build_model
 
-    model = build_model(CONTRACT, stats, hidden_units=8)
+    model = build_model(CONTRACT, WORKLOAD.objective, stats, hidden_units=8)
     assert {k: v.dtype for k, v in model.input.items()} == CONTRACT.serving_dtypes()
     row = {
         "month": [[1]], "day_of_week": [[3]], "sched_dep_hour": [[9]], "carrier": [["ZZ"]], "origin": [["JFK"]],
@@ -62,19 +64,21 @@ def test_model_inputs_are_the_contract_features(stats: dict) -> None:
     assert 0.0 < p < 1.0  # unseen categories go to out-of-vocabulary; missing numbers are imputed
 
 
-def test_dataset_streams_typed_batches(validated: dict) -> None:
+def test_dataset_streams_typed_batches(validated: ValidationResult) -> None:
     from retrainer.training.data import make_dataset
 
-    ds = make_dataset(parquet_parts(validated["train_uri"]), CONTRACT, batch_size=100)
+    ds = make_dataset(parquet_parts(validated.files.train), CONTRACT, batch_size=100)
     x, y = next(iter(ds))
     assert y.shape == (100, 1) and set(np.unique(y.numpy())) <= {0.0, 1.0}
     assert x["carrier"].dtype.name == "string" and x["month"].dtype.name == "int64"
     assert x["distance"].shape == (100, 1)
     total = sum(int(b[1].shape[0]) for b in ds)
-    assert total == validated["rows"]["train"]
+    assert total == validated.features.rows["train"]
 
 
-def test_training_logs_each_epoch_and_checkpoints(validated: dict, stats: dict, tmp_path: Path, caplog) -> None:
+def test_training_logs_each_epoch_and_checkpoints(
+    validated: ValidationResult, stats: dict, tmp_path: Path, caplog
+) -> None:
     caplog.set_level(logging.INFO, logger="retrainer.training.loop")
     out = _train(validated, stats, tmp_path / "ckpt", "key-a", epochs=2)
     assert [h["epoch"] for h in out["history"]] == [1, 2]
@@ -86,7 +90,7 @@ def test_training_logs_each_epoch_and_checkpoints(validated: dict, stats: dict, 
     assert out["checkpoint"].endswith("ckpt-2")
 
 
-def test_a_retry_resumes_from_the_last_checkpoint(validated: dict, stats: dict, tmp_path: Path) -> None:
+def test_a_retry_resumes_from_the_last_checkpoint(validated: ValidationResult, stats: dict, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     first = _train(validated, stats, ckpt, "key-b", epochs=1)  # as if the task died after epoch 1 of 3
     resumed = _train(validated, stats, ckpt, "key-b", epochs=3)
@@ -97,7 +101,7 @@ def test_a_retry_resumes_from_the_last_checkpoint(validated: dict, stats: dict, 
     assert finished["resumed_from_epoch"] == 3 and finished["history"] == []
 
 
-def test_checkpoints_of_another_run_are_not_resumed(validated: dict, stats: dict, tmp_path: Path) -> None:
+def test_checkpoints_of_another_run_are_not_resumed(validated: ValidationResult, stats: dict, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     _train(validated, stats, ckpt, "key-c", epochs=1)
     other = _train(validated, stats, ckpt, "key-d", epochs=1)
@@ -105,11 +109,22 @@ def test_checkpoints_of_another_run_are_not_resumed(validated: dict, stats: dict
     assert read_json(ckpt / "run_key.json") == {"run_key": "key-d"}
 
 
-def test_train_stage_refuses_unvalidated_features(validated: dict, chain_root: Path, chain_tracking: str) -> None:
-    from retrainer.stages.train import train_model
+def test_train_stage_refuses_unvalidated_features(
+    validated: ValidationResult, chain_root: Path, chain_tracking: str
+) -> None:
+    import dataclasses
 
-    with pytest.raises(ValueError, match="did not pass validation"):
-        train_model({**validated, "validated": False}, small_config(chain_root, chain_tracking))
+    from retrainer.stages.train import NotValidated, train_model
+
+    cfg = small_config(chain_root, chain_tracking)
+    with pytest.raises(NotValidated, match="did not pass validation"):
+        train_model(validated.features, cfg)  # the features as built, not validated
+    failed = dataclasses.replace(validated, report=dataclasses.replace(validated.report, success=False))
+    with pytest.raises(NotValidated, match="did not pass validation"):
+        train_model(failed, cfg)
+    other = dataclasses.replace(validated, features=dataclasses.replace(validated.features, train_fingerprint="x"))
+    with pytest.raises(NotValidated, match="not the ones passed to train"):
+        train_model(other, cfg)
 
 
 def test_tf_config_for_a_worker_group() -> None:
@@ -138,20 +153,21 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from retrainer.atomic import read_json
+from retrainer.results import ValidationResult
 from retrainer.training.loop import train
-from retrainer.workloads.flight_delay import CONTRACT
-v = json.loads(sys.argv[1])
-out = train(train_uri=v["train_uri"], stats=read_json(v["stats_uri"]), contract=CONTRACT, checkpoint_dir=sys.argv[2],
-            run_key="mirrored", epochs=1, batch_size=128, learning_rate=0.003, hidden_units=8, seed=1,
-            strategy_name="mirrored")
+from retrainer.workloads.flight_delay import WORKLOAD
+v = ValidationResult.from_dict(json.loads(sys.argv[1]))
+out = train(train_uri=str(v.files.train), stats=read_json(v.files.stats), contract=WORKLOAD.contract,
+            objective=WORKLOAD.objective, checkpoint_dir=sys.argv[2], run_key="mirrored", epochs=1, batch_size=128,
+            learning_rate=0.003, hidden_units=8, seed=1, strategy_name="mirrored")
 print(json.dumps(out))
 """
 
 
-def test_mirrored_strategy_on_two_logical_cpus(validated: dict, tmp_path: Path) -> None:
+def test_mirrored_strategy_on_two_logical_cpus(validated: ValidationResult, tmp_path: Path) -> None:
     """Logical devices must be configured before TF initialises, so this runs in a fresh process."""
     proc = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(validated), str(tmp_path / "ckpt")],
+        [sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(validated.to_dict()), str(tmp_path / "ckpt")],
         capture_output=True, text=True, env=os.environ, cwd=ROOT, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -160,16 +176,26 @@ def test_mirrored_strategy_on_two_logical_cpus(validated: dict, tmp_path: Path) 
     assert np.isfinite(out["history"][0]["loss"])
 
 
-def test_multi_worker_strategy_on_two_local_processes(validated: dict, chain_root: Path, chain_tracking: str) -> None:
+def test_multi_worker_strategy_on_two_local_processes(
+    validated: ValidationResult, chain_root: Path, chain_tracking: str, caplog
+) -> None:
     from retrainer.stages.train import train_model
 
-    cfg = small_config(chain_root, chain_tracking, epochs=2, batch_size=128, local_workers=2)
-    out = train_model(validated, cfg)  # this process launches two `retrainer train` workers
-    assert out["strategy"] == "CollectiveAllReduceStrategy" and out["replicas"] == 2
-    assert [h["epoch"] for h in out["history"]] == [1, 2]
-    layout = RunLayout.for_run(chain_root, cfg.workload, cfg.run_date)
-    assert out["checkpoint"] == str(layout.checkpoints / "ckpt-2")
+    caplog.set_level(logging.INFO, logger="retrainer.launchers")
+    cfg = small_config(
+        chain_root, chain_tracking, epochs=2, batch_size=128, launcher="local_processes", num_workers=2, seed=7
+    )
+    out = train_model(validated, cfg)  # two `python -m retrainer.training.worker` processes
+    assert out.strategy == "CollectiveAllReduceStrategy" and out.replicas == 2
+    assert (out.launcher, out.num_workers, out.global_batch_size) == ("local_processes", 2, 256)
+    assert [h["epoch"] for h in out.history] == [1, 2]
+    assert out.hyperparameters["seed"] == 7  # the worker rebuilt the whole config from its argv
+    layout = RunLayout.of(cfg)
+    assert out.checkpoint == str(layout.checkpoints / "ckpt-2")
+    assert layout.load(TrainingResult) == out
     assert not list(Path(tempfile.gettempdir()).glob("retrainer-worker-ckpt-*")), (
         "worker 1's temporary checkpoints were not removed"
     )
-    assert '"chief": false' in (layout.root / "worker_logs" / "worker-1.log").read_text()
+    assert "worker done (chief: False)" in (layout.worker_logs / "worker-1.log").read_text()
+    streamed = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("[worker 1] ") and "epoch 2/2" in m for m in streamed), "worker output not streamed"

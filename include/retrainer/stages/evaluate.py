@@ -2,7 +2,7 @@
 
 Both are scored batch by batch from the Parquet files (bounded memory), with the workload
 objective's metrics. The gate, like TFX's Evaluator blessing: promote when there is no champion, or
-when the new model beats the champion on the objective's headline metric (AUC, RMSE, ...) by at
+when the new model beats the champion on the objective's headline metric by at
 least ``min_gain`` in that metric's direction. The decision records which champion version it beat
 so registration can refuse a promotion if the champion moved in between.
 """

@@ -1,4 +1,4 @@
-"""The model: raw features in, the objective's output (a probability, minutes, ...) out.
+"""The model: raw features in, the output of the workload's objective out.
 
 Preprocessing lives inside the model (imputation, normalisation, lookups, embeddings) so the
 exported SavedModel takes raw features. Its tables come from the statistics and vocabularies the

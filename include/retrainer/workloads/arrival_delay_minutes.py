@@ -25,8 +25,14 @@ CONTRACT = Contract(
     columns=(
         *nyc.FEATURE_COLUMNS,
         # 2013's extremes are -86 and 1272 minutes; a day of values outside this is a unit or feed error.
-        Column("arr_delay_minutes", DType.FLOAT64, Role.LABEL, min_value=-120, max_value=1500,
-               description="arrival delay in minutes (negative: early)"),
+        Column(
+            "arr_delay_minutes",
+            DType.FLOAT64,
+            Role.LABEL,
+            min_value=-120,
+            max_value=1500,
+            description="arrival delay in minutes (negative: early)",
+        ),
     ),  # fmt: skip
     table=TableRules(
         date_column="flight_date", min_rows_per_day=200, max_rows_per_day=1500, min_label_mean=-30, max_label_mean=120
