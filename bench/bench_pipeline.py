@@ -10,6 +10,7 @@ reported by Spark's own metrics, not here). Results go to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import platform
@@ -17,6 +18,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from retrainer.layout import RunLayout
+from retrainer.results import FeaturesResult, TrainingResult
 
 HERE = Path(__file__).resolve().parent
 
@@ -58,11 +62,10 @@ def main() -> int:
         for stage in ("features", "validate", "train"):
             extra = ["--epochs", str(args.epochs)] if stage == "train" else []
             result[stage] = run_stage([stage, *common, *extra], env)
-        run_dir = bench_root / "runs" / "flight_delay" / f"date={args.date}"
-        feats = json.loads((run_dir / "features" / "features.json").read_text())
-        training = json.loads((run_dir / "training.json").read_text())
-        result["rows"] = feats["rows"]["train"] + feats["rows"]["eval"]
-        result["ex_per_s"] = max(h["examples_per_second"] for h in training["history"])
+        layout = RunLayout.for_run(bench_root, "flight_delay", dt.date.fromisoformat(args.date))
+        feats, training = layout.load(FeaturesResult), layout.load(TrainingResult)
+        result["rows"] = feats.rows["train"] + feats.rows["eval"]
+        result["ex_per_s"] = max(h["examples_per_second"] for h in training.history)
         rows.append(result)
         print(json.dumps(result), flush=True)
 

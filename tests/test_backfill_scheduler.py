@@ -7,6 +7,7 @@ conf, and that both runs register a version.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -22,6 +23,8 @@ import pytest
 
 from conftest import ROOT
 from retrainer import registry
+from retrainer.layout import RunLayout
+from retrainer.results import FeaturesResult, TrainingResult
 
 pytestmark = pytest.mark.e2e
 DATES = ("2013-02-04", "2013-02-05")
@@ -112,12 +115,11 @@ def backfilled(tmp_path_factory, landed: Path) -> dict:
 def test_backfill_runs_each_date_with_its_own_window_and_the_backfill_conf(backfilled: dict) -> None:
     assert backfilled["states"] == dict.fromkeys(DATES, "success")
     for day in DATES:
-        run = backfilled["base"] / "data" / "runs" / "flight_delay" / f"date={day}"
-        features = json.loads((run / "features" / "features.json").read_text())
-        training = json.loads((run / "training.json").read_text())
-        assert features["eval_range"][1] == day  # D is the run's logical date, not its (empty) data interval
-        assert training["hyperparameters"]["window_days"] == CONF["window_days"]
-        assert training["hyperparameters"]["epochs"] == CONF["epochs"]
+        layout = RunLayout.for_run(backfilled["base"] / "data", "flight_delay", dt.date.fromisoformat(day))
+        features, training = layout.load(FeaturesResult), layout.load(TrainingResult)
+        assert features.eval_range[1] == day  # D is the run's logical date, not its (empty) data interval
+        assert training.hyperparameters["window_days"] == CONF["window_days"]
+        assert training.hyperparameters["epochs"] == CONF["epochs"]
     client = registry.configure(backfilled["tracking"])
     versions = client.search_model_versions("name = 'flight_delay'")
     assert sorted(v.tags["run_date"] for v in versions) == list(DATES)

@@ -171,14 +171,14 @@ def test_sensor_timeout_lists_the_missing_partitions(tmp_path: Path, monkeypatch
     from retrainer.landing import land
     from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
 
-    land(tmp_path, dt.date(2013, 3, 1), dt.date(2013, 3, 9))
+    land(tmp_path, dt.date(2013, 3, 1), dt.date(2013, 3, 10))
     (tmp_path / "raw" / "weather" / "date=2013-03-05" / "weather.csv").unlink()
     monkeypatch.setenv("RETRAINER_DATA_ROOT", str(tmp_path))
     sensor = RawPartitionsSensor(task_id="wait", workload="flight_delay", mode="poke", timeout=0, poke_interval=0)
-    context = {"logical_date": pendulum.datetime(2013, 3, 10, tz="UTC"), "params": {"window_days": 2, "eval_days": 1}}
+    context = {"logical_date": pendulum.datetime(2013, 3, 11, tz="UTC"), "params": {"window_days": 3, "eval_days": 1}}
     with pytest.raises(AirflowSensorTimeout) as err:
         sensor.execute(context)
-    # window [03-08, 03-10) plus 7 days of history: 03-01 .. 03-09 needed, 03-05 weather missing
+    # window [03-08, 03-11) plus 7 days of history: 03-01 .. 03-10 needed, 03-05 weather missing
     assert "weather: 2013-03-05" in str(err.value)
     assert "flights" not in str(err.value)
     land(tmp_path, dt.date(2013, 3, 5), dt.date(2013, 3, 5))

@@ -126,7 +126,7 @@ def _rewrite(path: Path, fn) -> None:
 
 
 def test_a_dropped_column_fails_validation_naming_column_and_day(spark, cfg, corrupt_root: Path) -> None:
-    bad_cfg = small_config(corrupt_root, cfg.tracking_uri)
+    bad_cfg = small_config(corrupt_root, cfg.engines.tracking_uri)
     good = validate_features(build_features(bad_cfg), bad_cfg)  # a good run for this date first
     day = bad_cfg.window.eval_start
     path = raw_partition(corrupt_root, "flights", day)
@@ -146,7 +146,7 @@ def test_a_dropped_column_fails_validation_naming_column_and_day(spark, cfg, cor
 
 
 def test_out_of_contract_values_fail_naming_the_expectation(spark, cfg, corrupt_root: Path) -> None:
-    bad_cfg = small_config(corrupt_root, cfg.tracking_uri)
+    bad_cfg = small_config(corrupt_root, cfg.engines.tracking_uri)
     path = raw_partition(corrupt_root, "flights", bad_cfg.window.eval_start)
 
     def break_origin(rows: list[list[str]]) -> list[list[str]]:
@@ -159,7 +159,7 @@ def test_out_of_contract_values_fail_naming_the_expectation(spark, cfg, corrupt_
 
 
 def test_a_truncated_day_fails_the_rows_per_day_check_naming_the_day(spark, cfg, corrupt_root: Path) -> None:
-    bad_cfg = small_config(corrupt_root, cfg.tracking_uri)
+    bad_cfg = small_config(corrupt_root, cfg.engines.tracking_uri)
     day = bad_cfg.window.train_start + dt.timedelta(days=1)
     _rewrite(
         raw_partition(corrupt_root, "flights", day), lambda rows: rows[:51]

@@ -54,18 +54,18 @@ def test_landing_twice_replaces_without_duplicates_or_temp_files(tmp_path: Path)
 
 
 def test_missing_raw_inputs_are_listed_by_source_and_date(tmp_path: Path) -> None:
-    # a run dated 03-10 with window 2 reads 03-08 and 03-09 plus 7 days of history: 03-01 .. 03-09
-    cfg = RunConfig.build("2013-03-10", "flight_delay", window_days=2, eval_days=1, data_root=str(tmp_path))
-    land(tmp_path, dt.date(2013, 3, 1), dt.date(2013, 3, 8))
+    # a run dated 03-11 with window 3 reads 03-08 .. 03-10 plus 7 days of history: 03-01 .. 03-10
+    cfg = RunConfig.build("2013-03-11", "flight_delay", window_days=3, eval_days=1, data_root=str(tmp_path))
+    land(tmp_path, dt.date(2013, 3, 1), dt.date(2013, 3, 9))
     raw_partition(tmp_path, "weather", dt.date(2013, 3, 5)).unlink()
     raw_dim(tmp_path, "airports").unlink()  # not read by this workload: not required
     missing = missing_raw_inputs(cfg)
-    assert missing == {"flights": ["2013-03-09"], "weather": ["2013-03-05", "2013-03-09"]}
-    assert "weather: 2013-03-05, 2013-03-09" in describe_missing(missing)
-    with pytest.raises(MissingRawData, match="flights: 2013-03-09"):
+    assert missing == {"flights": ["2013-03-10"], "weather": ["2013-03-05", "2013-03-10"]}
+    assert "weather: 2013-03-05, 2013-03-10" in describe_missing(missing)
+    with pytest.raises(MissingRawData, match="flights: 2013-03-10"):
         check_raw_inputs(cfg)
-    land(tmp_path, dt.date(2013, 3, 5), dt.date(2013, 3, 9))
-    assert check_raw_inputs(cfg) == days_between(dt.date(2013, 3, 1), dt.date(2013, 3, 10))
+    land(tmp_path, dt.date(2013, 3, 5), dt.date(2013, 3, 10))
+    assert check_raw_inputs(cfg) == days_between(dt.date(2013, 3, 1), dt.date(2013, 3, 11))
     raw_dim(tmp_path, "planes").unlink()
     assert missing_raw_inputs(cfg) == {"dims": ["planes.csv"]}
 

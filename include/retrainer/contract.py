@@ -1,7 +1,8 @@
 """The data contract: one declarative description of a workload's feature table.
 
-The Spark output schema, the Great Expectations suite, the Keras model inputs, the serving
-signature and the MLflow model signature are all derived from it, so they cannot disagree.
+The Spark output schema, the Great Expectations suites and the Keras model's input dtypes (hence
+the SavedModel's serving signature) come from the views below; the MLflow signature's inputs are built
+from ``features`` in ``stages/register.py``. One declaration, so they cannot disagree.
 Pure Python on purpose: importing it costs nothing and needs no engine.
 """
 
