@@ -14,8 +14,8 @@ import pytest
 
 from conftest import ROOT, RUN_DATE
 from retrainer import registry
-from retrainer.layout import RunLayout, raw_partition
-from retrainer.results import EvaluationResult, RegistrationResult, TrainingResult
+from retrainer.layout import FeatureFiles, RunLayout, raw_partition
+from retrainer.results import EvaluationResult, ExportResult, RegistrationResult, TrainingResult
 
 pytestmark = pytest.mark.e2e
 CONF = {"window_days": 7, "eval_days": 2, "epochs": 1, "batch_size": 256}
@@ -79,8 +79,8 @@ def test_the_savedmodel_of_the_run_loads_and_predicts(first_run: dict, e2e_env: 
     from retrainer.serving.pyfunc_model import to_signature_inputs
 
     layout = RunLayout.for_run(e2e_env["RETRAINER_DATA_ROOT"], "flight_delay", RUN_DATE)
-    serve = tf.saved_model.load(str(layout.saved_model / "model")).signatures["serving_default"]
-    frame = ds.dataset(str(layout.features / "eval")).to_table().to_pandas().head(50)
+    serve = tf.saved_model.load(layout.load(ExportResult).saved_model_uri).signatures["serving_default"]
+    frame = ds.dataset(str(FeatureFiles(layout.features).eval)).to_table().to_pandas().head(50)
     p = next(iter(serve(**to_signature_inputs(frame, serve.structured_input_signature[1])).values())).numpy()
     assert p.shape == (50, 1) and np.all((p > 0) & (p < 1))
 
@@ -91,11 +91,11 @@ def test_rerunning_the_same_date_replaces_outputs_and_registers_nothing_new(
     tracking = e2e_env["MLFLOW_TRACKING_URI"]
     layout = RunLayout.for_run(e2e_env["RETRAINER_DATA_ROOT"], "flight_delay", RUN_DATE)
     before_versions = _versions(tracking)
-    before_parts = sorted(p.name for p in (layout.features / "train").glob("*.parquet"))
+    before_parts = sorted(p.name for p in FeatureFiles(layout.features).train.glob("*.parquet"))
     states = _run(dag, monkeypatch, e2e_env)
     assert set(states.values()) == {"success"}
     assert _versions(tracking) == before_versions
-    after_parts = sorted(p.name for p in (layout.features / "train").glob("*.parquet"))
+    after_parts = sorted(p.name for p in FeatureFiles(layout.features).train.glob("*.parquet"))
     assert len(after_parts) == len(before_parts)
     assert sorted(p.name for p in layout.root.iterdir()) == sorted(
         ["features", "validation", "checkpoints", "saved_model", "features.json", "validation.json", "training.json",
@@ -173,8 +173,8 @@ def test_the_regression_dag_trains_evaluates_and_registers_its_own_model(regress
 
     from retrainer.serving.pyfunc_model import to_signature_inputs
 
-    serve = tf.saved_model.load(str(layout.saved_model / "model")).signatures["serving_default"]
-    frame = ds.dataset(str(layout.features / "eval")).to_table().to_pandas().head(200)
+    serve = tf.saved_model.load(layout.load(ExportResult).saved_model_uri).signatures["serving_default"]
+    frame = ds.dataset(str(FeatureFiles(layout.features).eval)).to_table().to_pandas().head(200)
     minutes = next(iter(serve(**to_signature_inputs(frame, serve.structured_input_signature[1])).values())).numpy()
     assert minutes.shape == (200, 1) and -60 < float(minutes.mean()) < 120  # minutes, not a probability
 

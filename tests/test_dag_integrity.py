@@ -183,3 +183,15 @@ def test_sensor_timeout_lists_the_missing_partitions(tmp_path: Path, monkeypatch
     assert "flights" not in str(err.value)
     land(tmp_path, dt.date(2013, 3, 5), dt.date(2013, 3, 5))
     assert sensor.poke(context) is True
+
+
+def test_an_unknown_conf_key_is_refused_not_ignored() -> None:
+    """Airflow merges every conf key into params; a renamed or misspelt one must not fall back to a default."""
+    from retrainer.airflow_adapter import run_config
+    from retrainer.config import ConfigError
+
+    context = {"logical_date": pendulum.datetime(2013, 6, 8, tz="UTC"), "params": {"min_auc_gain": 0.01}}
+    with pytest.raises(ConfigError, match=r"unknown run parameter\(s\) \['min_auc_gain'\]"):
+        run_config(context, "flight_delay")
+    with pytest.raises(ConfigError, match="workload"):
+        run_config({**context, "params": {"workload": "other"}}, "flight_delay")  # identity is not a form field

@@ -103,7 +103,7 @@ def test_valid_features_pass_and_are_promoted(spark, cfg) -> None:
     validated = validate_features(build_features(cfg), cfg)
     layout = RunLayout.of(cfg)
     assert validated.report.success and validated.report.failed == []
-    assert validated.files.train == layout.features / "train"
+    assert validated.files == FeatureFiles(layout.features)
     assert not layout.features_pending.exists()
     assert layout.load(ValidationResult) == validated  # what train's workers will read
     assert Path(validated.report.data_docs_uri.removeprefix("file://").replace("%3D", "=")).exists()
@@ -139,7 +139,7 @@ def test_a_dropped_column_fails_validation_naming_column_and_day(spark, cfg, cor
     assert "expect_column_values_to_not_be_null on column 'carrier'" in message
     layout = RunLayout.of(bad_cfg)
     # the earlier validated features are untouched; the bad ones are kept aside for inspection
-    assert folder_fingerprint(layout.features / "train") == good.features.train_fingerprint
+    assert folder_fingerprint(FeatureFiles(layout.features).train) == good.features.train_fingerprint
     assert layout.features_rejected.exists() and not layout.features_pending.exists()
     assert layout.load(ValidationReport).success is False
     assert layout.load_optional(ValidationResult) is None  # nothing left that says "validated" for this date

@@ -16,6 +16,7 @@ import pytest
 from conftest import ROOT
 from retrainer.config import RunConfig
 from retrainer.launchers import InProcess, LocalProcesses, WorkersFailed, get_launcher
+from retrainer.layout import RunLayout
 
 PROBE = "launcher_probe"
 
@@ -67,8 +68,7 @@ def test_local_workers_get_the_run_config_and_their_output_is_streamed(tmp_path:
     for i in range(2):
         seen = json.loads((tmp_path / f"probe-{i}.json").read_text())
         assert RunConfig.from_argv(seen["argv"]) == cfg and seen["pid"] != os.getpid()
-        assert f"hello from {i}" in (tmp_path / "runs" / "flight_delay" / "date=2013-02-05" / "worker_logs" /
-                                     f"worker-{i}.log").read_text()  # fmt: skip
+        assert f"hello from {i}" in (RunLayout.of(cfg).worker_logs / f"worker-{i}.log").read_text()
     messages = [r.getMessage() for r in caplog.records]
     assert "[worker 0] hello from 0" in messages and "[worker 1] hello from 1" in messages
 

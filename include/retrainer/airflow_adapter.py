@@ -12,7 +12,7 @@ import datetime as dt
 from typing import Any
 
 from retrainer import params
-from retrainer.config import RunConfig, Tuning
+from retrainer.config import ConfigError, RunConfig, Tuning
 
 
 def run_date_from_context(context: Any) -> dt.date:
@@ -27,14 +27,18 @@ def run_date_from_context(context: Any) -> dt.date:
 
 def run_config(context: Any, workload: str) -> RunConfig:
     """The run's config: identity from the context, tuning from the run's params, engines from the env."""
-    given = context.get("params") or {}
+    given = dict(context.get("params") or {})
+    tuning = {p.name for p in params.parameters(Tuning)}
+    unknown = sorted(set(given) - tuning)  # Airflow merges any conf key into params: refuse, never ignore
+    if unknown:
+        raise ConfigError(f"unknown run parameter(s) {unknown} in the DAG run's conf; known: {sorted(tuning)}")
     dag = context.get("dag")
     return RunConfig.build(
         run_date_from_context(context),
         workload,
         dag_id=getattr(dag, "dag_id", None),
         run_id=context.get("run_id"),
-        **{p.name: given.get(p.name) for p in params.parameters(Tuning)},
+        **given,
     )
 
 
