@@ -9,6 +9,8 @@ Heavy libraries are imported inside the tasks only.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Generator
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +28,20 @@ DEFAULT_ARGS = {
     "execution_timeout": timedelta(hours=1),
 }
 START_DATE = pendulum.datetime(2013, 1, 29, tz="UTC")
+
+
+@contextlib.contextmanager
+def no_retry_on_bad_data() -> Generator[None, None, None]:
+    """Bad input data (and a bad conf) does not get better on retry: fail the task at once, naming it."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from retrainer.config import ConfigError
+    from retrainer.errors import BadData
+
+    try:
+        yield
+    except (BadData, ConfigError) as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
 def trigger_params() -> dict[str, Param]:
@@ -65,20 +81,17 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
             from retrainer.airflow_adapter import run_config
             from retrainer.stages.features import build_features
 
-            return build_features(run_config(context, workload)).to_dict()
+            with no_retry_on_bad_data():
+                return build_features(run_config(context, workload)).to_dict()
 
         @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
         def validate(features: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from airflow.sdk.exceptions import AirflowFailException
-
             from retrainer.airflow_adapter import run_config
             from retrainer.results import FeaturesResult
-            from retrainer.stages.validate import ValidationFailed, validate_features
+            from retrainer.stages.validate import validate_features
 
-            try:
+            with no_retry_on_bad_data():
                 return validate_features(FeaturesResult.from_dict(features), run_config(context, workload)).to_dict()
-            except ValidationFailed as exc:  # bad data does not get better on retry
-                raise AirflowFailException(str(exc)) from exc
 
         @task(multiple_outputs=False, execution_timeout=timedelta(hours=2))
         def train(validated: dict[str, Any], **context: Any) -> dict[str, Any]:
@@ -86,7 +99,8 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
             from retrainer.results import ValidationResult
             from retrainer.stages.train import train_model
 
-            return train_model(ValidationResult.from_dict(validated), run_config(context, workload)).to_dict()
+            with no_retry_on_bad_data():
+                return train_model(ValidationResult.from_dict(validated), run_config(context, workload)).to_dict()
 
         @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
         def evaluate(validated: dict[str, Any], training: dict[str, Any], **context: Any) -> dict[str, Any]:
@@ -94,9 +108,12 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
             from retrainer.results import TrainingResult, ValidationResult
             from retrainer.stages.evaluate import evaluate_models
 
-            return evaluate_models(
-                ValidationResult.from_dict(validated), TrainingResult.from_dict(training), run_config(context, workload)
-            ).to_dict()
+            with no_retry_on_bad_data():
+                return evaluate_models(
+                    ValidationResult.from_dict(validated),
+                    TrainingResult.from_dict(training),
+                    run_config(context, workload),
+                ).to_dict()
 
         @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
         def export(validated: dict[str, Any], training: dict[str, Any], **context: Any) -> dict[str, Any]:
@@ -104,9 +121,12 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
             from retrainer.results import TrainingResult, ValidationResult
             from retrainer.stages.export import export_model
 
-            return export_model(
-                ValidationResult.from_dict(validated), TrainingResult.from_dict(training), run_config(context, workload)
-            ).to_dict()
+            with no_retry_on_bad_data():
+                return export_model(
+                    ValidationResult.from_dict(validated),
+                    TrainingResult.from_dict(training),
+                    run_config(context, workload),
+                ).to_dict()
 
         @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
         def register(
@@ -120,13 +140,14 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
             from retrainer.results import EvaluationResult, ExportResult, TrainingResult, ValidationResult
             from retrainer.stages.register import register_model
 
-            return register_model(
-                ValidationResult.from_dict(validated),
-                TrainingResult.from_dict(training),
-                EvaluationResult.from_dict(evaluation),
-                ExportResult.from_dict(exported),
-                run_config(context, workload),
-            ).to_dict()
+            with no_retry_on_bad_data():
+                return register_model(
+                    ValidationResult.from_dict(validated),
+                    TrainingResult.from_dict(training),
+                    EvaluationResult.from_dict(evaluation),
+                    ExportResult.from_dict(exported),
+                    run_config(context, workload),
+                ).to_dict()
 
         # validate hands on the features' final (validated) place: nothing downstream reads unvalidated data.
         feats = features()

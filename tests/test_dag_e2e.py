@@ -43,11 +43,15 @@ def e2e_env(tmp_path_factory, landed: Path) -> dict[str, str]:
     return {"RETRAINER_DATA_ROOT": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}"}
 
 
-def _run(dag, monkeypatch, env: dict[str, str]) -> dict[str, str]:
+def _run_tis(dag, monkeypatch, env: dict[str, str]) -> dict:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     dr = dag.test(logical_date=pendulum.datetime(RUN_DATE.year, RUN_DATE.month, RUN_DATE.day, tz="UTC"), run_conf=CONF)
-    return {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
+    return {ti.task_id: ti for ti in dr.get_task_instances()}
+
+
+def _run(dag, monkeypatch, env: dict[str, str]) -> dict[str, str]:
+    return {task_id: str(ti.state) for task_id, ti in _run_tis(dag, monkeypatch, env).items()}
 
 
 def _versions(tracking: str, model: str = MODEL) -> list[str]:
@@ -137,6 +141,24 @@ def test_a_corrupted_day_stops_the_run_at_validation_and_keeps_the_champion(
     summary = run_summary(RunConfig.build(RUN_DATE, data_root=str(root), tracking_uri=tracking))
     assert "validation  FAILED" in summary and "stopped     at validation" in summary
     assert f"champion -> v{champion_before} (not changed by this run)" in summary
+
+
+def test_bad_data_fails_its_task_at_once_without_retrying(
+    first_run: dict, dag, e2e_env: dict, tmp_path: Path, landed: Path, monkeypatch
+) -> None:
+    tracking = e2e_env["MLFLOW_TRACKING_URI"]
+    champion_before = registry.alias_version(tracking, MODEL, "champion")
+    root = tmp_path / "data"
+    shutil.copytree(landed / "raw", root / "raw")
+    path = raw_partition(root, "flights", RUN_DATE - dt.timedelta(days=3))
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0].replace("dest", "origin") + "".join(lines[1:]))  # two columns named origin
+
+    tis = _run_tis(dag, monkeypatch, {**e2e_env, "RETRAINER_DATA_ROOT": str(root)})
+    features = tis["features"]
+    assert str(features.state) == "failed" and features.try_number == 1  # retries=2, none used
+    assert str(tis["validate"].state) == "upstream_failed" and str(tis["register"].state) == "upstream_failed"
+    assert registry.alias_version(tracking, MODEL, "champion") == champion_before
 
 
 REGRESSION = "arrival_delay_minutes"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -170,3 +171,63 @@ def test_a_truncated_day_fails_the_rows_per_day_check_naming_the_day(spark, cfg,
 
 def test_landed_range_covers_the_test_run(cfg) -> None:
     assert LAND_START <= cfg.window.train_start - dt.timedelta(days=7) and cfg.window.end <= LAND_END
+
+
+# --- encoding and row-date problems: normalised, or named as bad data (never an engine crash) ----
+def _bytes_rewrite(path: Path, fn) -> None:
+    path.write_bytes(fn(path.read_bytes()))
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        pytest.param(lambda b: b"\xef\xbb\xbf" + b, id="utf8-bom"),
+        pytest.param(lambda b: b.replace(b"\n", b"\r\n"), id="crlf"),
+        pytest.param(lambda b: b"\xef\xbb\xbf" + b.replace(b"\n", b"\r\n"), id="bom-and-crlf"),
+    ],
+)
+def test_a_bom_or_crlf_file_is_read_like_a_clean_one(spark, cfg, corrupt_root: Path, encode) -> None:
+    bad_cfg = small_config(corrupt_root, cfg.engines.tracking_uri)
+    clean = build_features(bad_cfg)
+    for source in ("flights", "weather"):
+        _bytes_rewrite(raw_partition(corrupt_root, source, bad_cfg.window.eval_start), encode)
+    again = validate_features(build_features(bad_cfg), bad_cfg)  # no "lacks column 'year'", no shifted values
+    assert again.features.rows == clean.rows
+    assert again.features.train_fingerprint == clean.train_fingerprint
+
+
+def test_a_duplicated_header_name_is_bad_data_naming_file_and_column(spark, cfg, corrupt_root: Path) -> None:
+    from retrainer.errors import BadData
+
+    bad_cfg = small_config(corrupt_root, cfg.engines.tracking_uri)
+    path = raw_partition(corrupt_root, "flights", bad_cfg.window.train_start)
+    _rewrite(path, lambda rows: [[("origin" if v == "dest" else v) for v in rows[0]], *rows[1:]])
+    with pytest.raises(BadData, match=rf"{re.escape(str(path))}: duplicate column name\(s\) \['origin'\]"):
+        build_features(bad_cfg)
+    assert RunLayout.of(bad_cfg).load_optional(FeaturesResult) is None  # no earlier build reported as this one
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [("month", "13", "dated invalid"), ("day", "1", "dated 2013-0")],
+    ids=["impossible-date", "row-from-another-day"],
+)
+def test_rows_without_a_valid_date_of_their_partition_are_named(
+    spark, cfg, corrupt_root: Path, column: str, value: str, expected: str
+) -> None:
+    from retrainer.errors import BadData
+
+    bad_cfg = small_config(corrupt_root, cfg.engines.tracking_uri)
+    day = bad_cfg.window.eval_start
+    path = raw_partition(corrupt_root, "flights", day)
+
+    def break_three_rows(rows: list[list[str]]) -> list[list[str]]:
+        i = rows[0].index(column)
+        return [rows[0]] + [r[:i] + [value] + r[i + 1 :] if n < 3 else r for n, r in enumerate(rows[1:])]
+
+    _rewrite(path, break_three_rows)
+    with pytest.raises(BadData) as err:
+        build_features(bad_cfg)
+    message = str(err.value)
+    assert "(year, month, day) is not a valid date or not their partition's day" in message
+    assert f"date={day.isoformat()}/flights.csv: 3 row(s), e.g. {expected}" in message

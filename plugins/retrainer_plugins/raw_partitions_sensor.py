@@ -23,10 +23,16 @@ class RawPartitionsSensor(BaseSensorOperator):
         self._missing: dict[str, list[str]] = {}
 
     def poke(self, context: Any) -> bool:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from retrainer.airflow_adapter import run_config
+        from retrainer.config import ConfigError
         from retrainer.raw_inputs import describe_missing, missing_raw_inputs, raw_days
 
-        cfg = run_config(context, self.workload)
+        try:
+            cfg = run_config(context, self.workload)
+        except ConfigError as exc:  # a bad conf does not get better while waiting
+            raise AirflowFailException(f"ConfigError: {exc}") from exc
         self._missing = missing_raw_inputs(cfg)
         if self._missing:
             self.log.info(

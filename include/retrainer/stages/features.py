@@ -43,6 +43,7 @@ def build_features(cfg: RunConfig) -> FeaturesResult:
     contract = workload.contract
     window = cfg.window
     layout = RunLayout.of(cfg)
+    layout.discard(FeaturesResult)  # whatever happens below, no earlier build is reported as this one
     raw_days = check_raw_inputs(cfg)
     spark = get_spark(cfg.engines.spark_master)
     reader = RawReader(spark, cfg.engines.data_root)
@@ -52,7 +53,6 @@ def build_features(cfg: RunConfig) -> FeaturesResult:
         *[F.col(c).cast(t).alias(c) for c, t in contract.spark_type_names().items()]
     )
     table = table.persist(StorageLevel.MEMORY_AND_DISK)
-    layout.discard(FeaturesResult)
     try:
         labelled = table.where(F.col(label).isNotNull())
         splits = {

@@ -16,6 +16,7 @@ from typing import Any
 from retrainer import atomic
 from retrainer.config import RunConfig
 from retrainer.contract import Contract
+from retrainer.errors import BadData
 from retrainer.layout import FeatureFiles, RunLayout, ValidationFiles
 from retrainer.results import FeaturesResult, ValidationReport, ValidationResult
 from retrainer.spark_session import get_spark
@@ -24,7 +25,7 @@ from retrainer.workloads import get_workload
 log = logging.getLogger(__name__)
 
 
-class ValidationFailed(ValueError):
+class ValidationFailed(BadData):
     """The features broke the contract; the message lists each failed expectation."""
 
 

@@ -104,9 +104,12 @@ def build_rows(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    # try_: an impossible (year, month, day) becomes null and is named below, instead of an ANSI crash.
+    midnight = F.lit(0)
     flights = reader.daily("flights", raw_days, FLIGHTS_COLUMNS).withColumn(
-        "flight_date", F.make_date("year", "month", "day")
+        "flight_date", F.to_date(F.try_make_timestamp_ntz("year", "month", "day", midnight, midnight, midnight))
     )
+    reader.require_rows_in_partition(flights, F.col("flight_date"), "flights", "year, month, day")
     weather = (
         reader.daily("weather", raw_days, WEATHER_COLUMNS)
         .groupBy("origin", "time_hour")  # guard against duplicate readings for one hour
