@@ -195,3 +195,14 @@ def test_an_unknown_conf_key_is_refused_not_ignored() -> None:
         run_config(context, "flight_delay")
     with pytest.raises(ConfigError, match="workload"):
         run_config({**context, "params": {"workload": "other"}}, "flight_delay")  # identity is not a form field
+
+
+def test_the_sensor_fails_at_once_on_a_bad_conf_instead_of_waiting() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
+
+    sensor = RawPartitionsSensor(task_id="wait", workload="flight_delay", mode="poke", timeout=0, poke_interval=0)
+    context = {"logical_date": pendulum.datetime(2013, 6, 8, tz="UTC"), "params": {"epochs": 0}}
+    with pytest.raises(AirflowFailException, match="ConfigError: invalid run configuration: epochs must be >= 1"):
+        sensor.poke(context)
