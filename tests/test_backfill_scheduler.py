@@ -82,8 +82,19 @@ def backfilled(tmp_path_factory, landed: Path) -> dict:
         "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}",
     }
 
-    def airflow(*args: str) -> None:
-        subprocess.run([f"{bin_dir}/airflow", *args], env=env, check=True, capture_output=True, timeout=300)
+    def airflow(*args: str, attempts: int = 1) -> None:
+        """Run an Airflow CLI command; with the scheduler and dag-processor writing to the same SQLite
+        file a command can meet a transient lock, so commands issued while they run get a few attempts."""
+        for attempt in range(1, attempts + 1):
+            proc = subprocess.run([f"{bin_dir}/airflow", *args], env=env, capture_output=True, text=True, timeout=300)
+            if proc.returncode == 0:
+                return
+            if attempt < attempts:
+                time.sleep(5)
+        raise AssertionError(
+            f"airflow {' '.join(args)} failed (exit {proc.returncode}) after {attempts} attempt(s):\n"
+            f"{proc.stderr[-3000:]}\n{proc.stdout[-1500:]}"
+        )
 
     airflow("db", "migrate")
     log = base / "standalone.log"
@@ -92,10 +103,10 @@ def backfilled(tmp_path_factory, landed: Path) -> dict:
                                 start_new_session=True, cwd=ROOT)  # fmt: skip
     try:
         _wait_for(lambda: _api_up(port), 180, "the API server", log)
-        airflow("dags", "reserialize")
-        airflow("dags", "unpause", "flight_delay_retrain")  # backfill runs of a paused DAG stay queued
+        airflow("dags", "reserialize", attempts=3)
+        airflow("dags", "unpause", "flight_delay_retrain", attempts=3)  # backfill runs of a paused DAG stay queued
         airflow("backfill", "create", "--dag-id", "flight_delay_retrain", "--from-date", DATES[0], "--to-date",
-                DATES[1], "--dag-run-conf", json.dumps(CONF), "--max-active-runs", "1")  # fmt: skip
+                DATES[1], "--dag-run-conf", json.dumps(CONF), "--max-active-runs", "1", attempts=3)  # fmt: skip
         db = base / "airflow" / "airflow.db"
 
         def finished() -> bool:
