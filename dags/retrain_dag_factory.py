@@ -9,14 +9,13 @@ Heavy libraries are imported inside the tasks only.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Generator
 from datetime import timedelta
 from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from retrainer_plugins.failures import no_retry_on_bad_data
 from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
 
 DEFAULT_ARGS = {
@@ -28,20 +27,6 @@ DEFAULT_ARGS = {
     "execution_timeout": timedelta(hours=1),
 }
 START_DATE = pendulum.datetime(2013, 1, 29, tz="UTC")
-
-
-@contextlib.contextmanager
-def no_retry_on_bad_data() -> Generator[None, None, None]:
-    """Bad input data (and a bad conf) does not get better on retry: fail the task at once, naming it."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from retrainer.config import ConfigError
-    from retrainer.errors import BadData
-
-    try:
-        yield
-    except (BadData, ConfigError) as exc:
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
 def trigger_params() -> dict[str, Param]:

@@ -75,9 +75,11 @@ class ValidationFiles:
 
     folder: Path
 
+    REPORT = "summary.json"
+
     @property
     def report(self) -> Path:
-        return self.folder / "summary.json"
+        return self.folder / self.REPORT
 
     @property
     def results(self) -> Path:
@@ -106,10 +108,12 @@ class ExportFiles:
         return self.folder / "verification_sample.parquet"
 
 
+VALIDATION_DIR = "validation"
+
 # Each result type's file in the run folder.
 RESULT_FILES: dict[type[StageResult], str] = {
     FeaturesResult: "features.json",
-    ValidationReport: "validation/summary.json",  # ValidationFiles(root / "validation").report
+    ValidationReport: f"{VALIDATION_DIR}/{ValidationFiles.REPORT}",
     ValidationResult: "validation.json",
     TrainingResult: "training.json",
     EvaluationResult: "evaluation.json",
@@ -152,7 +156,7 @@ class RunLayout:
     @property
     def validation(self) -> Path:
         """Great Expectations results and Data Docs."""
-        return self.root / "validation"
+        return self.root / VALIDATION_DIR
 
     @property
     def checkpoints(self) -> Path:

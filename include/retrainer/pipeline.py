@@ -4,7 +4,6 @@ wires the same stage functions as separate Airflow tasks, handing each the previ
 from __future__ import annotations
 
 from retrainer.config import RunConfig
-from retrainer.raw_inputs import check_raw_inputs
 from retrainer.results import PipelineResult
 
 
@@ -16,8 +15,7 @@ def run_pipeline(cfg: RunConfig) -> PipelineResult:
     from retrainer.stages.train import train_model
     from retrainer.stages.validate import validate_features
 
-    check_raw_inputs(cfg)  # before Spark starts: a missing day is named in seconds
-    features = build_features(cfg)
+    features = build_features(cfg)  # checks the raw inputs before Spark starts: a missing day is named at once
     validated = validate_features(features, cfg)
     training = train_model(validated, cfg)
     evaluation = evaluate_models(validated, training, cfg)

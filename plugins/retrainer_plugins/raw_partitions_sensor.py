@@ -7,6 +7,8 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
+from retrainer_plugins.failures import no_retry_on_bad_data
+
 
 class RawPartitionsSensor(BaseSensorOperator):
     """Pokes for every raw file the run's workload reads (``retrainer.raw_inputs``, the same rule the
@@ -23,16 +25,11 @@ class RawPartitionsSensor(BaseSensorOperator):
         self._missing: dict[str, list[str]] = {}
 
     def poke(self, context: Any) -> bool:
-        from airflow.sdk.exceptions import AirflowFailException
-
         from retrainer.airflow_adapter import run_config
-        from retrainer.config import ConfigError
         from retrainer.raw_inputs import describe_missing, missing_raw_inputs, raw_days
 
-        try:
+        with no_retry_on_bad_data():  # a bad conf does not get better while waiting
             cfg = run_config(context, self.workload)
-        except ConfigError as exc:  # a bad conf does not get better while waiting
-            raise AirflowFailException(f"ConfigError: {exc}") from exc
         self._missing = missing_raw_inputs(cfg)
         if self._missing:
             self.log.info(

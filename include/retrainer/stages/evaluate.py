@@ -11,34 +11,23 @@ from __future__ import annotations
 
 import logging
 
-from retrainer import atomic, registry
+from retrainer import registry
 from retrainer.config import RunConfig
 from retrainer.fingerprint import parquet_parts
 from retrainer.layout import RunLayout
 from retrainer.results import EvaluationResult, TrainingResult, ValidationResult
 from retrainer.training.data import arrow_to_inputs, iter_record_batches, labels
-from retrainer.workloads import Workload, get_workload
+from retrainer.workloads import get_workload
 
 log = logging.getLogger(__name__)
-
-
-def load_model(validated: ValidationResult, training: TrainingResult, workload: Workload) -> object:
-    """The trained model of a train-stage result, rebuilt from the run's tables and checkpoint."""
-    from retrainer.training.loop import load_trained_model
-
-    return load_trained_model(
-        training.checkpoint_dir,
-        atomic.read_json(validated.files.stats),
-        workload.contract,
-        workload.objective,
-        training.hyperparameters["hidden_units"],
-    )
 
 
 def evaluate_models(validated: ValidationResult, training: TrainingResult, cfg: RunConfig) -> EvaluationResult:
     workload = get_workload(cfg.run.workload)
     contract, objective = workload.contract, workload.objective
-    model = load_model(validated, training, workload)
+    from retrainer.training.loop import load_trained_model
+
+    model = load_trained_model(validated, training, workload)
 
     champion_version = registry.alias_version(cfg.engines.tracking_uri, workload.registered_model, registry.CHAMPION)
     champion = None

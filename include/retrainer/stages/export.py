@@ -20,7 +20,6 @@ from retrainer.config import RunConfig
 from retrainer.fingerprint import parquet_parts
 from retrainer.layout import ExportFiles, RunLayout
 from retrainer.results import ExportResult, TrainingResult, ValidationResult
-from retrainer.stages.evaluate import load_model
 from retrainer.training.data import arrow_to_inputs
 from retrainer.workloads import get_workload
 
@@ -38,10 +37,12 @@ def export_model(validated: ValidationResult, training: TrainingResult, cfg: Run
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from retrainer.training.loop import load_trained_model
+
     workload = get_workload(cfg.run.workload)
     contract = workload.contract
     layout = RunLayout.of(cfg)
-    model = load_model(validated, training, workload)
+    model = load_trained_model(validated, training, workload)
 
     first = pq.ParquetFile(parquet_parts(validated.files.eval)[0])
     sample = pa.Table.from_batches([next(first.iter_batches(batch_size=SAMPLE_ROWS))])

@@ -15,15 +15,19 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retrainer import atomic
 from retrainer.contract import Contract
 from retrainer.fingerprint import parquet_parts
 from retrainer.objectives import Objective
+from retrainer.results import TrainingResult, ValidationResult
 from retrainer.training.data import make_dataset
 from retrainer.training.model import build_model
 from retrainer.training.strategy import choose_strategy, is_chief_from_env
+
+if TYPE_CHECKING:
+    from retrainer.workloads import Workload
 
 log = logging.getLogger(__name__)
 RUN_KEY_FILE = "run_key.json"
@@ -163,15 +167,15 @@ def train(
     }
 
 
-def load_trained_model(
-    checkpoint_dir: str, stats: dict[str, Any], contract: Contract, objective: Objective, hidden_units: int
-) -> Any:
-    """Rebuild a trained model from its tables and restore the newest checkpoint's weights."""
+def load_trained_model(validated: ValidationResult, training: TrainingResult, workload: Workload) -> Any:
+    """The model of a train-stage result: rebuilt from the run's tables, the newest checkpoint's weights."""
     import tensorflow as tf
 
-    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    latest = tf.train.latest_checkpoint(training.checkpoint_dir)
     if latest is None:
-        raise FileNotFoundError(f"no checkpoint in {checkpoint_dir}: has the train stage run for this date?")
-    model = build_model(contract, objective, stats, hidden_units=hidden_units)
+        raise FileNotFoundError(f"no checkpoint in {training.checkpoint_dir}: has the train stage run for this date?")
+    stats = atomic.read_json(validated.files.stats)
+    hidden_units = training.hyperparameters["hidden_units"]
+    model = build_model(workload.contract, workload.objective, stats, hidden_units=hidden_units)
     tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
     return model

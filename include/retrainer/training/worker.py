@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 from retrainer import atomic
 from retrainer.config import RunConfig
@@ -21,13 +22,13 @@ from retrainer.workloads import get_workload
 log = logging.getLogger(__name__)
 
 
-def run_key(validated: ValidationResult, cfg: RunConfig) -> str:
+def run_key(validated: ValidationResult, stats: dict[str, Any], cfg: RunConfig) -> str:
     """What identifies a training run: a retry with the same key resumes, a different key starts over."""
     workload = get_workload(cfg.run.workload)
     return dict_fingerprint(
         {
             "train": validated.features.train_fingerprint,
-            "stats": atomic.read_json(validated.files.stats),
+            "stats": stats,
             "params": cfg.tuning.model_defining(),
             "contract": repr(workload.contract),
             "objective": repr(workload.objective),
@@ -41,11 +42,12 @@ def run(cfg: RunConfig) -> TrainingResult:
     workload = get_workload(cfg.run.workload)
     layout = RunLayout.of(cfg)
     validated = layout.load(ValidationResult)
-    key = run_key(validated, cfg)
+    stats = atomic.read_json(validated.files.stats)
+    key = run_key(validated, stats, cfg)
     t = cfg.tuning
     summary = train(
         train_uri=str(validated.files.train),
-        stats=atomic.read_json(validated.files.stats),
+        stats=stats,
         contract=workload.contract,
         objective=workload.objective,
         checkpoint_dir=str(layout.checkpoints),
