@@ -37,7 +37,7 @@ def trigger_params() -> dict[str, Param]:
 
 
 def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start_date: Any = START_DATE) -> Any:
-    """The DAG ``<workload>_retrain``: wait for raw data -> features -> validate -> train -> evaluate
+    """The DAG ``<workload>_retrain``: wait for raw data -> raw gate -> features -> validate -> train -> evaluate
     -> export -> register, scheduled daily; a run dated D trains on the days before D."""
 
     @dag(
@@ -62,12 +62,21 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
         )
 
         @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
-        def features(**context: Any) -> dict[str, Any]:
+        def check_raw(**context: Any) -> dict[str, Any]:
             from retrainer.airflow_adapter import run_config
+            from retrainer.stages.check_raw import check_raw_days
+
+            with no_retry_on_bad_data():
+                return check_raw_days(run_config(context, workload)).to_dict()
+
+        @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
+        def features(gate: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from retrainer.airflow_adapter import run_config
+            from retrainer.results import RawGateResult
             from retrainer.stages.features import build_features
 
             with no_retry_on_bad_data():
-                return build_features(run_config(context, workload)).to_dict()
+                return build_features(RawGateResult.from_dict(gate), run_config(context, workload)).to_dict()
 
         @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
         def validate(features: dict[str, Any], **context: Any) -> dict[str, Any]:
@@ -135,8 +144,9 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
                 ).to_dict()
 
         # validate hands on the features' final (validated) place: nothing downstream reads unvalidated data.
-        feats = features()
-        wait >> feats
+        gate = check_raw()
+        wait >> gate
+        feats = features(gate)
         validated = validate(feats)
         trained = train(validated)
         evaluation = evaluate(validated, trained)

@@ -23,6 +23,7 @@ from retrainer.results import (
     EvaluationResult,
     ExportResult,
     FeaturesResult,
+    RawGateResult,
     StageResult,
     TrainingResult,
     ValidationResult,
@@ -43,11 +44,18 @@ def cmd_land(args: argparse.Namespace) -> Any:
     return {"data_root": root, "partitions": written}
 
 
+def cmd_check_raw(args: argparse.Namespace) -> StageResult:
+    from retrainer.stages.check_raw import check_raw_days
+
+    cfg, _ = _setup(args)
+    return check_raw_days(cfg)
+
+
 def cmd_features(args: argparse.Namespace) -> StageResult:
     from retrainer.stages.features import build_features
 
-    cfg, _ = _setup(args)
-    return build_features(cfg)
+    cfg, layout = _setup(args)
+    return build_features(layout.load(RawGateResult), cfg)
 
 
 def cmd_validate(args: argparse.Namespace) -> StageResult:
@@ -111,7 +119,8 @@ def cmd_summary(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retrainer",
-        description="Scheduled TensorFlow retraining: land, features, validate, train, evaluate, export, register.",
+        description="Scheduled TensorFlow retraining: land, check-raw, features, validate, train, evaluate, export,"
+        " register.",
     )
     parser.add_argument("--log-level", default=os.environ.get("RETRAINER_LOG_LEVEL", "INFO"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -127,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     land.add_argument("--data-root", help="raw and run data (env RETRAINER_DATA_ROOT, default ./data)")
     land.add_argument("--start", type=date_arg, default=dt.date(2013, 1, 1))
     land.add_argument("--end", type=date_arg, default=dt.date(2013, 12, 31), help="inclusive")
-    add("features", cmd_features, "Spark: raw partitions -> train/eval Parquet, statistics, vocabularies")
+    add("check-raw", cmd_check_raw, "the raw gate: every landed day the run reads against the raw contract")
+    add("features", cmd_features, "Spark: gated raw partitions -> train/eval Parquet, statistics, profiles")
     add("validate", cmd_validate, "Great Expectations: the features against the workload's contract")
     add("train", cmd_train, "TensorFlow: train (or resume) the model from the validated features")
     add("evaluate", cmd_evaluate, "score the new model and the champion; decide promotion")

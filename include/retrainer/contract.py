@@ -28,6 +28,26 @@ class DType(enum.StrEnum):
     DATE = "date"
 
 
+class Severity(enum.StrEnum):
+    """Great Expectations' failure severities: critical fails the run, warning is recorded and shown."""
+
+    CRITICAL = "critical"
+    WARNING = "warning"
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftRule:
+    """Population stability index (PSI) bounds for a feature, between this run's training split and the
+    champion's. Above ``warning`` the run records a warning; above ``critical`` (if set) it fails."""
+
+    warning: float = 0.25
+    critical: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.critical is not None and self.critical < self.warning:
+            raise ValueError(f"drift: critical {self.critical} is below warning {self.warning}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Column:
     name: str
@@ -41,6 +61,12 @@ class Column:
     # Fraction of rows that must satisfy range/category checks (sensor glitches in real data).
     mostly: float = 1.0
     description: str = ""
+    # Per day: the largest share of nulls (nullable columns), checked on every day of the run.
+    max_null_fraction_per_day: float | None = None
+    # True when the value rules hold by construction (derived by a total function, e.g. month from a
+    # valid date): still checked, but reported apart from the checks that could have failed.
+    by_construction: bool = False
+    drift: DriftRule | None = None
 
     @property
     def is_feature(self) -> bool:
@@ -57,6 +83,9 @@ class TableRules:
     # Bounds on the label's mean over the run's rows: a rate for a 0/1 label, a level for a real one.
     min_label_mean: float
     max_label_mean: float
+    # The same, for each day on its own: one broken day must not disappear in the window's average.
+    min_label_mean_per_day: float
+    max_label_mean_per_day: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,76 +130,173 @@ class Contract:
         return {c.name: mapping[c.dtype] for c in self.features}
 
     def expectations(self) -> list[dict[str, Any]]:
-        """The column-level Great Expectations suite as (type, kwargs) dicts, GX-free so it is testable."""
-        gx_types = {
-            DType.STRING: ["StringType"],
-            DType.INT64: ["LongType", "IntegerType"],
-            DType.FLOAT64: ["DoubleType", "FloatType"],
-            DType.DATE: ["DateType"],
-        }
+        """The feature table's Great Expectations suite as (type, kwargs, meta) dicts, GX-free so it is testable.
+
+        Column existence and types are one check (the stage casts to the contract, so it holds by
+        construction); checks that hold by construction carry ``meta.by_construction`` and are counted apart.
+        """
+        label = self.label
         out: list[dict[str, Any]] = [
-            {"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": self.names, "exact_match": True}}
+            _spec("expect_table_columns_to_match_set", by_construction=True, column_set=self.names, exact_match=True)
         ]
         for c in self.columns:
-            out.append({"type": "expect_column_to_exist", "kwargs": {"column": c.name}})
-            out.append(
-                {
-                    "type": "expect_column_values_to_be_in_type_list",
-                    "kwargs": {"column": c.name, "type_list": gx_types[c.dtype]},
-                }
-            )
+            # The label's nulls are filtered out and the key is the filtered date: neither can be null.
+            built = c.by_construction or c.role == Role.KEY
             if not c.nullable:
-                out.append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": c.name}})
-            if c.min_value is not None or c.max_value is not None:
                 out.append(
-                    {
-                        "type": "expect_column_values_to_be_between",
-                        "kwargs": {
-                            "column": c.name,
-                            "min_value": c.min_value,
-                            "max_value": c.max_value,
-                            "mostly": c.mostly,
-                        },
-                    }
+                    _spec("expect_column_values_to_not_be_null", by_construction=built or c is label, column=c.name)
                 )
+            if c.min_value is not None or c.max_value is not None:
+                bounds = {"min_value": c.min_value, "max_value": c.max_value, "mostly": c.mostly}
+                out.append(_spec("expect_column_values_to_be_between", by_construction=built, column=c.name, **bounds))
             if c.categories is not None:
                 out.append(
-                    {
-                        "type": "expect_column_values_to_be_in_set",
-                        "kwargs": {"column": c.name, "value_set": list(c.categories), "mostly": c.mostly},
-                    }
+                    _spec(
+                        "expect_column_values_to_be_in_set",
+                        by_construction=built,
+                        column=c.name,
+                        value_set=list(c.categories),
+                        mostly=c.mostly,
+                    )
                 )
             if c.regex is not None:
-                out.append(
-                    {
-                        "type": "expect_column_values_to_match_regex",
-                        "kwargs": {"column": c.name, "regex": c.regex, "mostly": c.mostly},
-                    }
-                )
-        label = self.label.name
+                out.append(_spec("expect_column_values_to_match_regex", column=c.name, regex=c.regex, mostly=c.mostly))
         out.append(
-            {
-                "type": "expect_column_mean_to_be_between",
-                "kwargs": {
-                    "column": label,
-                    "min_value": self.table.min_label_mean,
-                    "max_value": self.table.max_label_mean,
-                },
-            }
+            _spec(
+                "expect_column_mean_to_be_between",
+                column=label.name,
+                min_value=self.table.min_label_mean,
+                max_value=self.table.max_label_mean,
+            )
         )
         return out
 
-    def daily_expectations(self, days: Sequence[str]) -> list[dict[str, Any]]:
-        """Suite over the per-day row counts: every day present, each within bounds."""
-        return [
-            {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "date", "value_set": list(days)}},
-            {"type": "expect_table_row_count_to_equal", "kwargs": {"value": len(days)}},
-            {
-                "type": "expect_column_values_to_be_between",
-                "kwargs": {
-                    "column": "rows",
-                    "min_value": self.table.min_rows_per_day,
-                    "max_value": self.table.max_rows_per_day,
-                },
-            },
-        ]
+    def per_day_expectations(self, days: Sequence[str]) -> list[dict[str, Any]]:
+        """Suite over the per-day profile (one row per day: ``rows``, ``label_mean``, ``null_fraction.<col>``).
+
+        Every day present, and each day on its own within the contract's bounds.
+        """
+        t = self.table
+        out = [
+            _spec("expect_column_values_to_be_in_set", column="date", value_set=list(days)),
+            _spec("expect_table_row_count_to_equal", value=len(days)),
+            _spec("expect_column_values_to_be_between", column="rows", min_value=t.min_rows_per_day,
+                  max_value=t.max_rows_per_day),
+            _spec("expect_column_values_to_be_between", column="label_mean", min_value=t.min_label_mean_per_day,
+                  max_value=t.max_label_mean_per_day),
+        ]  # fmt: skip
+        for c in self.columns:
+            if c.nullable and c.max_null_fraction_per_day is not None:
+                out.append(
+                    _spec(
+                        "expect_column_values_to_be_between",
+                        column=f"{NULL_FRACTION}{c.name}",
+                        min_value=0.0,
+                        max_value=c.max_null_fraction_per_day,
+                    )
+                )
+        return out
+
+    def nullable_checked_per_day(self) -> list[str]:
+        return [c.name for c in self.columns if c.nullable and c.max_null_fraction_per_day is not None]
+
+    def drift_expectations(self) -> list[dict[str, Any]]:
+        """Suite over one row of PSI values (``psi.<feature>``): a warning and, where set, a critical bound."""
+        out = []
+        for c in self.features:
+            if c.drift is None:
+                continue
+            column = f"{PSI}{c.name}"
+            out.append(
+                _spec("expect_column_max_to_be_between", severity=Severity.WARNING, column=column,
+                      max_value=c.drift.warning)
+            )  # fmt: skip
+            if c.drift.critical is not None:
+                out.append(
+                    _spec("expect_column_max_to_be_between", severity=Severity.CRITICAL, column=column,
+                          max_value=c.drift.critical)
+                )  # fmt: skip
+        return out
+
+
+NULL_FRACTION = "null_fraction."
+PSI = "psi."
+
+
+def _spec(
+    type_: str, *, by_construction: bool = False, severity: Severity = Severity.CRITICAL, **kwargs: Any
+) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "kwargs": kwargs,
+        "severity": str(severity),
+        "meta": {"by_construction": by_construction},
+    }
+
+
+# --- raw sources -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RawColumn:
+    """A column of a landed daily file, with per-day bounds checked by the raw gate."""
+
+    name: str
+    dtype: str  # the Spark SQL type its text must parse as ("int", "double", "string", "timestamp")
+    nullable: bool = True
+    max_null_fraction: float = 1.0  # per day
+    min_value: float | None = None
+    max_value: float | None = None
+    categories: tuple[str, ...] | None = None
+    mostly: float = 1.0  # share of a day's non-null values that must be within range / categories
+    # Units: bounds on the day's standard deviation, and on how far the day's mean may sit from the
+    # median of its neighbouring days' means. Both in the column's units: values in other units (hours
+    # for minutes, Celsius for Fahrenheit) move them out of bounds while staying in the plausible range.
+    std_per_day: tuple[float, float] | None = None
+    max_shift_from_neighbours: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RawSource:
+    """One daily source (``raw/<name>/date=D/<name>.csv``) and what a landed day of it must satisfy."""
+
+    name: str
+    columns: tuple[RawColumn, ...]
+    key: tuple[str, ...]  # no two rows of a day share it
+    # Spark SQL expressions over the parsed columns; each must give the partition's date for every row.
+    row_dates: tuple[str, ...]
+    min_rows: int
+    max_rows: int
+    # A day's rows divided by the median of its neighbouring days' rows (the gate's notion of "recent").
+    rows_vs_neighbours: tuple[float, float]
+    # Rows that do not parse (malformed lines, unparseable values) are quarantined; above this share the day fails.
+    max_quarantined_fraction: float
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"raw source {self.name}: duplicate column names in {names}")
+        if unknown := [k for k in self.key if k not in names]:
+            raise ValueError(f"raw source {self.name}: key columns {unknown} are not columns")
+
+    @property
+    def types(self) -> dict[str, str]:
+        return {c.name: c.dtype for c in self.columns}
+
+    def column(self, name: str) -> RawColumn:
+        return next(c for c in self.columns if c.name == name)
+
+
+@dataclasses.dataclass(frozen=True)
+class RawContract:
+    """The daily sources a workload reads and the neighbourhood the relative bounds look at."""
+
+    name: str  # names the gate's per-day record, so workloads sharing sources share it
+    sources: tuple[RawSource, ...]
+    neighbour_days: int = 7  # days on each side whose median is a day's "recent" reference
+
+    def source(self, name: str) -> RawSource:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(f"raw contract {self.name} has no source {name!r}")

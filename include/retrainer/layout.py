@@ -15,6 +15,7 @@ from retrainer.results import (
     EvaluationResult,
     ExportResult,
     FeaturesResult,
+    RawGateResult,
     RegistrationResult,
     StageResult,
     TrainingResult,
@@ -35,6 +36,16 @@ def raw_partition(data_root: str | Path, source: str, day: dt.date) -> Path:
 
 def raw_dim(data_root: str | Path, name: str) -> Path:
     return Path(data_root) / "raw" / "dims" / f"{name}.csv"
+
+
+def raw_gate_record(data_root: str | Path, source: str, day: dt.date, contract: str) -> Path:
+    """The raw gate's record of one landed file, kept beside it (the file's digest says if it still applies)."""
+    return raw_partition(data_root, source, day).parent / f"_gate.{contract}.json"
+
+
+def quarantine_file(data_root: str | Path, source: str, day: dt.date) -> Path:
+    """Rows of a landed day that did not parse, with the reason, for whoever fixes the feed."""
+    return Path(data_root) / "quarantine" / source / f"date={day.isoformat()}" / f"{source}.rows.csv"
 
 
 def landed_marker(data_root: str | Path) -> Path:
@@ -61,8 +72,14 @@ class FeatureFiles:
         return self.folder / "stats.json"
 
     @property
-    def daily_counts(self) -> Path:
-        return self.folder / "daily_counts.json"
+    def daily_profile(self) -> Path:
+        """One row per day of the window: rows, rows without a label, label mean, null fractions."""
+        return self.folder / "daily_profile.json"
+
+    @property
+    def profile(self) -> Path:
+        """Histograms of each feature over the training split: what drift is later measured against."""
+        return self.folder / "profile.json"
 
     @property
     def raw_manifest(self) -> Path:
@@ -109,9 +126,11 @@ class ExportFiles:
 
 
 VALIDATION_DIR = "validation"
+RAW_GATE_DIR = "raw_gate"
 
 # Each result type's file in the run folder.
 RESULT_FILES: dict[type[StageResult], str] = {
+    RawGateResult: "raw_gate.json",
     FeaturesResult: "features.json",
     ValidationReport: f"{VALIDATION_DIR}/{ValidationFiles.REPORT}",
     ValidationResult: "validation.json",
@@ -157,6 +176,11 @@ class RunLayout:
     def validation(self) -> Path:
         """Great Expectations results and Data Docs."""
         return self.root / VALIDATION_DIR
+
+    @property
+    def raw_gate(self) -> Path:
+        """The raw gate's Great Expectations results and Data Docs."""
+        return self.root / RAW_GATE_DIR
 
     @property
     def checkpoints(self) -> Path:

@@ -8,6 +8,7 @@ from retrainer.results import PipelineResult
 
 
 def run_pipeline(cfg: RunConfig) -> PipelineResult:
+    from retrainer.stages.check_raw import check_raw_days
     from retrainer.stages.evaluate import evaluate_models
     from retrainer.stages.export import export_model
     from retrainer.stages.features import build_features
@@ -15,10 +16,11 @@ def run_pipeline(cfg: RunConfig) -> PipelineResult:
     from retrainer.stages.train import train_model
     from retrainer.stages.validate import validate_features
 
-    features = build_features(cfg)  # checks the raw inputs before Spark starts: a missing day is named at once
+    gate = check_raw_days(cfg)  # a missing landed day is named before Spark starts
+    features = build_features(gate, cfg)
     validated = validate_features(features, cfg)
     training = train_model(validated, cfg)
     evaluation = evaluate_models(validated, training, cfg)
     exported = export_model(validated, training, cfg)
     registration = register_model(validated, training, evaluation, exported, cfg)
-    return PipelineResult(features, validated, training, evaluation, exported, registration)
+    return PipelineResult(gate, features, validated, training, evaluation, exported, registration)

@@ -14,6 +14,35 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PROFILE_ARTIFACT = "data_profile.json"  # the training split's feature histograms, logged with each version
+
+
+class RegistryUnavailable(RuntimeError):
+    """The registry could not be read (as opposed to: it holds no such model or alias)."""
+
+
+def _is_absent(exc: Exception) -> bool:
+    return getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+
+
+def champion_profile(tracking_uri: str, model_name: str) -> tuple[str, dict[str, Any] | None] | None:
+    """(champion version, its training data profile or None if it has none), or None without a champion."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = configure(tracking_uri)
+    try:
+        mv = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException as exc:
+        if _is_absent(exc):
+            return None
+        raise RegistryUnavailable(f"could not read the {CHAMPION} of {model_name} from {tracking_uri}: {exc}") from exc
+    except Exception as exc:  # a server that does not answer, a locked or corrupt store
+        raise RegistryUnavailable(f"could not read the {CHAMPION} of {model_name} from {tracking_uri}: {exc}") from exc
+    try:
+        return str(mv.version), mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{PROFILE_ARTIFACT}")
+    except (MlflowException, OSError):
+        return str(mv.version), None
 
 
 def configure(tracking_uri: str) -> Any:

@@ -69,6 +69,20 @@ def _typed(hint: Any, value: Any) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
+class RawGateResult(StageResult):
+    """The raw gate passed for every landed day the run reads; what features may now read."""
+
+    STAGE: ClassVar[str] = "check-raw"
+    workload: str
+    run_date: dt.date
+    files: dict[str, str]  # "<source>/<date>" -> sha256 of the landed file as it was checked
+    scanned: list[str]  # "<source>/<date>" read by Spark this time (new or changed files)
+    reused: int  # days whose record from an earlier check of the same file was reused
+    quarantined: dict[str, int]  # "<source>/<date>" -> rows that did not parse, kept in a quarantine file
+    report: ValidationReport
+
+
+@dataclasses.dataclass(frozen=True)
 class FeaturesResult(StageResult):
     """The feature sets as built, in a folder no training reads until validation promotes it."""
 
@@ -89,10 +103,18 @@ class ValidationReport(StageResult):
 
     STAGE: ClassVar[str] = "validate"
     success: bool
-    failed: list[str]
+    failed: list[str]  # critical expectations that failed, one line each naming what and where
     evaluated: dict[str, int]  # expectations per suite
     results_uri: str
     data_docs_uri: str
+    warnings: list[str] = dataclasses.field(default_factory=list)  # failed expectations of severity warning
+    by_construction: int = 0  # of the evaluated expectations, those that hold by construction (reported apart)
+    drift: dict[str, float] | None = None  # PSI per feature against the champion's training data
+    drift_baseline: str = ""  # what drift was measured against, or why it was not
+
+    @property
+    def could_fail(self) -> int:
+        return sum(self.evaluated.values()) - self.by_construction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +192,7 @@ class RegistrationResult(StageResult):
 class PipelineResult:
     """Every stage's result of one local run (``retrainer run``)."""
 
+    raw_gate: RawGateResult
     features: FeaturesResult
     validation: ValidationResult
     training: TrainingResult

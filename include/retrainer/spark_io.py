@@ -14,11 +14,12 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from retrainer.contract import RawSource
 from retrainer.errors import BadData
 from retrainer.layout import raw_dim, raw_partition
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 FILE_COLUMN = "_source_file"  # each daily row's file, for checks that must name it; dropped before output
 
@@ -44,79 +45,86 @@ def read_header(spark: SparkSession, uri: str) -> list[str]:
     return names
 
 
+DAY_COLUMN = "_partition_day"  # the day of the partition a row was read from
+PROBLEM_COLUMN = "_problem"  # why a row cannot be used (malformed line, unparseable value); null if it can
+LINE_COLUMN = "_line"  # the row as text, for the quarantine file
+_CORRUPT = "_corrupt_record"
+
+
+def read_daily_rows(spark: SparkSession, source: RawSource, files: Mapping[dt.date, str]) -> DataFrame:
+    """Rows of ``source``'s landed files with every contract column typed, and for each row its file,
+    its partition's day and, if it cannot be used, why.
+
+    Read by header name, never by position: a missing column becomes nulls (the gate names it), an
+    extra one is ignored. A line with the wrong number of fields is malformed; a value that does not
+    parse as its column's type is unparseable; either way the row is flagged, never silently dropped
+    or turned into a plausible null. Empty files (no header) contribute no rows.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    types = source.types
+    groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for uri in files.values():
+        header = read_header(spark, uri)
+        if header:
+            groups[tuple(header)].append(uri)
+    frames = []
+    for header, uris in groups.items():
+        schema = StructType([StructField(h, StringType()) for h in (*header, _CORRUPT)])
+        df = spark.read.csv(
+            uris, schema=schema, header=True, nullValue="NA", enforceSchema=True, mode="PERMISSIVE",
+            columnNameOfCorruptRecord=_CORRUPT,
+        )  # fmt: skip
+        present = [c for c in types if c in header]
+        problems = [F.when(F.col(_CORRUPT).isNotNull(), F.lit("malformed line"))] + [
+            F.when(
+                F.col(c).isNotNull() & F.col(c).try_cast(t).isNull(),
+                F.concat(F.lit(f"{c} is not {t}: "), F.substring(F.col(c), 1, 40)),
+            )
+            for c, t in types.items()
+            if c in present and t != "string"
+        ]
+        frames.append(
+            df.select(
+                *[(F.col(c).try_cast(t) if c in header else F.lit(None).cast(t)).alias(c) for c, t in types.items()],
+                F.col("_metadata.file_path").alias(FILE_COLUMN),
+                F.to_date(F.regexp_extract(F.col("_metadata.file_path"), r"date=(\d{4}-\d{2}-\d{2})", 1)).alias(
+                    DAY_COLUMN
+                ),
+                F.nullif(F.concat_ws("; ", *problems), F.lit("")).alias(PROBLEM_COLUMN),
+                F.coalesce(
+                    F.col(_CORRUPT), F.concat_ws(",", *[F.coalesce(F.col(h), F.lit("NA")) for h in header])
+                ).alias(LINE_COLUMN),
+            )
+        )
+    if not frames:
+        schema = ", ".join(f"`{c}` {t}" for c, t in types.items())
+        return spark.createDataFrame(
+            [], f"{schema}, {FILE_COLUMN} string, {DAY_COLUMN} date, {PROBLEM_COLUMN} string, {LINE_COLUMN} string"
+        )
+    out = frames[0]
+    for df in frames[1:]:
+        out = out.unionByName(df)
+    return out
+
+
 @dataclasses.dataclass
 class RawReader:
-    """Reads a run's raw inputs and records, per partition, which expected columns were present."""
+    """Reads a run's raw inputs for the features stage: only rows the raw gate did not quarantine."""
 
     spark: SparkSession
     data_root: str
     manifest: list[dict] = dataclasses.field(default_factory=list)
 
-    def daily(self, source: str, days: Sequence[dt.date], types: Mapping[str, str]) -> DataFrame:
-        """Union of the daily partitions of ``source``; columns of ``types`` cast by name, others dropped."""
-        from pyspark.sql import functions as F
-        from pyspark.sql.types import StringType, StructField, StructType
-
-        groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
-        for day in days:
-            uri = str(raw_partition(self.data_root, source, day))
-            header = read_header(self.spark, uri)
-            groups[tuple(header)].append(uri)
-            self.manifest.append(
-                {
-                    "source": source,
-                    "date": day.isoformat(),
-                    "file": uri,
-                    "expected": list(types),
-                    "missing": [c for c in types if c not in header],
-                }
-            )
-        frames = []
-        for header, uris in groups.items():
-            schema = StructType([StructField(h, StringType()) for h in header])
-            df = self.spark.read.csv(
-                uris, schema=schema, header=True, nullValue="NA", enforceSchema=True, mode="PERMISSIVE"
-            )
-            frames.append(
-                df.select(
-                    *[
-                        (F.col(c).try_cast(t) if c in header else F.lit(None).cast(t)).alias(c)
-                        for c, t in types.items()
-                    ],
-                    F.col("_metadata.file_path").alias(FILE_COLUMN),
-                )
-            )
-        out = frames[0]
-        for df in frames[1:]:
-            out = out.unionByName(df)
-        return out
-
-    @staticmethod
-    def require_rows_in_partition(
-        df: DataFrame, row_date: Column, source: str, day_columns: str, limit: int = 5
-    ) -> None:
-        """Raise :class:`BadData` if any row of ``df`` (from :meth:`daily`) has no valid date or a date
-        other than its partition's; the message names each bad file, how many rows and an example."""
+    def daily(self, source: RawSource, days: Sequence[dt.date]) -> DataFrame:
+        """Union of the daily partitions of ``source`` with the contract's columns, typed."""
         from pyspark.sql import functions as F
 
-        partition_day = F.to_date(F.regexp_extract(F.col(FILE_COLUMN), r"date=(\d{4}-\d{2}-\d{2})", 1))
-        bad = (
-            df.select(F.col(FILE_COLUMN), row_date.alias("_row_date"), partition_day.alias("_day"))
-            .where(F.col("_row_date").isNull() | (F.col("_row_date") != F.col("_day")))
-            .groupBy(FILE_COLUMN)
-            .agg(
-                F.count(F.lit(1)).alias("n"),
-                F.first(F.coalesce(F.col("_row_date").cast("string"), F.lit("invalid"))).alias("e"),
-            )
-            .orderBy(FILE_COLUMN)
-            .limit(limit)
-            .collect()
-        )
-        if bad:
-            files = "; ".join(f"{r[FILE_COLUMN]}: {r['n']} row(s), e.g. dated {r['e']}" for r in bad)
-            raise BadData(
-                f"raw {source} rows whose ({day_columns}) is not a valid date or not their partition's day: {files}"
-            )
+        files = {day: str(raw_partition(self.data_root, source.name, day)) for day in days}
+        self.manifest += [{"source": source.name, "date": d.isoformat(), "file": f} for d, f in files.items()]
+        rows = read_daily_rows(self.spark, source, files)
+        return rows.where(F.col(PROBLEM_COLUMN).isNull()).select(*source.types)
 
     def dim(self, name: str, types: Mapping[str, str]) -> DataFrame:
         from pyspark.sql import functions as F

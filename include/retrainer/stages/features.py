@@ -1,4 +1,5 @@
-"""Stage 1, features (PySpark): raw partitions -> train/eval Parquet, statistics and vocabularies.
+"""Stage 1, features (PySpark): gated raw partitions -> train/eval Parquet, statistics and vocabularies,
+the per-day profile the per-day checks bound, and the feature histograms drift is measured on.
 
 The statistics (mean/variance of numeric columns) and vocabularies (categorical values) are
 computed here, in Spark, over the training split and saved beside it: lookup tables and adapted
@@ -13,15 +14,15 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retrainer import atomic
+from retrainer import atomic, drift
 from retrainer.config import RunConfig
-from retrainer.contract import Contract, Role
+from retrainer.contract import NULL_FRACTION, Contract, Role
 from retrainer.fingerprint import folder_fingerprint
 from retrainer.layout import FeatureFiles, RunLayout
-from retrainer.raw_inputs import check_raw_inputs
-from retrainer.results import FeaturesResult
+from retrainer.results import FeaturesResult, RawGateResult
 from retrainer.spark_io import RawReader
 from retrainer.spark_session import get_spark
+from retrainer.stages.check_raw import require_unchanged
 from retrainer.workloads import get_workload
 
 if TYPE_CHECKING:
@@ -31,8 +32,9 @@ log = logging.getLogger(__name__)
 MAX_VOCABULARY = 2000
 
 
-def build_features(cfg: RunConfig) -> FeaturesResult:
-    """Build the run's feature sets under ``runs/<workload>/date=D/features.pending`` (replaced as a whole).
+def build_features(gate: RawGateResult, cfg: RunConfig) -> FeaturesResult:
+    """Build the run's feature sets under ``runs/<workload>/date=D/features.pending`` (replaced as a whole)
+    from the landed days the raw gate passed (and only if they are still the files it checked).
 
     They become ``features`` only when validation passes, so bad data never replaces good data.
     """
@@ -44,7 +46,12 @@ def build_features(cfg: RunConfig) -> FeaturesResult:
     window = cfg.window
     layout = RunLayout.of(cfg)
     layout.discard(FeaturesResult)  # whatever happens below, no earlier build is reported as this one
-    raw_days = check_raw_inputs(cfg)
+    if gate.workload != cfg.run.workload or gate.run_date != cfg.run.date:
+        raise ValueError(
+            f"raw gate result is for {gate.workload} {gate.run_date}, not {cfg.run.workload} {cfg.run.date}"
+        )
+    require_unchanged(gate, cfg)
+    raw_days = window.raw_days(workload.history_days)
     spark = get_spark(cfg.engines.spark_master)
     reader = RawReader(spark, cfg.engines.data_root)
 
@@ -65,14 +72,12 @@ def build_features(cfg: RunConfig) -> FeaturesResult:
             _write_split(splits["train"], contract, files.train, cfg.tuning.part_files)
             _write_split(splits["eval"], contract, files.eval, cfg.tuning.part_files)
             train, evaluation = spark.read.parquet(str(files.train)), spark.read.parquet(str(files.eval))
-            rows_per_day = _per_day(train.unionByName(evaluation), date_col)
-            daily = [
-                {"date": d.isoformat(), "rows": rows_per_day.get(d.isoformat(), 0),
-                 "excluded_no_label": excluded.get(d.isoformat(), 0)}
-                for d in window.days()
-            ]  # fmt: skip
+            daily = daily_profile(train.unionByName(evaluation), contract, [d.isoformat() for d in window.days()])
+            for row in daily:
+                row["excluded_no_label"] = excluded.get(row["date"], 0)
             atomic.write_json(files.stats, compute_stats(train, contract))
-            atomic.write_json(files.daily_counts, daily)
+            atomic.write_json(files.daily_profile, daily)
+            atomic.write_json(files.profile, drift.profile(train, contract))
             atomic.write_json(files.raw_manifest, reader.manifest)
             fingerprint = folder_fingerprint(files.train)
     finally:
@@ -110,6 +115,24 @@ def _write_split(df: DataFrame, contract: Contract, path: Path, part_files: int)
         .write.mode("overwrite")
         .parquet(str(path))
     )
+
+
+def daily_profile(df: DataFrame, contract: Contract, days: list[str]) -> list[dict[str, Any]]:
+    """Per day: rows, the label's mean and each nullable feature's null share (what the per-day checks bound)."""
+    from pyspark.sql import functions as F
+
+    date_col, label = contract.table.date_column, contract.label.name
+    nullable = contract.nullable_checked_per_day()
+    aggs = [F.count(F.lit(1)).alias("rows"), F.avg(label).alias("label_mean")]
+    aggs += [F.avg(F.col(c).isNull().cast("double")).alias(f"{NULL_FRACTION}{c}") for c in nullable]
+    found = {r[date_col].isoformat(): r.asDict() for r in df.groupBy(date_col).agg(*aggs).collect()}
+    out = []
+    for d in days:
+        r = found.get(d, {})
+        row = {"date": d, "rows": int(r.get("rows") or 0), "label_mean": r.get("label_mean")}
+        row |= {f"{NULL_FRACTION}{c}": r.get(f"{NULL_FRACTION}{c}") for c in nullable}
+        out.append(row)
+    return out
 
 
 def _split_totals(daily: list[dict[str, Any]], key: str, eval_start: dt.date) -> dict[str, int]:

@@ -14,10 +14,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from retrainer import registry
+from retrainer import atomic, registry
 from retrainer.config import RunConfig
 from retrainer.contract import Contract, DType
-from retrainer.layout import RunLayout
+from retrainer.layout import FeatureFiles, RunLayout
 from retrainer.objectives import Objective
 from retrainer.results import EvaluationResult, ExportResult, RegistrationResult, TrainingResult, ValidationResult
 from retrainer.workloads import get_workload
@@ -114,6 +114,18 @@ def register_model(
             for h in training.history:
                 metrics = {"train_loss": h["loss"], training.train_metric: h[training.train_metric]}
                 mlflow.log_metrics(metrics, step=int(h["epoch"]))
+            report = validated.report
+            if report.drift:
+                mlflow.log_metrics({f"psi_{c}": v for c, v in report.drift.items()})
+            mlflow.set_tags(
+                {"validation.checks_could_fail": str(report.could_fail),
+                 "validation.by_construction": str(report.by_construction),
+                 "validation.warnings": str(len(report.warnings)), "drift_baseline": report.drift_baseline}
+            )  # fmt: skip
+            mlflow.log_dict(report.to_dict(), "validation.json")
+            mlflow.log_dict(
+                atomic.read_json(FeatureFiles(Path(validated.features_dir)).profile), registry.PROFILE_ARTIFACT
+            )
             mlflow.log_dict(evaluation.to_dict(), "evaluation.json")
             mlflow.log_dict(training.to_dict(), "training.json")
             info = mlflow.pyfunc.log_model(

@@ -15,7 +15,7 @@ import pkgutil
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from retrainer.contract import Contract
+from retrainer.contract import Contract, RawContract
 from retrainer.objectives import Objective
 
 if TYPE_CHECKING:
@@ -34,10 +34,14 @@ class Workload:
     registered_model: str  # the MLflow registered model its versions and aliases live under
     contract: Contract
     objective: Objective
-    daily_sources: tuple[str, ...]  # raw/<source>/date=D/<source>.csv for every raw day
+    raw: RawContract  # the daily sources (raw/<source>/date=D/<source>.csv) and what each landed day must satisfy
     dimensions: tuple[str, ...]  # raw/dims/<name>.csv
     history_days: int  # raw days before the training window that the features need (lagged rates)
     build_features: FeatureBuilder
+
+    @property
+    def daily_sources(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.raw.sources)
 
 
 def workload_names() -> list[str]:

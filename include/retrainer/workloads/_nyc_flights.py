@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from retrainer.contract import Column, DType, Role
+from retrainer.contract import Column, DriftRule, DType, RawColumn, RawContract, RawSource, Role
 
 if TYPE_CHECKING:
     from pyspark.sql import Column as SparkColumn
@@ -22,77 +22,146 @@ if TYPE_CHECKING:
 
 LATE_MINUTES = 15
 LAG_DAYS = 7
-DAILY_SOURCES = ("flights", "weather")
 DIMENSIONS = ("planes",)
 CARRIERS = ("9E", "AA", "AS", "B6", "DL", "EV", "F9", "FL", "HA", "MQ", "OO", "UA", "US", "VX", "WN", "YV")
 
+# Drift: seasonal features (weather, late rates) only warn; features whose mix should not move with the
+# season also fail the run when their PSI against the champion's training data is far out of line.
+SEASONAL = DriftRule(warning=0.25)
+STABLE = DriftRule(warning=0.25, critical=1.0)
+
 FEATURE_COLUMNS: tuple[Column, ...] = (
     Column("flight_date", DType.DATE, Role.KEY, description="local date of the scheduled departure"),
-    Column("month", DType.INT64, Role.CATEGORICAL, min_value=1, max_value=12, categories=tuple(range(1, 13))),
+    Column(
+        "month", DType.INT64, Role.CATEGORICAL, min_value=1, max_value=12, categories=tuple(range(1, 13)),
+        by_construction=True, description="from the row's date, checked by the raw gate",
+    ),
     Column(
         "day_of_week", DType.INT64, Role.CATEGORICAL, min_value=1, max_value=7, categories=tuple(range(1, 8)),
-        description="1 = Sunday ... 7 = Saturday",
+        by_construction=True, description="1 = Sunday ... 7 = Saturday",
     ),
     Column(
         "sched_dep_hour", DType.INT64, Role.CATEGORICAL, min_value=0, max_value=23, categories=tuple(range(24)),
-        description="local hour of scheduled departure",
+        drift=STABLE, description="local hour of scheduled departure",
     ),
-    Column("carrier", DType.STRING, Role.CATEGORICAL, categories=CARRIERS),
-    Column("origin", DType.STRING, Role.CATEGORICAL, categories=("EWR", "JFK", "LGA")),
-    Column("dest", DType.STRING, Role.CATEGORICAL, regex=r"^[A-Z0-9]{3}$"),
-    Column("distance", DType.FLOAT64, Role.NUMERIC, min_value=10, max_value=6000, description="miles"),
+    Column("carrier", DType.STRING, Role.CATEGORICAL, categories=CARRIERS, drift=STABLE),
+    Column("origin", DType.STRING, Role.CATEGORICAL, categories=("EWR", "JFK", "LGA"), drift=STABLE),
+    Column("dest", DType.STRING, Role.CATEGORICAL, regex=r"^[A-Z0-9]{3}$", drift=STABLE),
+    Column("distance", DType.FLOAT64, Role.NUMERIC, min_value=10, max_value=6000, drift=STABLE, description="miles"),
     Column(
         "temp", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=-30, max_value=120, mostly=0.99,
-        description="deg F at origin, scheduled hour",
+        max_null_fraction_per_day=0.3, drift=SEASONAL, description="deg F at origin, scheduled hour",
     ),
-    Column("humid", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=100, mostly=0.99),
+    Column(
+        "humid", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=100, mostly=0.99,
+        max_null_fraction_per_day=0.3, drift=SEASONAL,
+    ),
     Column(
         "wind_speed", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=100, mostly=0.99,
-        description="mph",
+        max_null_fraction_per_day=0.3, drift=SEASONAL, description="mph",
     ),
-    Column("precip", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=5, mostly=0.99),
-    Column("pressure", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=950, max_value=1070, mostly=0.99),
-    Column("visib", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=10, mostly=0.99),
+    Column(
+        "precip", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=5, mostly=0.99,
+        max_null_fraction_per_day=0.3, drift=SEASONAL,
+    ),
+    Column(
+        "pressure", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=950, max_value=1070, mostly=0.99,
+        max_null_fraction_per_day=0.9, drift=SEASONAL,
+    ),
+    Column(
+        "visib", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=10, mostly=0.99,
+        max_null_fraction_per_day=0.3, drift=SEASONAL,
+    ),
     Column(
         "plane_age", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=80,
+        max_null_fraction_per_day=0.5, drift=STABLE,
         description="years since manufacture; null for planes missing from planes.csv",
     ),
-    Column("seats", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=1, max_value=1000),
+    Column(
+        "seats", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=1, max_value=1000,
+        max_null_fraction_per_day=0.5, drift=STABLE,
+    ),
     Column(
         "carrier_late_rate_7d", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=1,
+        max_null_fraction_per_day=0.05, drift=SEASONAL,
         description="carrier's share of late arrivals over the previous 7 days",
     ),
     Column(
         "origin_late_rate_7d", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=1,
+        max_null_fraction_per_day=0.05, drift=SEASONAL,
         description="origin airport's share of late arrivals over the previous 7 days",
     ),
 )  # fmt: skip
 
-# Raw columns read (and therefore required) from each source, with their types.
-FLIGHTS_COLUMNS = {
-    "year": "int",
-    "month": "int",
-    "day": "int",
-    "sched_dep_time": "int",
-    "arr_delay": "double",
-    "carrier": "string",
-    "tailnum": "string",
-    "origin": "string",
-    "dest": "string",
-    "distance": "double",
-    "time_hour": "timestamp",
-}
-WEATHER_COLUMNS = {
-    "origin": "string",
-    "time_hour": "timestamp",
-    "temp": "double",
-    "humid": "double",
-    "wind_speed": "double",
-    "precip": "double",
-    "pressure": "double",
-    "visib": "double",
-}
-WEATHER_MEASURES = [c for c in WEATHER_COLUMNS if c not in ("origin", "time_hour")]
+# --- the landed files: what every day of each source must satisfy (the raw gate) -----------------------
+# Thresholds were chosen from the 365 days of 2013 with a margin (``bench/thresholds_2013.py`` prints
+# each observed per-day extreme next to its bound); the README explains each choice.
+ROW_DATE = "to_date(try_make_timestamp_ntz(year, month, day, 0, 0, 0))"
+LOCAL_DATE_OF_TIME_HOUR = "to_date(from_utc_timestamp(time_hour, 'America/New_York'))"
+ORIGINS = ("EWR", "JFK", "LGA")
+
+FLIGHTS = RawSource(
+    name="flights",
+    columns=(
+        RawColumn("year", "int", nullable=False),
+        RawColumn("month", "int", nullable=False),
+        RawColumn("day", "int", nullable=False),
+        RawColumn("sched_dep_time", "int", nullable=False, min_value=0, max_value=2359),
+        RawColumn(
+            "arr_delay",
+            "double",
+            max_null_fraction=0.75,
+            min_value=-180,
+            max_value=1800,
+            std_per_day=(5.0, 300.0),  # minutes; 2013: 18..103 (in hours: under 2)
+        ),
+        RawColumn("carrier", "string", nullable=False, categories=CARRIERS),
+        RawColumn("flight", "int", nullable=False),
+        RawColumn("tailnum", "string", max_null_fraction=0.5),
+        RawColumn("origin", "string", nullable=False, categories=ORIGINS),
+        RawColumn("dest", "string", nullable=False),
+        RawColumn("distance", "double", nullable=False, min_value=10, max_value=6000),
+        RawColumn("time_hour", "timestamp", nullable=False),
+    ),
+    key=("year", "month", "day", "carrier", "flight", "origin", "sched_dep_time"),
+    row_dates=(ROW_DATE, LOCAL_DATE_OF_TIME_HOUR),
+    min_rows=300,
+    max_rows=1500,
+    rows_vs_neighbours=(0.5, 1.5),
+    max_quarantined_fraction=0.01,
+)
+WEATHER = RawSource(
+    name="weather",
+    columns=(
+        RawColumn("origin", "string", nullable=False, categories=ORIGINS),
+        RawColumn("year", "int", nullable=False),
+        RawColumn("month", "int", nullable=False),
+        RawColumn("day", "int", nullable=False),
+        RawColumn(
+            "temp",
+            "double",
+            max_null_fraction=0.25,
+            min_value=-30,
+            max_value=120,
+            mostly=0.95,
+            max_shift_from_neighbours=26.0,  # deg F; 2013: at most 24.4
+        ),
+        RawColumn("humid", "double", max_null_fraction=0.25, min_value=0, max_value=100, mostly=0.95),
+        RawColumn("wind_speed", "double", max_null_fraction=0.25, min_value=0, max_value=100, mostly=0.95),
+        RawColumn("precip", "double", max_null_fraction=0.25, min_value=0, max_value=5, mostly=0.95),
+        RawColumn("pressure", "double", max_null_fraction=0.9, min_value=950, max_value=1070, mostly=0.95),
+        RawColumn("visib", "double", max_null_fraction=0.25, min_value=0, max_value=10, mostly=0.95),
+        RawColumn("time_hour", "timestamp", nullable=False),
+    ),
+    key=("origin", "time_hour"),
+    row_dates=(ROW_DATE, LOCAL_DATE_OF_TIME_HOUR),
+    min_rows=24,
+    max_rows=100,
+    rows_vs_neighbours=(0.5, 1.5),
+    max_quarantined_fraction=0.05,
+)
+RAW_CONTRACT = RawContract(name="nyc_flights", sources=(FLIGHTS, WEATHER))
+WEATHER_MEASURES = ["temp", "humid", "wind_speed", "precip", "pressure", "visib"]
 PLANES_COLUMNS = {"tailnum": "string", "year": "int", "seats": "double"}
 
 
@@ -104,14 +173,10 @@ def build_rows(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    # try_: an impossible (year, month, day) becomes null and is named below, instead of an ANSI crash.
-    midnight = F.lit(0)
-    flights = reader.daily("flights", raw_days, FLIGHTS_COLUMNS).withColumn(
-        "flight_date", F.to_date(F.try_make_timestamp_ntz("year", "month", "day", midnight, midnight, midnight))
-    )
-    reader.require_rows_in_partition(flights, F.col("flight_date"), "flights", "year, month, day")
+    # The raw gate has already checked every row's date against its partition.
+    flights = reader.daily(FLIGHTS, raw_days).withColumn("flight_date", F.expr(ROW_DATE))
     weather = (
-        reader.daily("weather", raw_days, WEATHER_COLUMNS)
+        reader.daily(WEATHER, raw_days)
         .groupBy("origin", "time_hour")  # guard against duplicate readings for one hour
         .agg(*[F.avg(c).alias(c) for c in WEATHER_MEASURES])
     )
