@@ -1,4 +1,4 @@
-"""Benchmark: time and peak memory of the features, validate and train stages as the window grows.
+"""Benchmark: time and peak memory of check-raw (cold and warm), features, validate and train as the window grows.
 
 Each stage runs as its own ``retrainer`` process (as an Airflow task would); peak RSS is the
 process's own maximum resident set from ``wait4`` (the Spark JVM is a separate process and is
@@ -59,6 +59,11 @@ def main() -> int:
     for window in [int(w) for w in args.windows.split(",")]:
         common = ["--date", args.date, "--data-root", str(bench_root), "--window-days", str(window), "--eval-days", "7"]
         result = {"window": window}
+        # The raw gate cold (every landed file scanned) and warm (records reused: unchanged files).
+        for record in (Path(data_root).resolve() / "raw").glob("*/date=*/_gate.*.json"):
+            record.unlink()
+        result["check-raw"] = run_stage(["check-raw", *common], env)
+        result["check-raw warm"] = run_stage(["check-raw", *common], env)
         for stage in ("features", "validate", "train"):
             extra = ["--epochs", str(args.epochs)] if stage == "train" else []
             result[stage] = run_stage([stage, *common, *extra], env)
@@ -73,11 +78,13 @@ def main() -> int:
         f"Run dated {args.date}, eval 7 days, {args.epochs} epoch(s), batch 1024; "
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}.",
         "",
-        "| window (days) | rows | features s / peak MiB | validate s / peak MiB | train s / peak MiB | train ex/s |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| window (days) | rows | check-raw cold s / peak MiB | check-raw warm | features | validate | train "
+        "| train ex/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        cells = " | ".join(f"{r[s][0]:.0f} / {r[s][1]:.0f}" for s in ("features", "validate", "train"))
+        stages = ("check-raw", "check-raw warm", "features", "validate", "train")
+        cells = " | ".join(f"{r[s][0]:.0f} / {r[s][1]:.0f}" for s in stages)
         lines.append(f"| {r['window']} | {r['rows']:,} | {cells} | {r['ex_per_s']:,.0f} |")
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -208,13 +208,13 @@ class Contract:
                 continue
             column = f"{PSI}{c.name}"
             out.append(
-                _spec("expect_column_max_to_be_between", severity=Severity.WARNING, column=column,
-                      max_value=c.drift.warning)
+                _spec("expect_column_values_to_be_between", severity=Severity.WARNING, column=column,
+                      min_value=0.0, max_value=c.drift.warning)
             )  # fmt: skip
             if c.drift.critical is not None:
                 out.append(
-                    _spec("expect_column_max_to_be_between", severity=Severity.CRITICAL, column=column,
-                          max_value=c.drift.critical)
+                    _spec("expect_column_values_to_be_between", severity=Severity.CRITICAL, column=column,
+                          min_value=0.0, max_value=c.drift.critical)
                 )  # fmt: skip
         return out
 

@@ -155,8 +155,8 @@ def describe(r: Any, suite: Suite) -> str:
     res = r.result or {}
     observed = []
     for key in ("observed_value", "unexpected_count", "unexpected_percent", "partial_unexpected_list"):
-        if key in res and res[key] not in (None, []):
-            value = res[key]
+        value = res.get(key)
+        if value is not None and not (hasattr(value, "__len__") and not isinstance(value, str) and len(value) == 0):
             if key == "unexpected_percent":
                 value = f"{value:.3g}%"
             elif key == "partial_unexpected_list":

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from retrainer import registry
+from retrainer import atomic, registry
 from retrainer.config import RunConfig
-from retrainer.layout import RunLayout
+from retrainer.layout import RunLayout, ValidationFiles
 from retrainer.results import (
     EvaluationResult,
     ExportResult,
     FeaturesResult,
+    RawGateResult,
     RegistrationResult,
     TrainingResult,
     ValidationReport,
@@ -16,14 +17,28 @@ from retrainer.results import (
 from retrainer.workloads import get_workload
 
 
+def _raw_gate_report(layout: RunLayout) -> ValidationReport | None:
+    path = ValidationFiles(layout.raw_gate).report
+    return ValidationReport.from_dict(atomic.read_json(path)) if path.exists() else None
+
+
+def _checks(report: ValidationReport) -> str:
+    status = "passed" if report.success else f"FAILED ({len(report.failed)} failed)"
+    extra = f", {report.by_construction} more hold by construction" if report.by_construction else ""
+    return f"{status}: {report.could_fail} checks that could fail{extra}; {len(report.warnings)} warning(s)"
+
+
 def run_summary(cfg: RunConfig) -> str:
     layout = RunLayout.of(cfg)
     workload = get_workload(cfg.run.workload)
     objective = workload.objective
-    feats = layout.load_optional(FeaturesResult)
-    report = layout.load_optional(ValidationReport)
-    rejected = report is not None and not report.success
-    if rejected:  # the latest attempt stopped at validation: describe it, not an earlier good run's outputs
+    gate_report = _raw_gate_report(layout)
+    gate = layout.load_optional(RawGateResult)
+    gate_rejected = gate_report is not None and not gate_report.success
+    feats = None if gate_rejected else layout.load_optional(FeaturesResult)
+    report = None if gate_rejected else layout.load_optional(ValidationReport)
+    rejected = gate_rejected or (report is not None and not report.success)
+    if rejected:  # the latest attempt stopped at a gate: describe it, not an earlier good run's outputs
         train = ev = exp = reg = None
     else:
         train, ev = layout.load_optional(TrainingResult), layout.load_optional(EvaluationResult)
@@ -32,6 +47,17 @@ def run_summary(cfg: RunConfig) -> str:
         f"retrainer run summary: workload {cfg.run.workload} ({objective.name}), run date {cfg.run.date}",
         "",
     ]
+    if gate_report:
+        lines.append(f"  raw gate    {_checks(gate_report)}")
+        if gate:
+            quarantined = ", ".join(f"{k} {n}" for k, n in gate.quarantined.items()) or "none"
+            lines.append(
+                f"              {len(gate.files)} landed files: {len(gate.scanned)} scanned, {gate.reused} unchanged"
+                f" since checked; quarantined rows: {quarantined}"
+            )
+        lines += [f"              - {f}" for f in gate_report.failed]
+    else:
+        lines.append("  raw gate    not run")
     if feats:
         lines += [
             f"  rows        train {feats.rows['train']:>7,}  [{feats.train_range[0]}, {feats.train_range[1]})"
@@ -42,10 +68,18 @@ def run_summary(cfg: RunConfig) -> str:
     else:
         lines.append("  features    not built")
     if report:
-        status = "passed" if report.success else "FAILED"
-        lines.append(f"  validation  {status}: {sum(report.evaluated.values())} expectations {report.evaluated}")
+        lines.append(f"  validation  {_checks(report)}")
         lines += [f"              - {f}" for f in report.failed]
-    else:
+        lines += [f"              ! {w}" for w in report.warnings]
+        if report.drift:
+            top = sorted(report.drift.items(), key=lambda kv: -kv[1])[:5]
+            lines.append(
+                f"  drift       PSI against {report.drift_baseline}, largest: "
+                + ", ".join(f"{c} {v:.3g}" for c, v in top)
+            )
+        else:
+            lines.append(f"  drift       {report.drift_baseline or 'not measured'}")
+    elif not gate_rejected:
         lines.append("  validation  not run")
     if train:
         last = train.history[-1] if train.history else {}
@@ -64,13 +98,16 @@ def run_summary(cfg: RunConfig) -> str:
             f"{' (reused)' if reg.reused_existing_version else ''}; promoted: {reg.promoted}"
         )
     if rejected:
-        lines.append("  stopped     at validation: nothing was trained, registered or promoted")
+        where = "the raw gate" if gate_rejected else "validation"
+        lines.append(f"  stopped     at {where}: nothing was trained, registered or promoted")
     current = registry.aliases(cfg.engines.tracking_uri, workload.registered_model)
     unchanged = "" if reg else " (not changed by this run)"
     lines.append(f"  aliases     {', '.join(f'{a} -> v{v}' for a, v in sorted(current.items())) or '-'}{unchanged}")
     lines += ["", "  where:"]
     if exp:
         lines.append(f"    SavedModel   {exp.saved_model_uri} (fresh-process check max |diff| {exp.max_abs_diff:.2g})")
+    if gate_report:
+        lines.append(f"    raw gate     {gate_report.data_docs_uri}")
     if report:
         lines.append(f"    Data Docs    {report.data_docs_uri}")
     lines.append(f"    run folder   {layout.root}")

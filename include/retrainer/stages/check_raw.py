@@ -92,7 +92,7 @@ def check_raw_days(cfg: RunConfig) -> RawGateResult:
                 scanned.append(f"{source.name}/{day}")
 
     with atomic.staged_dir(layout.raw_gate) as staging:
-        suites = [_suite(source, records[source.name], contract) for source in contract.sources]
+        suites = [day_suite(source, records[source.name], contract) for source in contract.sources]
         report = run_suites(suites, f"{contract.name}.raw", ValidationFiles(staging), ValidationFiles(layout.raw_gate))
         atomic.write_json(ValidationFiles(staging).report, report.to_dict())
     quarantined = {
@@ -267,7 +267,7 @@ def _write_quarantine(rows: Any, source: RawSource, todo: dict[dt.date, str], st
 # --- the per-day table and its suite --------------------------------------------------------------
 
 
-def _neighbour_median(values: dict[str, float | None], day: str, span: int) -> float | None:
+def neighbour_median(values: dict[str, float | None], day: str, span: int) -> float | None:
     d0 = dt.date.fromisoformat(day)
     around = [
         v for k, v in values.items() if k != day and v is not None and abs((dt.date.fromisoformat(k) - d0).days) <= span
@@ -275,7 +275,7 @@ def _neighbour_median(values: dict[str, float | None], day: str, span: int) -> f
     return statistics.median(around) if around else None
 
 
-def _suite(source: RawSource, records: dict[str, dict[str, Any]], contract: RawContract) -> Suite:
+def day_suite(source: RawSource, records: dict[str, dict[str, Any]], contract: RawContract) -> Suite:
     """One row per landed day of ``source`` with the statistics the contract bounds, and the suite."""
     import pandas as pd
 
@@ -296,7 +296,7 @@ def _suite(source: RawSource, records: dict[str, dict[str, Any]], contract: RawC
             "misdated_rows": r["misdated"],
             "duplicate_keys": r["duplicate_keys"],
         }
-        median = _neighbour_median(rows_by_day, d, span)
+        median = neighbour_median(rows_by_day, d, span)
         row["rows_vs_neighbours"] = n / median if median else None
         notes[(d, "rows_vs_neighbours")] = f"{n} rows, neighbours' median {median:g}" if median else ""
         notes[(d, "missing_columns")] = f"{r['file']} lacks {r['missing_columns']}; header {r['header']}"
@@ -318,7 +318,7 @@ def _suite(source: RawSource, records: dict[str, dict[str, Any]], contract: RawC
                 row[f"std.{c.name}"] = r["std"].get(c.name)
             if c.max_shift_from_neighbours is not None:
                 means = {k: records[k]["mean"].get(c.name) for k in days}
-                ref = _neighbour_median(means, d, span)
+                ref = neighbour_median(means, d, span)
                 mean = r["mean"].get(c.name)
                 row[f"shift.{c.name}"] = abs(mean - ref) if mean is not None and ref is not None else None
                 if mean is not None and ref is not None:
@@ -342,7 +342,7 @@ def _suite(source: RawSource, records: dict[str, dict[str, Any]], contract: RawC
         "rows": f"{source.name}: rows per day",
         "rows_vs_neighbours": f"{source.name}: rows relative to the median of the {span} days either side",
         "quarantined_fraction": f"{source.name}: share of rows that do not parse (quarantined)",
-        "misdated_rows": f"{source.name}: rows not dated on their partition's day ({', '.join(source.row_dates)})",
+        "misdated_rows": f"{source.name}: rows not dated on their partition's day",
         "duplicate_keys": f"{source.name}: rows repeating the key {list(source.key)}",
     }
     for c in source.columns:

@@ -84,9 +84,14 @@ def _run_suites(
     ]
     scores, baseline = _drift(files, cfg, contract, spark)
     if scores is not None:
-        frame = pd.DataFrame([{"feature": "all"} | {f"{PSI}{c}": v for c, v in scores.items()}])
-        psi_labels = {f"{PSI}{c}": f"PSI of {c} against {baseline}" for c in scores}
-        suites.append(Suite("drift", frame, contract.drift_expectations(), labels=psi_labels, row_key="feature"))
+        frame = pd.DataFrame(
+            [
+                {"training split": "[{}, {})".format(*cfg.window.train_range)}
+                | {f"{PSI}{c}": v for c, v in scores.items()}
+            ]
+        )
+        psi_labels = {f"{PSI}{c}": f"PSI of {c} against {baseline}'s training data" for c in scores}
+        suites.append(Suite("drift", frame, contract.drift_expectations(), labels=psi_labels, row_key="training split"))
     report = run_suites(suites, contract.name, ValidationFiles(staging), ValidationFiles(final))
     return dataclasses.replace(report, drift=scores, drift_baseline=baseline)
 
