@@ -82,7 +82,7 @@ def test_every_task_retries_with_backoff_and_has_a_timeout(dag) -> None:
 
 
 def test_stages_run_in_order(dag) -> None:
-    chain = ["wait_for_raw_partitions", "features", "validate", "train", "evaluate", "export", "register"]
+    chain = ["wait_for_raw_partitions", "check_raw", "features", "validate", "train", "evaluate", "export", "register"]
     for upstream, downstream in zip(chain, chain[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
     assert set(dag.task_ids) == set(chain)

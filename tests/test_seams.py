@@ -26,7 +26,7 @@ def test_generic_code_names_no_workload_and_no_objective(path) -> None:
         assert not re.search(rf"\b{word}\b", text), f"{path.name} mentions {word!r}"
 
 
-@pytest.mark.parametrize("stage", ["features", "validate", "train", "evaluate", "export", "register"])
+@pytest.mark.parametrize("stage", ["check_raw", "features", "validate", "train", "evaluate", "export", "register"])
 def test_stages_take_and_return_typed_results_never_dicts(stage: str) -> None:
     import importlib
 

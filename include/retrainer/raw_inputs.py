@@ -1,15 +1,20 @@
 """The raw-input rule: which landed files a run reads, and which of them are not there yet.
 
-One rule for every runner: the Airflow sensor waits on it, ``retrainer run`` and the features
-stage refuse to start without it. The days come from the run calendar, the sources from the workload.
+One rule for every runner: the Airflow sensor waits on it, the raw gate refuses to start without it,
+and the features stage reads only files whose digest is still the one the gate checked. The days
+come from the run calendar, the sources from the workload.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from pathlib import Path
 
 from retrainer.config import RunConfig
+from retrainer.errors import BadData
 from retrainer.layout import raw_dim, raw_partition
+from retrainer.results import RawGateResult
 from retrainer.workloads import get_workload
 
 
@@ -50,3 +55,29 @@ def check_raw_inputs(cfg: RunConfig) -> list[dt.date]:
             f"{cfg.engines.data_root}/raw: {describe_missing(missing)}"
         )
     return raw_days(cfg)
+
+
+class ChangedAfterGate(BadData):
+    """A landed file changed between the raw gate and a stage that reads it."""
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def require_unchanged(gate: RawGateResult, cfg: RunConfig) -> None:
+    """Raise if a landed file changed after the gate checked it: features must read what was checked."""
+    changed = [
+        key
+        for key, digest in gate.files.items()
+        if file_digest(
+            raw_partition(cfg.engines.data_root, key.split("/")[0], dt.date.fromisoformat(key.split("/")[1]))
+        )
+        != digest
+    ]
+    if changed:
+        raise ChangedAfterGate(f"landed files changed after the raw gate checked them: {changed}; run check-raw again")

@@ -13,7 +13,6 @@ ones (rows, unit shifts) compare each day with its neighbours in this run.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import shutil
 import statistics
@@ -27,7 +26,7 @@ from retrainer.errors import BadData
 from retrainer.fingerprint import dict_fingerprint
 from retrainer.gx_suites import Suite, run_suites
 from retrainer.layout import RunLayout, ValidationFiles, quarantine_file, raw_gate_record, raw_partition
-from retrainer.raw_inputs import check_raw_inputs
+from retrainer.raw_inputs import check_raw_inputs, file_digest
 from retrainer.results import RawGateResult
 from retrainer.workloads import get_workload
 
@@ -37,14 +36,6 @@ RECORD_VERSION = 1
 
 class RawDataRejected(BadData):
     """Landed days broke the raw contract; the message names each source, day, check and value."""
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _source_fingerprint(source: RawSource) -> str:
@@ -121,20 +112,6 @@ def check_raw_days(cfg: RunConfig) -> RawGateResult:
         len(digests), len(scanned), reused, sum(report.evaluated.values()), quarantined or "none",
     )  # fmt: skip
     return result
-
-
-def require_unchanged(gate: RawGateResult, cfg: RunConfig) -> None:
-    """Raise if a landed file changed after the gate checked it: features must read what was checked."""
-    changed = [
-        key
-        for key, digest in gate.files.items()
-        if file_digest(
-            raw_partition(cfg.engines.data_root, key.split("/")[0], dt.date.fromisoformat(key.split("/")[1]))
-        )
-        != digest
-    ]
-    if changed:
-        raise RawDataRejected(f"landed files changed after the raw gate checked them: {changed}; run check-raw again")
 
 
 # --- scanning ------------------------------------------------------------------------------------

@@ -19,10 +19,10 @@ from retrainer.config import RunConfig
 from retrainer.contract import NULL_FRACTION, Contract, Role
 from retrainer.fingerprint import folder_fingerprint
 from retrainer.layout import FeatureFiles, RunLayout
+from retrainer.raw_inputs import require_unchanged
 from retrainer.results import FeaturesResult, RawGateResult
 from retrainer.spark_io import RawReader
 from retrainer.spark_session import get_spark
-from retrainer.stages.check_raw import require_unchanged
 from retrainer.workloads import get_workload
 
 if TYPE_CHECKING:
