@@ -118,8 +118,9 @@ def chain_tracking(session_dir: Path) -> str:
 @pytest.fixture(scope="session")
 def validated(spark, chain_root: Path, chain_tracking: str):
     """Features for RUN_DATE, built and validated once for every later stage's tests."""
+    from retrainer.stages.check_raw import check_raw_days
     from retrainer.stages.features import build_features
     from retrainer.stages.validate import validate_features
 
     cfg = small_config(chain_root, chain_tracking)
-    return validate_features(build_features(cfg), cfg)
+    return validate_features(build_features(check_raw_days(cfg), cfg), cfg)

@@ -17,6 +17,7 @@ from retrainer.calendar import days_between
 from retrainer.fingerprint import folder_fingerprint, parquet_parts
 from retrainer.layout import FeatureFiles, RunLayout, raw_partition
 from retrainer.results import FeaturesResult, ValidationReport, ValidationResult
+from retrainer.stages.check_raw import check_raw_days
 from retrainer.stages.features import build_features
 from retrainer.stages.validate import ValidationFailed, validate_features
 
@@ -26,9 +27,14 @@ def cfg(landed: Path, session_dir: Path):
     return small_config(landed, f"sqlite:///{session_dir / 'features-mlflow.db'}")
 
 
+def features_for(cfg) -> FeaturesResult:
+    """The raw gate, then the features: the only way features are built."""
+    return build_features(check_raw_days(cfg), cfg)
+
+
 @pytest.fixture(scope="module")
 def built(spark, cfg) -> FeaturesResult:
-    return build_features(cfg)
+    return features_for(cfg)
 
 
 def _files(result: FeaturesResult) -> FeatureFiles:
@@ -91,7 +97,7 @@ def test_statistics_and_vocabularies_come_from_the_training_split(built: Feature
 
 def test_rebuilding_a_date_replaces_its_features(spark, built: FeaturesResult, cfg) -> None:
     first = folder_fingerprint(_files(built).train)
-    again = build_features(cfg)
+    again = features_for(cfg)
     assert folder_fingerprint(_files(again).train) == first == again.train_fingerprint
     assert again.rows == built.rows
     assert len(parquet_parts(_files(again).train)) == cfg.tuning.part_files
@@ -101,14 +107,18 @@ def test_rebuilding_a_date_replaces_its_features(spark, built: FeaturesResult, c
 
 
 def test_valid_features_pass_and_are_promoted(spark, cfg) -> None:
-    validated = validate_features(build_features(cfg), cfg)
+    validated = validate_features(features_for(cfg), cfg)
     layout = RunLayout.of(cfg)
     assert validated.report.success and validated.report.failed == []
     assert validated.files == FeatureFiles(layout.features)
     assert not layout.features_pending.exists()
     assert layout.load(ValidationResult) == validated  # what train's workers will read
     assert Path(validated.report.data_docs_uri.removeprefix("file://").replace("%3D", "=")).exists()
-    assert validated.report.evaluated["feature_table"] >= 60
+    report = validated.report
+    assert set(report.evaluated) == {"feature_table", "per_day"}  # no champion here: drift not measured
+    assert report.drift is None and report.drift_baseline == "not measured: no champion yet"
+    assert report.by_construction == 10 and report.could_fail == sum(report.evaluated.values()) - 10
+    assert report.could_fail >= 30 and report.warnings == []
 
 
 @pytest.fixture
@@ -126,18 +136,23 @@ def _rewrite(path: Path, fn) -> None:
         csv.writer(fh).writerows(fn(rows))
 
 
-def test_a_dropped_column_fails_validation_naming_column_and_day(spark, cfg, corrupt_root: Path) -> None:
+def _shift_label(rows: list[list[str]]) -> list[list[str]]:
+    """Every flight of the day 60 minutes later: the file still looks right, the day's late rate does not."""
+    i = rows[0].index("arr_delay")
+    return [rows[0]] + [r[:i] + [str(float(r[i]) + 60) if r[i] != "NA" else "NA"] + r[i + 1 :] for r in rows[1:]]
+
+
+def test_a_day_with_a_shifted_label_fails_per_day_validation_and_keeps_the_good_features(
+    spark, cfg, corrupt_root: Path
+) -> None:
     bad_cfg = small_config(corrupt_root, cfg.engines.tracking_uri)
-    good = validate_features(build_features(bad_cfg), bad_cfg)  # a good run for this date first
+    good = validate_features(features_for(bad_cfg), bad_cfg)  # a good run for this date first
     day = bad_cfg.window.eval_start
-    path = raw_partition(corrupt_root, "flights", day)
-    _rewrite(path, lambda rows: [[v for i, v in enumerate(r) if i != rows[0].index("carrier")] for r in rows])
+    _rewrite(raw_partition(corrupt_root, "flights", day), _shift_label)
 
     with pytest.raises(ValidationFailed) as err:
-        validate_features(build_features(bad_cfg), bad_cfg)
-    message = str(err.value)
-    assert f"raw flights partitions lack column 'carrier' on {day}" in message
-    assert "expect_column_values_to_not_be_null on column 'carrier'" in message
+        validate_features(features_for(bad_cfg), bad_cfg)
+    assert re.search(rf"\[per_day\] mean of is_late per day outside \[0.01, 0.9\] on {day}: 0\.9\d", str(err.value))
     layout = RunLayout.of(bad_cfg)
     # the earlier validated features are untouched; the bad ones are kept aside for inspection
     assert folder_fingerprint(FeatureFiles(layout.features).train) == good.features.train_fingerprint
@@ -146,27 +161,14 @@ def test_a_dropped_column_fails_validation_naming_column_and_day(spark, cfg, cor
     assert layout.load_optional(ValidationResult) is None  # nothing left that says "validated" for this date
 
 
-def test_out_of_contract_values_fail_naming_the_expectation(spark, cfg, corrupt_root: Path) -> None:
+def test_features_refuse_files_changed_after_the_gate(spark, cfg, corrupt_root: Path) -> None:
+    from retrainer.raw_inputs import ChangedAfterGate
+
     bad_cfg = small_config(corrupt_root, cfg.engines.tracking_uri)
-    path = raw_partition(corrupt_root, "flights", bad_cfg.window.eval_start)
-
-    def break_origin(rows: list[list[str]]) -> list[list[str]]:
-        i = rows[0].index("origin")
-        return [rows[0]] + [r[:i] + ["XXX"] + r[i + 1 :] for r in rows[1:]]
-
-    _rewrite(path, break_origin)
-    with pytest.raises(ValidationFailed, match=r"expect_column_values_to_be_in_set on column 'origin'.*XXX"):
-        validate_features(build_features(bad_cfg), bad_cfg)
-
-
-def test_a_truncated_day_fails_the_rows_per_day_check_naming_the_day(spark, cfg, corrupt_root: Path) -> None:
-    bad_cfg = small_config(corrupt_root, cfg.engines.tracking_uri)
-    day = bad_cfg.window.train_start + dt.timedelta(days=1)
-    _rewrite(
-        raw_partition(corrupt_root, "flights", day), lambda rows: rows[:51]
-    )  # header + 50 flights, all of which arrived
-    with pytest.raises(ValidationFailed, match=rf"rows per day outside \[200, 1500\] on {day} \(50 rows\)"):
-        validate_features(build_features(bad_cfg), bad_cfg)
+    gate = check_raw_days(bad_cfg)
+    _rewrite(raw_partition(corrupt_root, "flights", bad_cfg.window.eval_start), _shift_label)
+    with pytest.raises(ChangedAfterGate, match=f"flights/{bad_cfg.window.eval_start}"):
+        build_features(gate, bad_cfg)
 
 
 def test_landed_range_covers_the_test_run(cfg) -> None:
@@ -188,46 +190,9 @@ def _bytes_rewrite(path: Path, fn) -> None:
 )
 def test_a_bom_or_crlf_file_is_read_like_a_clean_one(spark, cfg, corrupt_root: Path, encode) -> None:
     bad_cfg = small_config(corrupt_root, cfg.engines.tracking_uri)
-    clean = build_features(bad_cfg)
+    clean = features_for(bad_cfg)
     for source in ("flights", "weather"):
         _bytes_rewrite(raw_partition(corrupt_root, source, bad_cfg.window.eval_start), encode)
-    again = validate_features(build_features(bad_cfg), bad_cfg)  # no "lacks column 'year'", no shifted values
+    again = validate_features(features_for(bad_cfg), bad_cfg)  # no "lacks column 'year'", no shifted values
     assert again.features.rows == clean.rows
     assert again.features.train_fingerprint == clean.train_fingerprint
-
-
-def test_a_duplicated_header_name_is_bad_data_naming_file_and_column(spark, cfg, corrupt_root: Path) -> None:
-    from retrainer.errors import BadData
-
-    bad_cfg = small_config(corrupt_root, cfg.engines.tracking_uri)
-    path = raw_partition(corrupt_root, "flights", bad_cfg.window.train_start)
-    _rewrite(path, lambda rows: [[("origin" if v == "dest" else v) for v in rows[0]], *rows[1:]])
-    with pytest.raises(BadData, match=rf"{re.escape(str(path))}: duplicate column name\(s\) \['origin'\]"):
-        build_features(bad_cfg)
-    assert RunLayout.of(bad_cfg).load_optional(FeaturesResult) is None  # no earlier build reported as this one
-
-
-@pytest.mark.parametrize(
-    ("column", "value", "expected"),
-    [("month", "13", "dated invalid"), ("day", "1", "dated 2013-0")],
-    ids=["impossible-date", "row-from-another-day"],
-)
-def test_rows_without_a_valid_date_of_their_partition_are_named(
-    spark, cfg, corrupt_root: Path, column: str, value: str, expected: str
-) -> None:
-    from retrainer.errors import BadData
-
-    bad_cfg = small_config(corrupt_root, cfg.engines.tracking_uri)
-    day = bad_cfg.window.eval_start
-    path = raw_partition(corrupt_root, "flights", day)
-
-    def break_three_rows(rows: list[list[str]]) -> list[list[str]]:
-        i = rows[0].index(column)
-        return [rows[0]] + [r[:i] + [value] + r[i + 1 :] if n < 3 else r for n, r in enumerate(rows[1:])]
-
-    _rewrite(path, break_three_rows)
-    with pytest.raises(BadData) as err:
-        build_features(bad_cfg)
-    message = str(err.value)
-    assert "(year, month, day) is not a valid date or not their partition's day" in message
-    assert f"date={day.isoformat()}/flights.csv: 3 row(s), e.g. {expected}" in message
