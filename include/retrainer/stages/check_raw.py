@@ -331,7 +331,7 @@ def day_suite(source: RawSource, records: dict[str, dict[str, Any]], contract: R
         if f"out_of_range.{c.name}" in frame:
             specs.append(between(f"out_of_range.{c.name}", 0, round(1 - c.mostly, 9)))
             labels[f"out_of_range.{c.name}"] = (
-                f"{source.name}: share of {c.name} outside [{c.min_value}, {c.max_value}]"
+                f"{source.name}: share of {c.name} values not in [{c.min_value}, {c.max_value}]"
             )
         if f"unknown_category.{c.name}" in frame:
             specs.append(between(f"unknown_category.{c.name}", 0, round(1 - c.mostly, 9)))
