@@ -23,7 +23,7 @@ from conftest import small_config
 from retrainer import registry
 from retrainer.layout import RunLayout, quarantine_file, raw_partition
 from retrainer.pipeline import run_pipeline
-from retrainer.results import TrainingResult
+from retrainer.results import TrainingResult, ValidationReport
 from retrainer.stages.check_raw import RawDataRejected, check_raw_days
 from retrainer.stages.features import build_features
 from retrainer.stages.validate import ValidationFailed
@@ -242,3 +242,59 @@ def test_an_unchanged_day_is_not_scanned_again_and_a_changed_one_is(
     _write(path, rows[:-1])  # one reading fewer: a changed file
     second = check_raw_days(cfg)
     assert second.scanned == [f"weather/{cfg.window.train_start}"]
+
+
+# --- drift against the champion's training data ------------------------------------------------------
+
+
+def test_psi_is_zero_for_equal_distributions_and_grows_with_the_shift() -> None:
+    from retrainer.drift import psi
+
+    assert psi([0.25] * 4, [0.25] * 4) == 0.0
+    small, large = psi([0.25] * 4, [0.3, 0.2, 0.25, 0.25]), psi([0.25] * 4, [0.7, 0.1, 0.1, 0.1])
+    assert 0 < small < 0.1 < 0.25 < large
+    assert psi([0.5, 0.5, 0.0], [0.5, 0.4, 0.1]) > 0.1  # a bin that appears counts (no division by zero)
+
+
+def test_a_run_records_drift_against_the_champion_in_its_report_summary_and_mlflow(
+    baseline: tuple[Path, str], case_root: Path
+) -> None:
+    import mlflow
+
+    from retrainer.summary import run_summary
+    from retrainer.workloads import get_workload
+
+    tracking = baseline[1]
+    champion = registry.aliases(tracking, MODEL)["champion"]
+    cfg = small_config(case_root, tracking, date=dt.date(2013, 2, 6))
+    result = run_pipeline(cfg)
+    report = result.validation.report
+    checked = {c.name for c in get_workload(MODEL).contract.features}
+    assert report.drift is not None and set(report.drift) == checked
+    assert report.drift_baseline == f"champion v{champion}"
+    assert all(v >= 0 for v in report.drift.values())
+    assert report.drift["distance"] < 0.1 and report.drift["carrier"] < 0.1  # windows one day apart
+    assert "drift" in report.evaluated
+    summary = run_summary(cfg)
+    assert f"PSI against champion v{champion}" in summary
+    run = mlflow.MlflowClient(tracking_uri=tracking).get_run(result.registration.mlflow_run_id)
+    assert run.data.metrics["psi_carrier"] == pytest.approx(report.drift["carrier"])
+    assert run.data.tags["drift_baseline"] == report.drift_baseline
+    assert run.data.tags["validation.checks_could_fail"] == str(report.could_fail)
+
+
+def test_critical_drift_fails_the_run_and_a_warning_does_not(baseline: tuple[Path, str], case_root: Path) -> None:
+    """Every flight of the window attributed to one airport: each day looks valid, the mix is not."""
+    tracking = baseline[1]
+    cfg = small_config(case_root, tracking)
+    for day in cfg.window.days():
+        path = raw_partition(case_root, "flights", day)
+        _write(path, _set("origin", lambda v: "EWR")(_rows(path)))
+    before = registry.aliases(tracking, MODEL)
+    with pytest.raises(ValidationFailed, match=r"\[drift\] PSI of origin against champion v\d+'s training data "
+                       r"outside \[0, 1\] on \[2013-01-29, 2013-02-03\): \d+\.\d+"):  # fmt: skip
+        run_pipeline(cfg)
+    assert registry.aliases(tracking, MODEL) == before
+    report = RunLayout.of(cfg).load(ValidationReport)
+    assert report.drift["origin"] > 1.0
+    assert any("[drift] PSI of origin" in w for w in report.warnings)  # above its warning bound too
