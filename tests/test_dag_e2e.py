@@ -1,5 +1,6 @@
 """End to end: the real DAGs under ``dag.test()`` on a 7-day window: the flight-delay DAG twice and then
-on corrupted input; the arrival-delay (regression) DAG, then a CLI run against its own champion."""
+on corrupted input (stopped at the raw gate); the arrival-delay (regression) DAG, then a CLI run
+against its own champion."""
 
 from __future__ import annotations
 
@@ -102,12 +103,12 @@ def test_rerunning_the_same_date_replaces_outputs_and_registers_nothing_new(
     after_parts = sorted(p.name for p in FeatureFiles(layout.features).train.glob("*.parquet"))
     assert len(after_parts) == len(before_parts)
     assert sorted(p.name for p in layout.root.iterdir()) == sorted(
-        ["features", "validation", "checkpoints", "saved_model", "features.json", "validation.json", "training.json",
-         "evaluation.json", "export.json", "registration.json"]
+        ["raw_gate", "features", "validation", "checkpoints", "saved_model", "raw_gate.json", "features.json",
+         "validation.json", "training.json", "evaluation.json", "export.json", "registration.json"]
     )  # fmt: skip
 
 
-def test_a_corrupted_day_stops_the_run_at_validation_and_keeps_the_champion(
+def test_a_corrupted_day_stops_the_run_at_the_raw_gate_and_keeps_the_champion(
     first_run: dict, dag, e2e_env: dict, tmp_path: Path, landed: Path, monkeypatch
 ) -> None:
     tracking = e2e_env["MLFLOW_TRACKING_URI"]
@@ -124,14 +125,17 @@ def test_a_corrupted_day_stops_the_run_at_validation_and_keeps_the_champion(
         csv.writer(fh).writerows([r[:drop] + r[drop + 1 :] for r in rows])
 
     states = _run(dag, monkeypatch, {**e2e_env, "RETRAINER_DATA_ROOT": str(root)})
-    assert states["features"] == "success"
-    assert states["validate"] == "failed"
-    for task in ("train", "evaluate", "export", "register"):
+    assert states["check_raw"] == "failed"
+    for task in ("features", "validate", "train", "evaluate", "export", "register"):
         assert states[task] == "upstream_failed", task
+    from retrainer import atomic
+    from retrainer.layout import ValidationFiles
     from retrainer.results import ValidationReport
 
-    report = RunLayout.for_run(root, "flight_delay", RUN_DATE).load(ValidationReport)
-    assert any(f"lack column 'dest' on {bad_day}" in line for line in report.failed)
+    layout = RunLayout.for_run(root, "flight_delay", RUN_DATE)
+    report = ValidationReport.from_dict(atomic.read_json(ValidationFiles(layout.raw_gate).report))
+    assert any(f"missing required columns outside [0, 0] on {bad_day}: 1" in line for line in report.failed)
+    assert any("lacks ['dest']" in line for line in report.failed)
     assert registry.alias_version(tracking, MODEL, "champion") == champion_before
     assert _versions(tracking) == versions_before
 
@@ -139,7 +143,7 @@ def test_a_corrupted_day_stops_the_run_at_validation_and_keeps_the_champion(
     from retrainer.summary import run_summary
 
     summary = run_summary(RunConfig.build(RUN_DATE, data_root=str(root), tracking_uri=tracking))
-    assert "validation  FAILED" in summary and "stopped     at validation" in summary
+    assert "raw gate    FAILED" in summary and "stopped     at the raw gate" in summary
     assert f"champion -> v{champion_before} (not changed by this run)" in summary
 
 
@@ -155,9 +159,9 @@ def test_bad_data_fails_its_task_at_once_without_retrying(
     path.write_text(lines[0].replace("dest", "origin") + "".join(lines[1:]))  # two columns named origin
 
     tis = _run_tis(dag, monkeypatch, {**e2e_env, "RETRAINER_DATA_ROOT": str(root)})
-    features = tis["features"]
-    assert str(features.state) == "failed" and features.try_number == 1  # retries=2, none used
-    assert str(tis["validate"].state) == "upstream_failed" and str(tis["register"].state) == "upstream_failed"
+    gate = tis["check_raw"]
+    assert str(gate.state) == "failed" and gate.try_number == 1  # retries=2, none used
+    assert str(tis["features"].state) == "upstream_failed" and str(tis["register"].state) == "upstream_failed"
     assert registry.alias_version(tracking, MODEL, "champion") == champion_before
 
 
