@@ -40,7 +40,7 @@ def test_each_stage_runs_alone_from_the_cli(spark, landed: Path, tmp_path: Path,
     common = ["--date", RUN_DATE.isoformat(), "--data-root", str(root), "--window-days", "7", "--eval-days", "2",
               "--tracking-uri", tracking, "--epochs", "1", "--hidden-units", "8", "--part-files", "2"]  # fmt: skip
     results = {}
-    for stage in ("features", "validate", "train", "evaluate", "export", "register"):
+    for stage in ("check-raw", "features", "validate", "train", "evaluate", "export", "register"):
         capsys.readouterr()
         assert main([stage, *common]) == 0, stage
         results[stage] = json.loads(capsys.readouterr().out)
@@ -59,7 +59,17 @@ def test_each_stage_runs_alone_from_the_cli(spark, landed: Path, tmp_path: Path,
 def test_missing_raw_partitions_are_listed_before_spark_starts(tmp_path: Path, capsys) -> None:
     assert (
         main(
-            ["features", "--date", "2013-02-05", "--data-root", str(tmp_path), "--window-days", "7", "--eval-days", "2"]
+            [
+                "check-raw",
+                "--date",
+                "2013-02-05",
+                "--data-root",
+                str(tmp_path),
+                "--window-days",
+                "7",
+                "--eval-days",
+                "2",
+            ]
         )
         == 2
     )

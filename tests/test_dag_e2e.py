@@ -71,7 +71,7 @@ def first_run(dag, e2e_env):
 
 def test_every_task_succeeds_and_a_champion_is_registered(first_run: dict, e2e_env: dict) -> None:
     assert first_run == dict.fromkeys(first_run, "success")
-    assert len(first_run) == 7
+    assert len(first_run) == 8
     tracking = e2e_env["MLFLOW_TRACKING_URI"]
     aliases = registry.aliases(tracking, MODEL)
     assert aliases["champion"] == aliases["challenger"] == _versions(tracking)[-1]
@@ -179,7 +179,7 @@ def regression_run(dagbag, e2e_env):
 
 
 def test_the_regression_dag_trains_evaluates_and_registers_its_own_model(regression_run: dict, e2e_env) -> None:
-    assert regression_run == dict.fromkeys(regression_run, "success") and len(regression_run) == 7
+    assert regression_run == dict.fromkeys(regression_run, "success") and len(regression_run) == 8
     tracking = e2e_env["MLFLOW_TRACKING_URI"]
     layout = RunLayout.for_run(e2e_env["RETRAINER_DATA_ROOT"], REGRESSION, RUN_DATE)
     evaluation = layout.load(EvaluationResult)

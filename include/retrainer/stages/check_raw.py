@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 import shutil
 import statistics
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +217,7 @@ def _write_quarantine(rows: Any, source: RawSource, todo: dict[dt.date, str], st
             shutil.rmtree(quarantine_file(root, source.name, day).parent, ignore_errors=True)
     if not bad_days:
         return
-    staging = Path(root) / "quarantine" / source.name / f".staging-{source.name}"
+    staging = Path(root) / "quarantine" / source.name / f".staging-{uuid.uuid4().hex}"  # concurrent runs may scan too
     shutil.rmtree(staging, ignore_errors=True)
     (
         rows.where(F.col(PROBLEM_COLUMN).isNotNull())
