@@ -298,3 +298,17 @@ def test_critical_drift_fails_the_run_and_a_warning_does_not(baseline: tuple[Pat
     report = RunLayout.of(cfg).load(ValidationReport)
     assert report.drift["origin"] > 1.0
     assert any("[drift] PSI of origin" in w for w in report.warnings)  # above its warning bound too
+
+
+def test_a_record_is_reused_only_while_the_source_declaration_is_the_same() -> None:
+    import dataclasses
+
+    from retrainer.stages.check_raw import _source_fingerprint
+    from retrainer.workloads._nyc_flights import WEATHER
+
+    base = _source_fingerprint(WEATHER)
+    assert _source_fingerprint(dataclasses.replace(WEATHER, min_rows=1)) == base  # a bound: applied, not stored
+    humid = WEATHER.column("humid")
+    with_units = tuple(dataclasses.replace(c, std_per_day=(1.0, 50.0)) if c is humid else c for c in WEATHER.columns)
+    assert _source_fingerprint(dataclasses.replace(WEATHER, columns=with_units)) != base  # needs a new statistic
+    assert _source_fingerprint(dataclasses.replace(WEATHER, key=("origin",))) != base

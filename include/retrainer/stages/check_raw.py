@@ -40,10 +40,13 @@ class RawDataRejected(BadData):
 
 
 def _source_fingerprint(source: RawSource) -> str:
-    """Changes when what a record holds would change (the columns and how rows are dated/keyed)."""
+    """Changes when what a record holds would change: the columns, how rows are dated and keyed, the
+    ranges counted against, and which columns get a mean and spread (a unit check added later must
+    not find a record without them and pass by default)."""
     return dict_fingerprint(
         {"v": RECORD_VERSION, "types": source.types, "key": source.key, "dates": source.row_dates,
-         "ranges": [(c.name, c.min_value, c.max_value, c.categories) for c in source.columns]}
+         "ranges": [(c.name, c.min_value, c.max_value, c.categories) for c in source.columns],
+         "units": [c.name for c in source.columns if c.std_per_day or c.max_shift_from_neighbours]}
     )  # fmt: skip
 
 
