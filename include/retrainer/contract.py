@@ -137,21 +137,29 @@ class Contract:
         """
         label = self.label
         out: list[dict[str, Any]] = [
-            _spec("expect_table_columns_to_match_set", by_construction=True, column_set=self.names, exact_match=True)
+            expectation_spec(
+                "expect_table_columns_to_match_set", by_construction=True, column_set=self.names, exact_match=True
+            )
         ]
         for c in self.columns:
             # The label's nulls are filtered out and the key is the filtered date: neither can be null.
             built = c.by_construction or c.role == Role.KEY
             if not c.nullable:
                 out.append(
-                    _spec("expect_column_values_to_not_be_null", by_construction=built or c is label, column=c.name)
+                    expectation_spec(
+                        "expect_column_values_to_not_be_null", by_construction=built or c is label, column=c.name
+                    )
                 )
             if c.min_value is not None or c.max_value is not None:
                 bounds = {"min_value": c.min_value, "max_value": c.max_value, "mostly": c.mostly}
-                out.append(_spec("expect_column_values_to_be_between", by_construction=built, column=c.name, **bounds))
+                out.append(
+                    expectation_spec(
+                        "expect_column_values_to_be_between", by_construction=built, column=c.name, **bounds
+                    )
+                )
             if c.categories is not None:
                 out.append(
-                    _spec(
+                    expectation_spec(
                         "expect_column_values_to_be_in_set",
                         by_construction=built,
                         column=c.name,
@@ -160,9 +168,13 @@ class Contract:
                     )
                 )
             if c.regex is not None:
-                out.append(_spec("expect_column_values_to_match_regex", column=c.name, regex=c.regex, mostly=c.mostly))
+                out.append(
+                    expectation_spec(
+                        "expect_column_values_to_match_regex", column=c.name, regex=c.regex, mostly=c.mostly
+                    )
+                )
         out.append(
-            _spec(
+            expectation_spec(
                 "expect_column_mean_to_be_between",
                 column=label.name,
                 min_value=self.table.min_label_mean,
@@ -177,18 +189,18 @@ class Contract:
         Every day present, and each day on its own within the contract's bounds.
         """
         t = self.table
+        between = "expect_column_values_to_be_between"
         out = [
-            _spec("expect_column_values_to_be_in_set", column="date", value_set=list(days)),
-            _spec("expect_table_row_count_to_equal", value=len(days)),
-            _spec("expect_column_values_to_be_between", column="rows", min_value=t.min_rows_per_day,
-                  max_value=t.max_rows_per_day),
-            _spec("expect_column_values_to_be_between", column="label_mean", min_value=t.min_label_mean_per_day,
-                  max_value=t.max_label_mean_per_day),
+            expectation_spec("expect_column_values_to_be_in_set", column="date", value_set=list(days)),
+            expectation_spec("expect_table_row_count_to_equal", value=len(days)),
+            expectation_spec(between, column="rows", min_value=t.min_rows_per_day, max_value=t.max_rows_per_day),
+            expectation_spec(between, column="label_mean", min_value=t.min_label_mean_per_day,
+                             max_value=t.max_label_mean_per_day),
         ]  # fmt: skip
         for c in self.columns:
             if c.nullable and c.max_null_fraction_per_day is not None:
                 out.append(
-                    _spec(
+                    expectation_spec(
                         "expect_column_values_to_be_between",
                         column=f"{NULL_FRACTION}{c.name}",
                         min_value=0.0,
@@ -208,13 +220,13 @@ class Contract:
                 continue
             column = f"{PSI}{c.name}"
             out.append(
-                _spec("expect_column_values_to_be_between", severity=Severity.WARNING, column=column,
-                      min_value=0.0, max_value=c.drift.warning)
+                expectation_spec("expect_column_values_to_be_between", severity=Severity.WARNING, column=column,
+                                 min_value=0.0, max_value=c.drift.warning)
             )  # fmt: skip
             if c.drift.critical is not None:
                 out.append(
-                    _spec("expect_column_values_to_be_between", severity=Severity.CRITICAL, column=column,
-                          min_value=0.0, max_value=c.drift.critical)
+                    expectation_spec("expect_column_values_to_be_between", severity=Severity.CRITICAL,
+                                     column=column, min_value=0.0, max_value=c.drift.critical)
                 )  # fmt: skip
         return out
 
@@ -223,7 +235,7 @@ NULL_FRACTION = "null_fraction."
 PSI = "psi."
 
 
-def _spec(
+def expectation_spec(
     type_: str, *, by_construction: bool = False, severity: Severity = Severity.CRITICAL, **kwargs: Any
 ) -> dict[str, Any]:
     return {

@@ -81,10 +81,6 @@ class FeatureFiles:
         """Histograms of each feature over the training split: what drift is later measured against."""
         return self.folder / "profile.json"
 
-    @property
-    def raw_manifest(self) -> Path:
-        return self.folder / "raw_manifest.json"
-
 
 @dataclasses.dataclass(frozen=True)
 class ValidationFiles:

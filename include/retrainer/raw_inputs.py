@@ -71,13 +71,10 @@ def file_digest(path: Path) -> str:
 
 def require_unchanged(gate: RawGateResult, cfg: RunConfig) -> None:
     """Raise if a landed file changed after the gate checked it: features must read what was checked."""
-    changed = [
-        key
-        for key, digest in gate.files.items()
-        if file_digest(
-            raw_partition(cfg.engines.data_root, key.split("/")[0], dt.date.fromisoformat(key.split("/")[1]))
-        )
-        != digest
-    ]
+    changed = []
+    for key, digest in gate.files.items():  # "<source>/<date>"
+        source, day = key.split("/")
+        if file_digest(raw_partition(cfg.engines.data_root, source, dt.date.fromisoformat(day))) != digest:
+            changed.append(key)
     if changed:
         raise ChangedAfterGate(f"landed files changed after the raw gate checked them: {changed}; run check-raw again")

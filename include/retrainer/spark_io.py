@@ -51,22 +51,28 @@ LINE_COLUMN = "_line"  # the row as text, for the quarantine file
 _CORRUPT = "_corrupt_record"
 
 
-def read_daily_rows(spark: SparkSession, source: RawSource, files: Mapping[dt.date, str]) -> DataFrame:
+def read_daily_rows(
+    spark: SparkSession,
+    source: RawSource,
+    files: Mapping[dt.date, str],
+    headers: Mapping[dt.date, list[str]] | None = None,
+) -> DataFrame:
     """Rows of ``source``'s landed files with every contract column typed, and for each row its file,
     its partition's day and, if it cannot be used, why.
 
     Read by header name, never by position: a missing column becomes nulls (the gate names it), an
     extra one is ignored. A line with the wrong number of fields is malformed; a value that does not
     parse as its column's type is unparseable; either way the row is flagged, never silently dropped
-    or turned into a plausible null. Empty files (no header) contribute no rows.
+    or turned into a plausible null. Empty files (no header) contribute no rows. ``headers`` are the
+    files' headers when the caller has already read them (:func:`read_header`).
     """
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
     types = source.types
     groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
-    for uri in files.values():
-        header = read_header(spark, uri)
+    for day, uri in files.items():
+        header = headers[day] if headers is not None else read_header(spark, uri)
         if header:
             groups[tuple(header)].append(uri)
     frames = []
@@ -115,14 +121,12 @@ class RawReader:
 
     spark: SparkSession
     data_root: str
-    manifest: list[dict] = dataclasses.field(default_factory=list)
 
     def daily(self, source: RawSource, days: Sequence[dt.date]) -> DataFrame:
         """Union of the daily partitions of ``source`` with the contract's columns, typed."""
         from pyspark.sql import functions as F
 
         files = {day: str(raw_partition(self.data_root, source.name, day)) for day in days}
-        self.manifest += [{"source": source.name, "date": d.isoformat(), "file": f} for d, f in files.items()]
         rows = read_daily_rows(self.spark, source, files)
         return rows.where(F.col(PROBLEM_COLUMN).isNull()).select(*source.types)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from retrainer import atomic
 from retrainer.config import RunConfig
-from retrainer.contract import RawContract, RawSource, _spec
+from retrainer.contract import RawContract, RawSource, expectation_spec
 from retrainer.errors import BadData
 from retrainer.fingerprint import dict_fingerprint
 from retrainer.gx_suites import Suite, run_suites
@@ -132,28 +132,28 @@ def _scan(cfg: RunConfig, source: RawSource, todo: dict[dt.date, str]) -> dict[s
     root = cfg.engines.data_root
     files = {day: str(raw_partition(root, source.name, day)) for day in todo}
     headers = {day: read_header(spark, uri) for day, uri in files.items()}
-    rows = read_daily_rows(spark, source, files)
-    clean = rows.where(F.col(PROBLEM_COLUMN).isNull())
+    rows = read_daily_rows(spark, source, files, headers)
+    ok = F.col(PROBLEM_COLUMN).isNull()  # a usable row: the statistics below are over these
+    clean = rows.where(ok)
 
-    def frac_expr(cond: Any) -> Any:
+    def count_where(cond: Any) -> Any:
         return F.sum(F.when(cond, 1).otherwise(0))
 
     aggs = [
         F.count(F.lit(1)).alias("rows"),
-        frac_expr(F.col(PROBLEM_COLUMN).isNotNull()).alias("quarantined"),
-        frac_expr(F.col(PROBLEM_COLUMN).contains("malformed line")).alias("malformed"),
+        count_where(~ok).alias("quarantined"),
+        count_where(F.col(PROBLEM_COLUMN).contains("malformed line")).alias("malformed"),
     ]
     for c in source.columns:
         col = F.col(c.name)
-        ok = F.col(PROBLEM_COLUMN).isNull()
-        aggs.append(frac_expr(ok & col.isNull()).alias(f"nulls.{c.name}"))
-        aggs.append(frac_expr(ok & col.isNotNull()).alias(f"non_null.{c.name}"))
+        aggs.append(count_where(ok & col.isNull()).alias(f"nulls.{c.name}"))
+        aggs.append(count_where(ok & col.isNotNull()).alias(f"non_null.{c.name}"))
         if c.min_value is not None or c.max_value is not None:
             low = col < F.lit(c.min_value) if c.min_value is not None else F.lit(False)
             high = col > F.lit(c.max_value) if c.max_value is not None else F.lit(False)
-            aggs.append(frac_expr(ok & (low | high)).alias(f"out_of_range.{c.name}"))
+            aggs.append(count_where(ok & (low | high)).alias(f"out_of_range.{c.name}"))
         if c.categories is not None:
-            aggs.append(frac_expr(ok & col.isNotNull() & ~col.isin(*c.categories)).alias(f"unknown.{c.name}"))
+            aggs.append(count_where(ok & col.isNotNull() & ~col.isin(*c.categories)).alias(f"unknown.{c.name}"))
         if c.std_per_day is not None or c.max_shift_from_neighbours is not None:
             aggs.append(F.avg(F.when(ok, col)).alias(f"mean.{c.name}"))
             aggs.append(F.stddev(F.when(ok, col)).alias(f"std.{c.name}"))
@@ -161,8 +161,8 @@ def _scan(cfg: RunConfig, source: RawSource, todo: dict[dt.date, str]) -> dict[s
     for expr in source.row_dates:
         d = F.expr(expr)
         misdated = misdated | d.isNull() | (d != F.col(DAY_COLUMN))
-    misdated = F.col(PROBLEM_COLUMN).isNull() & misdated
-    aggs.append(frac_expr(misdated).alias("misdated"))
+    misdated = ok & misdated
+    aggs.append(count_where(misdated).alias("misdated"))
     aggs.append(F.first(F.when(misdated, F.col(LINE_COLUMN)), ignorenulls=True).alias("misdated_example"))
     aggs.append(F.first(F.col(PROBLEM_COLUMN), ignorenulls=True).alias("quarantine_example"))
     stats = {r[DAY_COLUMN].isoformat(): r.asDict() for r in rows.groupBy(DAY_COLUMN).agg(*aggs).collect()}
@@ -221,7 +221,6 @@ def _write_quarantine(rows: Any, source: RawSource, todo: dict[dt.date, str], st
     if not bad_days:
         return
     staging = Path(root) / "quarantine" / source.name / f".staging-{uuid.uuid4().hex}"  # concurrent runs may scan too
-    shutil.rmtree(staging, ignore_errors=True)
     (
         rows.where(F.col(PROBLEM_COLUMN).isNotNull())
         .select(F.col(DAY_COLUMN).cast("string").alias("day"), F.col(PROBLEM_COLUMN).alias("problem"),
@@ -308,7 +307,7 @@ def day_suite(source: RawSource, records: dict[str, dict[str, Any]], contract: R
     frame = pd.DataFrame(table)
 
     def between(column: str, low: float | None, high: float | None) -> dict[str, Any]:
-        return _spec("expect_column_values_to_be_between", column=column, min_value=low, max_value=high)
+        return expectation_spec("expect_column_values_to_be_between", column=column, min_value=low, max_value=high)
 
     specs = [
         between("missing_columns", 0, 0),

@@ -78,7 +78,6 @@ def build_features(gate: RawGateResult, cfg: RunConfig) -> FeaturesResult:
             atomic.write_json(files.stats, compute_stats(train, contract))
             atomic.write_json(files.daily_profile, daily)
             atomic.write_json(files.profile, drift.profile(train, contract))
-            atomic.write_json(files.raw_manifest, reader.manifest)
             fingerprint = folder_fingerprint(files.train)
     finally:
         table.unpersist()

@@ -30,6 +30,18 @@ CARRIERS = ("9E", "AA", "AS", "B6", "DL", "EV", "F9", "FL", "HA", "MQ", "OO", "U
 SEASONAL = DriftRule(warning=0.25)
 STABLE = DriftRule(warning=0.25, critical=1.0)
 
+
+def _weather(
+    name: str, low: float, high: float, *, max_null_fraction_per_day: float = 0.3, description: str = ""
+) -> Column:
+    """A weather measure at the origin and scheduled hour: nullable (hours without a reading), a few
+    sensor glitches out of range tolerated, seasonal drift only warns."""
+    return Column(
+        name, DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=low, max_value=high, mostly=0.99,
+        max_null_fraction_per_day=max_null_fraction_per_day, drift=SEASONAL, description=description,
+    )  # fmt: skip
+
+
 FEATURE_COLUMNS: tuple[Column, ...] = (
     Column("flight_date", DType.DATE, Role.KEY, description="local date of the scheduled departure"),
     Column(
@@ -48,30 +60,12 @@ FEATURE_COLUMNS: tuple[Column, ...] = (
     Column("origin", DType.STRING, Role.CATEGORICAL, categories=("EWR", "JFK", "LGA"), drift=STABLE),
     Column("dest", DType.STRING, Role.CATEGORICAL, regex=r"^[A-Z0-9]{3}$", drift=STABLE),
     Column("distance", DType.FLOAT64, Role.NUMERIC, min_value=10, max_value=6000, drift=STABLE, description="miles"),
-    Column(
-        "temp", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=-30, max_value=120, mostly=0.99,
-        max_null_fraction_per_day=0.3, drift=SEASONAL, description="deg F at origin, scheduled hour",
-    ),
-    Column(
-        "humid", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=100, mostly=0.99,
-        max_null_fraction_per_day=0.3, drift=SEASONAL,
-    ),
-    Column(
-        "wind_speed", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=100, mostly=0.99,
-        max_null_fraction_per_day=0.3, drift=SEASONAL, description="mph",
-    ),
-    Column(
-        "precip", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=5, mostly=0.99,
-        max_null_fraction_per_day=0.3, drift=SEASONAL,
-    ),
-    Column(
-        "pressure", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=950, max_value=1070, mostly=0.99,
-        max_null_fraction_per_day=0.9, drift=SEASONAL,
-    ),
-    Column(
-        "visib", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=10, mostly=0.99,
-        max_null_fraction_per_day=0.3, drift=SEASONAL,
-    ),
+    _weather("temp", -30, 120, description="deg F at origin, scheduled hour"),
+    _weather("humid", 0, 100),
+    _weather("wind_speed", 0, 100, description="mph"),
+    _weather("precip", 0, 5),
+    _weather("pressure", 950, 1070, max_null_fraction_per_day=0.9),
+    _weather("visib", 0, 10),
     Column(
         "plane_age", DType.FLOAT64, Role.NUMERIC, nullable=True, min_value=0, max_value=80,
         max_null_fraction_per_day=0.5, drift=STABLE,
