@@ -15,6 +15,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from retrainer.promotion import POOL as PROMOTION_POOL
 from retrainer_plugins.failures import no_retry_on_bad_data
 from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
 
@@ -122,7 +123,9 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
                     run_config(context, workload),
                 ).to_dict()
 
-        @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
+        # One promotion at a time across every run of every kind (scheduled, manual, backfill):
+        # max_active_runs does not cover backfills; the pool does (created by `make airflow-db`).
+        @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30), pool=PROMOTION_POOL)
         def register(
             validated: dict[str, Any],
             training: dict[str, Any],

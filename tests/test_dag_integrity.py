@@ -71,7 +71,14 @@ def test_schedule_tags_and_catchup(dag) -> None:
     assert dag.catchup is False
     assert dag.start_date == pendulum.datetime(2013, 1, 29, tz="UTC")
     assert dag.doc_md and f"runs/{workload}/date=D" in dag.doc_md
-    assert dag.max_active_runs == 1  # champion updates are serialised
+    assert dag.max_active_runs == 1
+
+
+def test_only_register_runs_in_the_one_slot_promotion_pool(dag) -> None:
+    """max_active_runs does not cover backfills: the pool serialises champion moves across all runs."""
+    from retrainer.promotion import POOL
+
+    assert {t.task_id for t in dag.tasks if t.pool == POOL} == {"register"}
 
 
 def test_every_task_retries_with_backoff_and_has_a_timeout(dag) -> None:

@@ -128,12 +128,15 @@ def test_a_model_that_misses_the_gate_becomes_challenger_not_champion(
     assert reg.aliases == {"champion": first["registration"].version, "challenger": reg.version}
 
 
-def test_promotion_is_refused_if_the_champion_moved_after_evaluation(first: dict, validated, cfg) -> None:
+def test_a_champion_that_moved_after_evaluation_is_re_evaluated_against(first: dict, validated, cfg) -> None:
     import dataclasses
 
     before = registry.alias_version(cfg.engines.tracking_uri, MODEL, "champion")
-    stale = dataclasses.replace(first["evaluation"], promote=True, champion_version="999")
-    training = dataclasses.replace(first["training"], run_key="a-run-evaluated-against-an-older-champion")
-    reg = register_model(validated, training, stale, first["export"], cfg)
-    assert reg.promoted is False and "champion moved" in reg.decision
+    strict = cfg.replace(hidden_units=10, min_gain=0.5)  # the re-evaluation against the champion cannot pass this
+    training = train_model(validated, strict)
+    stale = dataclasses.replace(evaluate_models(validated, training, strict), promote=True, champion_version="999")
+    reg = register_model(validated, training, stale, export_model(validated, training, strict), strict)
+    assert reg.promoted is False
+    assert f"champion moved from v999 to v{before} after this run was evaluated; re-evaluated" in reg.decision
+    assert "< min_gain 0.5" in reg.decision
     assert registry.alias_version(cfg.engines.tracking_uri, MODEL, "champion") == before

@@ -6,7 +6,9 @@ is registered once per training run (tag ``retrainer.run_key``), so a rerun reus
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,12 @@ class RegistryUnavailable(RuntimeError):
 
 
 def _is_absent(exc: Exception) -> bool:
-    return getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+    """MLflow's "no such model" / "no such alias" (both stores answer INVALID_PARAMETER_VALUE for an
+    unknown alias); every other error code, and every non-MLflow error, means "could not read"."""
+    code = getattr(exc, "error_code", "")
+    return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or (
+        code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc).lower()
+    )
 
 
 def champion_profile(tracking_uri: str, model_name: str) -> tuple[str, dict[str, Any] | None] | None:
@@ -31,14 +38,11 @@ def champion_profile(tracking_uri: str, model_name: str) -> tuple[str, dict[str,
     from mlflow.exceptions import MlflowException
 
     client = configure(tracking_uri)
-    try:
-        mv = client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException as exc:
-        if _is_absent(exc):
-            return None
-        raise RegistryUnavailable(f"could not read the {CHAMPION} of {model_name} from {tracking_uri}: {exc}") from exc
-    except Exception as exc:  # a server that does not answer, a locked or corrupt store
-        raise RegistryUnavailable(f"could not read the {CHAMPION} of {model_name} from {tracking_uri}: {exc}") from exc
+    version = alias_version(tracking_uri, model_name, CHAMPION)
+    if version is None:
+        return None
+    with _readable(f"{model_name} v{version}", tracking_uri):
+        mv = client.get_model_version(model_name, version)
     try:
         return str(mv.version), mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{PROFILE_ARTIFACT}")
     except (MlflowException, OSError):
@@ -70,14 +74,35 @@ def experiment_id(tracking_uri: str, name: str) -> str:
 
 
 def alias_version(tracking_uri: str, model_name: str, alias: str) -> str | None:
-    """The version an alias points at, or None if the model or the alias does not exist."""
-    from mlflow.exceptions import MlflowException
+    """The version an alias points at; None only if the model or the alias does not exist.
 
+    Any other failure (a server that does not answer, a 403, a locked store) raises
+    :class:`RegistryUnavailable`: "cannot tell" must never read as "no champion yet".
+    """
     client = configure(tracking_uri)
+    with _readable(f"the {alias} alias of {model_name}", tracking_uri):
+        try:
+            return str(client.get_model_version_by_alias(model_name, alias).version)
+        except Exception as exc:
+            if _is_absent(exc):
+                return None
+            raise
+
+
+def version_tags(tracking_uri: str, model_name: str, version: str) -> dict[str, str]:
+    client = configure(tracking_uri)
+    with _readable(f"the tags of {model_name} v{version}", tracking_uri):
+        return dict(client.get_model_version(model_name, version).tags)
+
+
+@contextlib.contextmanager
+def _readable(what: str, tracking_uri: str) -> Generator[None, None, None]:
     try:
-        return str(client.get_model_version_by_alias(model_name, alias).version)
-    except MlflowException:
-        return None
+        yield
+    except RegistryUnavailable:
+        raise
+    except Exception as exc:
+        raise RegistryUnavailable(f"could not read {what} from {tracking_uri}: {type(exc).__name__}: {exc}") from exc
 
 
 def load_version(tracking_uri: str, model_name: str, version: str) -> Any:
@@ -103,10 +128,12 @@ def find_version_of_run(tracking_uri: str, model_name: str, experiment_id: str, 
 
 
 def aliases(tracking_uri: str, model_name: str) -> dict[str, str]:
-    from mlflow.exceptions import MlflowException
-
+    """Every alias of the model ({} if the model does not exist); RegistryUnavailable if unreadable."""
     client = configure(tracking_uri)
-    try:
-        return {a: str(v) for a, v in client.get_registered_model(model_name).aliases.items()}
-    except MlflowException:
-        return {}
+    with _readable(f"the aliases of {model_name}", tracking_uri):
+        try:
+            return {a: str(v) for a, v in client.get_registered_model(model_name).aliases.items()}
+        except Exception as exc:
+            if _is_absent(exc):
+                return {}
+            raise

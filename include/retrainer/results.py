@@ -164,6 +164,7 @@ class EvaluationResult(StageResult):
     promote: bool
     reason: str
     eval_range: tuple[str, str]
+    champion_run_date: dt.date | None = None  # the run date of the champion it was compared with
 
 
 @dataclasses.dataclass(frozen=True)

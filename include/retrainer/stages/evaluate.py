@@ -3,15 +3,16 @@
 Both are scored batch by batch from the Parquet files (bounded memory), with the workload
 objective's metrics. The gate, like TFX's Evaluator blessing: promote when there is no champion, or
 when the new model beats the champion on the objective's headline metric by at
-least ``min_gain`` in that metric's direction. The decision records which champion version it beat
-so registration can refuse a promotion if the champion moved in between.
+least ``min_gain`` in that metric's direction, and the run is not older than the champion
+(:mod:`retrainer.promotion`). The decision records which champion version it was compared with, so
+registration can tell whether the champion moved in between.
 """
 
 from __future__ import annotations
 
 import logging
 
-from retrainer import registry
+from retrainer import promotion, registry
 from retrainer.config import RunConfig
 from retrainer.fingerprint import parquet_parts
 from retrainer.layout import RunLayout
@@ -29,10 +30,11 @@ def evaluate_models(validated: ValidationResult, training: TrainingResult, cfg: 
 
     model = load_trained_model(validated, training, workload)
 
-    champion_version = registry.alias_version(cfg.engines.tracking_uri, workload.registered_model, registry.CHAMPION)
+    holder = promotion.holder(cfg.engines.tracking_uri, workload.registered_model, registry.CHAMPION)
+    champion_version = holder.version if holder else None
     champion = None
-    if champion_version is not None:
-        champion = registry.load_version(cfg.engines.tracking_uri, workload.registered_model, champion_version)
+    if holder is not None:
+        champion = registry.load_version(cfg.engines.tracking_uri, workload.registered_model, holder.version)
 
     new_metrics, champ_metrics = objective.eval_metrics(), objective.eval_metrics()
     for batch in iter_record_batches(parquet_parts(validated.files.eval), contract):
@@ -56,18 +58,23 @@ def evaluate_models(validated: ValidationResult, training: TrainingResult, cfg: 
         promote, reason = True, "no champion yet"
     else:
         gain = objective.gain(new, champ)
-        promote = gain >= cfg.tuning.min_gain
+        better = gain >= cfg.tuning.min_gain
         reason = (
             f"{metric} {new[metric]:.4f} vs champion v{champion_version} {champ[metric]:.4f} "
             f"({'higher' if objective.higher_is_better else 'lower'} is better): gain {gain:+.4f} "
-            f"{'>=' if promote else '<'} min_gain {cfg.tuning.min_gain}"
+            f"{'>=' if better else '<'} min_gain {cfg.tuning.min_gain}"
         )
+        too_old = promotion.older_than(cfg.run.date, holder)
+        promote = better and too_old is None
+        if too_old is not None:
+            reason = f"held: {too_old}; compared only: {reason}"
     result = EvaluationResult(
         headline=metric,
         higher_is_better=objective.higher_is_better,
         new=new,
         champion=champ,
         champion_version=champion_version,
+        champion_run_date=holder.run_date if holder else None,
         gain=gain,
         min_gain=cfg.tuning.min_gain,
         promote=promote,

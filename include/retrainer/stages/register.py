@@ -2,9 +2,11 @@
 
 The SavedModel is registered as itself (a pyfunc "model from code" that serves the folder), with an
 MLflow signature built here (:func:`mlflow_signature`) from the contract's features and the
-objective's output. ``challenger`` always points at the new version;
-``champion`` moves only when the evaluation said promote and the champion it was compared with is
-still the champion. A version is registered once per training run key: a rerun reuses it.
+objective's output. A version is registered once per training run key: a rerun reuses it, and
+completes any version tag a crash left out. The aliases move under the promotion lock
+(:mod:`retrainer.promotion`): ``challenger`` follows the newest-dated version; ``champion`` moves
+only when the evaluation said promote against the champion of the moment, re-evaluating first if the
+champion moved since; neither ever moves back in time.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from retrainer import atomic, registry
+from retrainer import atomic, promotion, registry
 from retrainer.config import RunConfig
 from retrainer.contract import Contract, DType
 from retrainer.layout import FeatureFiles, RunLayout
 from retrainer.objectives import Objective
 from retrainer.results import EvaluationResult, ExportResult, RegistrationResult, TrainingResult, ValidationResult
+from retrainer.stages.evaluate import evaluate_models
 from retrainer.workloads import get_workload
 
 log = logging.getLogger(__name__)
@@ -86,15 +89,12 @@ def register_model(
         tags = {
             "dag_id": cfg.run.dag_id,
             "run_id": cfg.run.run_id,
-            "run_date": cfg.run.date.isoformat(),
             "workload": cfg.run.workload,
             "objective": objective.name,
-            "data_interval": f"[{window.train_start}, {window.end})",
-            "train_range": f"[{window.train_start}, {window.eval_start})",
-            "eval_range": f"[{window.eval_start}, {window.end})",
+            "data_interval": _range(window.train_start, window.end),
             "train_fingerprint": validated.features.train_fingerprint,
             "git_commit": git_commit(),
-            RUN_KEY_TAG: run_key,
+            **version_tags(cfg, training, evaluation),
         }
         run_name = f"{cfg.run.workload}-{cfg.run.date}"
         with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
@@ -138,27 +138,13 @@ def register_model(
             )
             version = str(info.registered_model_version)
             mlflow_run_id = run.info.run_id
-        client.set_model_version_tag(name, version, RUN_KEY_TAG, run_key)
-        client.set_model_version_tag(name, version, "run_date", cfg.run.date.isoformat())
-        headline = evaluation.headline
-        client.set_model_version_tag(name, version, f"new_{headline}", f"{evaluation.new[headline]:.6f}")
     else:
         mlflow_run_id = client.get_model_version(name, version).run_id
         log.info("training run %s already registered as %s v%s: reusing it", run_key[:12], name, version)
+    _complete_tags(client, name, version, version_tags(cfg, training, evaluation))
 
-    client.set_registered_model_alias(name, registry.CHALLENGER, version)
-    current = registry.alias_version(tracking_uri, name, registry.CHAMPION)
-    promoted = False
-    note = evaluation.reason
-    if evaluation.promote:
-        if current == evaluation.champion_version or current == version:
-            client.set_registered_model_alias(name, registry.CHAMPION, version)
-            promoted = True
-        else:
-            note = (
-                f"not promoted: champion moved from v{evaluation.champion_version} to v{current} "
-                "after this run was evaluated; re-run evaluate"
-            )
+    with promotion.promotion_lock(cfg.engines.data_root, name):
+        promoted, note = _move_aliases(validated, training, evaluation, version, cfg)
     result = RegistrationResult(
         registered_model=name,
         version=version,
@@ -172,3 +158,61 @@ def register_model(
     layout.save(result)
     log.info("registered %s v%s, aliases %s (%s)", name, version, result.aliases, note)
     return result
+
+
+def _range(start: Any, end: Any) -> str:
+    return f"[{start}, {end})"
+
+
+def version_tags(cfg: RunConfig, training: TrainingResult, evaluation: EvaluationResult) -> dict[str, str]:
+    """What a version says about itself: its run key, the run date the promotion policy compares, its data."""
+    window, headline = cfg.window, evaluation.headline
+    return {
+        RUN_KEY_TAG: training.run_key,
+        promotion.RUN_DATE_TAG: cfg.run.date.isoformat(),
+        "train_range": _range(window.train_start, window.eval_start),
+        "eval_range": _range(window.eval_start, window.end),
+        f"new_{headline}": f"{evaluation.new[headline]:.6f}",
+    }
+
+
+def _complete_tags(client: Any, name: str, version: str, tags: dict[str, str]) -> None:
+    """Set the tags the version lacks (a retry after a crash between registering and tagging)."""
+    have = client.get_model_version(name, version).tags
+    for key, value in tags.items():
+        if key not in have:
+            client.set_model_version_tag(name, version, key, value)
+
+
+def _move_aliases(
+    validated: ValidationResult, training: TrainingResult, evaluation: EvaluationResult, version: str, cfg: RunConfig
+) -> tuple[bool, str]:
+    """Under the promotion lock: (is this version champion now, why). Re-reads both aliases first."""
+    name, uri = get_workload(cfg.run.workload).registered_model, cfg.engines.tracking_uri
+    client = registry.configure(uri)
+    challenger = promotion.holder(uri, name, registry.CHALLENGER)
+    if promotion.older_than(cfg.run.date, challenger, registry.CHALLENGER) is None:
+        client.set_registered_model_alias(name, registry.CHALLENGER, version)
+    current = promotion.holder(uri, name, registry.CHAMPION)
+    if current is not None and current.version == version:
+        return True, f"already champion; {evaluation.reason}"
+    if not evaluation.promote:
+        return False, evaluation.reason
+    note = evaluation.reason
+    now = current.version if current else None
+    if now != evaluation.champion_version:
+        moved = (
+            f"champion moved from {_v(evaluation.champion_version)} to {_v(now)} after this run was evaluated; "
+            f"re-evaluated against {_v(now)}"
+        )
+        log.warning("%s", moved)
+        evaluation = evaluate_models(validated, training, cfg)  # the lock is held: the champion cannot move again
+        if not evaluation.promote:
+            return False, f"not promoted: {moved}: {evaluation.reason}"
+        note = f"{moved}: {evaluation.reason}"
+    client.set_registered_model_alias(name, registry.CHAMPION, version)
+    return True, note
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "no champion"

@@ -1,0 +1,90 @@
+"""The promotion policy: when a version may become ``champion``, and the lock around moving it.
+
+Three trust rules live here, and only here:
+
+* **Forward in time only.** A run dated before the champion's run date (a backfill, a rerun of an
+  old date) registers its version and is compared, but never moves ``champion`` or ``challenger``.
+* **An unreadable registry is an error**, retried by Airflow, never read as "no champion yet"
+  (:func:`retrainer.registry.alias_version` raises :class:`~retrainer.registry.RegistryUnavailable`).
+* **One promotion at a time.** ``register`` re-reads the champion and moves the alias inside
+  :func:`promotion_lock`; in Airflow the register task also runs in a one-slot pool
+  (:data:`POOL`), which covers runs on other machines that do not share the lock's folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import logging
+import time
+from collections.abc import Generator
+from pathlib import Path
+
+from retrainer import registry
+
+log = logging.getLogger(__name__)
+
+POOL = "retrainer_promotion"  # the Airflow pool (one slot) that the register task runs in
+RUN_DATE_TAG = "run_date"
+
+
+@dataclasses.dataclass(frozen=True)
+class Holder:
+    """The version an alias points at and the run date of the data it was trained on."""
+
+    version: str
+    run_date: dt.date | None
+
+
+def holder(tracking_uri: str, model_name: str, alias: str) -> Holder | None:
+    """Who holds ``alias`` now; None only when the model or the alias does not exist."""
+    version = registry.alias_version(tracking_uri, model_name, alias)
+    if version is None:
+        return None
+    tag = registry.version_tags(tracking_uri, model_name, version).get(RUN_DATE_TAG)
+    return Holder(version, dt.date.fromisoformat(tag) if tag else None)
+
+
+def older_than(run_date: dt.date, current: Holder | None, alias: str = registry.CHAMPION) -> str | None:
+    """Why a run dated ``run_date`` may not take ``alias`` from ``current`` on dates alone, or None if it may."""
+    if current is None:
+        return None
+    if current.run_date is None:
+        return f"{alias} v{current.version} has no {RUN_DATE_TAG} tag, so this run cannot be shown to be newer"
+    if run_date < current.run_date:
+        return (
+            f"this run's date {run_date} is before {alias} v{current.version}'s {current.run_date} "
+            f"(a backfill or a rerun of an old date): the {alias} only moves forward in time"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def promotion_lock(data_root: str, model_name: str, timeout_s: float = 900.0) -> Generator[None, None, None]:
+    """An exclusive lock per registered model, held from re-reading the champion to moving it.
+
+    A file lock under the data root: every runner of one deployment (DAG tasks, the CLI, ``dags
+    test``) shares that root. Released by the kernel if the holder dies, so a crash cannot wedge it.
+    """
+    path = Path(data_root) / "_locks" / f"promotion.{model_name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        deadline, waiting = time.monotonic() + timeout_s, False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waiting:
+                    log.info("waiting for the promotion lock %s (another run is promoting)", path)
+                    waiting = True
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"promotion lock {path} still held after {timeout_s:.0f} s") from None
+                time.sleep(0.2)
+        log.info("holding the promotion lock %s", path)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
