@@ -20,20 +20,27 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 export AIRFLOW__CORE__PARALLELISM ?= 4
-export AIRFLOW__API_AUTH__JWT_SECRET ?= retrainer-local-only-secret-change-me-in-any-shared-deployment
 export AIRFLOW__API__BASE_URL ?= http://127.0.0.1:$(AIRFLOW_PORT)
+export AIRFLOW_PORT MLFLOW_PORT
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GX_ANALYTICS_ENABLED ?= False
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install data airflow-db run test lint bench mlflow-ui airflow-ui clean
+# Secrets are generated once per checkout into .env (git-ignored, mode 0600) and read from there.
+SECRETS := $(CURDIR)/.env
+WITH_SECRETS = set -a && . $(SECRETS) && set +a && export AIRFLOW__API_AUTH__JWT_SECRET="$$AIRFLOW_JWT_SECRET" \
+	AIRFLOW__CORE__FERNET_KEY="$$AIRFLOW_FERNET_KEY" &&
+
+.PHONY: help install data airflow-db run test lint bench mlflow-ui airflow airflow-ui clean
 
 help:
 	@echo "make run  [DATE=2013-06-01] [CONF='{\"epochs\": 5}'] [WORKLOAD=arrival_delay_minutes]"
 	@echo "                                                  install, land data, run the DAG once, print a summary"
 	@echo "make test                                         install and run lint + the test suite"
-	@echo "make mlflow-ui | airflow-ui | bench | clean"
+	@echo "make airflow                                      Airflow (api-server, scheduler, dag-processor, triggerer)"
+	@echo "                                                  and MLflow on 127.0.0.1 until Ctrl-C"
+	@echo "make mlflow-ui | bench | clean"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,14 +53,19 @@ $(VENV)/.installed: $(BIN)/python requirements.txt constraints.txt pyproject.tom
 
 install: $(VENV)/.installed
 
+$(SECRETS): | $(VENV)/.installed
+	$(BIN)/python -m retrainer.stack secrets
+
 $(RETRAINER_DATA_ROOT)/raw/_LANDED.json: | $(VENV)/.installed
 	$(BIN)/retrainer land --start 2013-01-01 --end 2013-12-31
 
 data: $(RETRAINER_DATA_ROOT)/raw/_LANDED.json
 
-$(AIRFLOW_HOME)/airflow.db: | $(VENV)/.installed
+$(AIRFLOW_HOME)/airflow.db: | $(VENV)/.installed $(SECRETS)
 	@mkdir -p $(AIRFLOW_HOME)
-	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+	@$(WITH_SECRETS) $(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 \
+	  || (tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+	@$(WITH_SECRETS) $(BIN)/airflow pools set retrainer_promotion 1 "one champion move at a time" > /dev/null
 
 airflow-db: $(AIRFLOW_HOME)/airflow.db
 
@@ -63,7 +75,7 @@ run: install data airflow-db
 	@mkdir -p $(AIRFLOW_HOME)/logs
 	@log=$(AIRFLOW_HOME)/logs/dags-test-$(WORKLOAD)-$(DATE).log; \
 	echo "running DAG $(WORKLOAD)_retrain for $(DATE) with airflow dags test (log: $$log) ..."; \
-	if $(BIN)/airflow dags test $(WORKLOAD)_retrain $(DATE) -c '$(CONF)' > $$log 2>&1; then status=0; else status=$$?; fi; \
+	if $(WITH_SECRETS) $(BIN)/airflow dags test $(WORKLOAD)_retrain $(DATE) -c '$(CONF)' > $$log 2>&1; then status=0; else status=$$?; fi; \
 	grep -E "\[DAG TEST\] running task|Task instance state updated.*new_state=(success|failed)|epoch [0-9]+/" $$log \
 	  | sed -E 's/.*running task <TaskInstance: ([^ ]+).*/  task \1/; t; s/^.*(\[worker [0-9]+\]).*(epoch [0-9]+\/[0-9]+[^[]*).*/    \1 \2/; t; s/^.*(epoch [0-9]+\/[0-9]+[^[]*).*/    \1/' \
 	  | grep -E "^  " || true; \
@@ -84,8 +96,10 @@ bench: install data
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
-airflow-ui: install data airflow-db
-	$(BIN)/airflow standalone
+airflow: install data $(SECRETS)
+	$(BIN)/python -m retrainer.stack up
+
+airflow-ui: airflow
 
 clean:
 	rm -rf $(AIRFLOW_HOME) $(CURDIR)/.mlflow $(RETRAINER_DATA_ROOT)/runs

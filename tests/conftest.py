@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,7 @@ os.environ.update(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__API_AUTH__JWT_SECRET": "retrainer-tests-" + "x" * 48,
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
         "RETRAINER_HOME": str(SESSION_DIR),
         "RETRAINER_DATA_ROOT": str(SESSION_DIR / "data"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{SESSION_DIR / '.mlflow' / 'mlflow.db'}",
