@@ -32,7 +32,7 @@ SECRETS := $(CURDIR)/.env
 WITH_SECRETS = set -a && . $(SECRETS) && set +a && export AIRFLOW__API_AUTH__JWT_SECRET="$$AIRFLOW_JWT_SECRET" \
 	AIRFLOW__CORE__FERNET_KEY="$$AIRFLOW_FERNET_KEY" &&
 
-.PHONY: help install data airflow-db run test lint bench mlflow-ui airflow airflow-ui clean
+.PHONY: help install secrets test-tools data airflow-db run test lint bench mlflow-ui airflow airflow-ui clean
 
 help:
 	@echo "make run  [DATE=2013-06-01] [CONF='{\"epochs\": 5}'] [WORKLOAD=arrival_delay_minutes]"
@@ -55,6 +55,15 @@ install: $(VENV)/.installed
 
 $(SECRETS): | $(VENV)/.installed
 	$(BIN)/python -m retrainer.stack secrets
+
+secrets: $(SECRETS)
+
+# Debian packages the tests use: chromium (browser test) and docker-compose (validates docker-compose.yaml).
+test-tools:
+	@command -v chromium > /dev/null && command -v docker-compose > /dev/null || \
+	  (echo "installing chromium and docker-compose (Debian packages) for the tests ..."; \
+	   apt-get install -y -q chromium docker-compose > /dev/null 2>&1 || \
+	   (apt-get update -q > /dev/null && apt-get install -y -q chromium docker-compose > /dev/null))
 
 $(RETRAINER_DATA_ROOT)/raw/_LANDED.json: | $(VENV)/.installed
 	$(BIN)/retrainer land --start 2013-01-01 --end 2013-12-31
@@ -83,7 +92,7 @@ run: install data airflow-db
 	if [ $$status -ne 0 ]; then echo; echo "DAG run FAILED (exit $$status); last lines of $$log:"; grep -E "ERROR|Error|failed" $$log | tail -15; fi; \
 	exit $$status
 
-test: install lint
+test: install lint test-tools
 	$(BIN)/python -m pytest
 
 lint: install

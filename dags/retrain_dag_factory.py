@@ -9,6 +9,7 @@ Heavy libraries are imported inside the tasks only.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -28,6 +29,7 @@ DEFAULT_ARGS = {
     "execution_timeout": timedelta(hours=1),
 }
 START_DATE = pendulum.datetime(2013, 1, 29, tz="UTC")
+TRAINING_QUEUE = os.environ.get("RETRAINER_TRAINING_QUEUE", "default")
 
 
 def trigger_params() -> dict[str, Param]:
@@ -46,7 +48,9 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
         schedule="@daily",
         start_date=start_date,
         catchup=False,
-        max_active_runs=1,
+        # Not 1: a scheduled run waiting (hours) for its raw data must not block a run triggered from the UI.
+        # Champion moves are serialised by the promotion pool and lock, not by this.
+        max_active_runs=3,
         default_args=DEFAULT_ARGS,
         params=trigger_params(),
         tags=["retrainer", workload, "tensorflow", *tags],
@@ -88,7 +92,8 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
             with no_retry_on_bad_data():
                 return validate_features(FeaturesResult.from_dict(features), run_config(context, workload)).to_dict()
 
-        @task(multiple_outputs=False, execution_timeout=timedelta(hours=2))
+        # Celery workers with GPUs listen on the training queue (docker-compose.yaml); ignored by other executors.
+        @task(multiple_outputs=False, execution_timeout=timedelta(hours=2), queue=TRAINING_QUEUE)
         def train(validated: dict[str, Any], **context: Any) -> dict[str, Any]:
             from retrainer.airflow_adapter import run_config
             from retrainer.results import ValidationResult
@@ -124,7 +129,7 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
                 ).to_dict()
 
         # One promotion at a time across every run of every kind (scheduled, manual, backfill):
-        # max_active_runs does not cover backfills; the pool does (created by `make airflow-db`).
+        # max_active_runs does not cover backfills; the pool does (created by `make airflow-db`, the stack).
         @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30), pool=PROMOTION_POOL)
         def register(
             validated: dict[str, Any],

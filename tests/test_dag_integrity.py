@@ -71,7 +71,7 @@ def test_schedule_tags_and_catchup(dag) -> None:
     assert dag.catchup is False
     assert dag.start_date == pendulum.datetime(2013, 1, 29, tz="UTC")
     assert dag.doc_md and f"runs/{workload}/date=D" in dag.doc_md
-    assert dag.max_active_runs == 1
+    assert 1 < dag.max_active_runs <= 4  # a run waiting for data does not block a UI trigger
 
 
 def test_only_register_runs_in_the_one_slot_promotion_pool(dag) -> None:

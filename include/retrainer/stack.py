@@ -104,9 +104,12 @@ class Stack:
     def env(self) -> dict[str, str]:
         """The environment of every Airflow component and every task they run."""
         bin_dir = str(Path(sys.executable).parent)
+        path = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}  # components start `airflow ...` subprocesses
+        return {**os.environ, **path, **self.settings()}
+
+    def settings(self) -> dict[str, str]:
+        """What this stack sets (docker-compose.yaml sets the same Airflow keys in its containers)."""
         env = {
-            **os.environ,
-            "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",  # components start `airflow ...` subprocesses
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.project / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.project / "plugins"),
