@@ -94,7 +94,7 @@ def register_model(
             "data_interval": _range(window.train_start, window.end),
             "train_fingerprint": validated.features.train_fingerprint,
             "git_commit": git_commit(),
-            **version_tags(cfg, training, evaluation),
+            **_version_tags(cfg, training, evaluation),
         }
         run_name = f"{cfg.run.workload}-{cfg.run.date}"
         with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
@@ -141,7 +141,7 @@ def register_model(
     else:
         mlflow_run_id = client.get_model_version(name, version).run_id
         log.info("training run %s already registered as %s v%s: reusing it", run_key[:12], name, version)
-    _complete_tags(client, name, version, version_tags(cfg, training, evaluation))
+    _complete_tags(client, name, version, _version_tags(cfg, training, evaluation))
 
     with promotion.promotion_lock(cfg.engines.data_root, name):
         promoted, note = _move_aliases(validated, training, evaluation, version, cfg)
@@ -164,7 +164,7 @@ def _range(start: Any, end: Any) -> str:
     return f"[{start}, {end})"
 
 
-def version_tags(cfg: RunConfig, training: TrainingResult, evaluation: EvaluationResult) -> dict[str, str]:
+def _version_tags(cfg: RunConfig, training: TrainingResult, evaluation: EvaluationResult) -> dict[str, str]:
     """What a version says about itself: its run key, the run date the promotion policy compares, its data."""
     window, headline = cfg.window, evaluation.headline
     return {
