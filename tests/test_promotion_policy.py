@@ -46,7 +46,7 @@ def trained(spark, root: Path) -> dict:
 
     out = {}
     for day in (OLD, MID, NEW):
-        cfg = small_config(root, "sqlite:///unused", date=day, min_gain=ALWAYS)
+        cfg = small_config(root, _tracking(root), date=day, min_gain=ALWAYS)  # validate reads it (no champion)
         validated = validate_features(build_features(check_raw_days(cfg), cfg), cfg)
         training = train_model(validated, cfg)
         out[day] = (validated, training, export_model(validated, training, cfg))
@@ -166,7 +166,8 @@ def test_a_reused_version_gets_back_the_tags_a_crash_left_out(trained, root, tmp
 
 def _register_process(cfg, log: Path) -> subprocess.Popen:
     argv = [sys.executable, "-m", "retrainer.cli", "--log-level", "INFO", "register", *cfg.to_argv()]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(log, "w"), env=os.environ)  # noqa: SIM115
+    with open(log, "w") as err:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=os.environ)
 
 
 def test_two_promotions_racing_from_two_processes_are_serialised(trained, root, tmp_path) -> None:
