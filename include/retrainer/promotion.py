@@ -5,7 +5,7 @@ Three trust rules live here, and only here:
 * **Forward in time only.** A run dated before the champion's run date (a backfill, a rerun of an
   old date) registers its version and is compared, but never moves ``champion`` or ``challenger``.
 * **An unreadable registry is an error**, retried by Airflow, never read as "no champion yet"
-  (:func:`retrainer.registry.alias_version` raises :class:`~retrainer.registry.RegistryUnavailable`).
+  (:func:`retrainer.registry.version_by_alias` raises :class:`~retrainer.registry.RegistryUnavailable`).
 * **One promotion at a time.** ``register`` re-reads the champion and moves the alias inside
   :func:`promotion_lock`; in Airflow the register task also runs in a one-slot pool
   (:data:`POOL`), which covers runs on other machines that do not share the lock's folder.
@@ -40,11 +40,11 @@ class Holder:
 
 def holder(tracking_uri: str, model_name: str, alias: str) -> Holder | None:
     """Who holds ``alias`` now; None only when the model or the alias does not exist."""
-    version = registry.alias_version(tracking_uri, model_name, alias)
-    if version is None:
+    mv = registry.version_by_alias(tracking_uri, model_name, alias)
+    if mv is None:
         return None
-    tag = registry.version_tags(tracking_uri, model_name, version).get(RUN_DATE_TAG)
-    return Holder(version, dt.date.fromisoformat(tag) if tag else None)
+    tag = mv.tags.get(RUN_DATE_TAG)
+    return Holder(str(mv.version), dt.date.fromisoformat(tag) if tag else None)
 
 
 def older_than(run_date: dt.date, current: Holder | None, alias: str = registry.CHAMPION) -> str | None:

@@ -6,9 +6,8 @@ is registered once per training run (tag ``retrainer.run_key``), so a rerun reus
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Generator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +36,9 @@ def champion_profile(tracking_uri: str, model_name: str) -> tuple[str, dict[str,
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = configure(tracking_uri)
-    version = alias_version(tracking_uri, model_name, CHAMPION)
-    if version is None:
+    mv = version_by_alias(tracking_uri, model_name, CHAMPION)
+    if mv is None:
         return None
-    with _readable(f"{model_name} v{version}", tracking_uri):
-        mv = client.get_model_version(model_name, version)
     try:
         return str(mv.version), mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{PROFILE_ARTIFACT}")
     except (MlflowException, OSError):
@@ -73,35 +69,41 @@ def experiment_id(tracking_uri: str, name: str) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
-def alias_version(tracking_uri: str, model_name: str, alias: str) -> str | None:
-    """The version an alias points at; None only if the model or the alias does not exist.
+def version_by_alias(tracking_uri: str, model_name: str, alias: str) -> Any | None:
+    """The MLflow ModelVersion (with its tags) an alias points at; None only if the model or the alias
+    does not exist.
 
     Any other failure (a server that does not answer, a 403, a locked store) raises
     :class:`RegistryUnavailable`: "cannot tell" must never read as "no champion yet".
     """
     client = configure(tracking_uri)
-    with _readable(f"the {alias} alias of {model_name}", tracking_uri):
-        try:
-            return str(client.get_model_version_by_alias(model_name, alias).version)
-        except Exception as exc:
-            if _is_absent(exc):
-                return None
-            raise
+    what = f"the {alias} alias of {model_name}"
+    return _read(what, tracking_uri, lambda: client.get_model_version_by_alias(model_name, alias), absent=None)
+
+
+def alias_version(tracking_uri: str, model_name: str, alias: str) -> str | None:
+    """The version an alias points at (see :func:`version_by_alias`)."""
+    mv = version_by_alias(tracking_uri, model_name, alias)
+    return None if mv is None else str(mv.version)
 
 
 def version_tags(tracking_uri: str, model_name: str, version: str) -> dict[str, str]:
     client = configure(tracking_uri)
-    with _readable(f"the tags of {model_name} v{version}", tracking_uri):
-        return dict(client.get_model_version(model_name, version).tags)
+    what = f"the tags of {model_name} v{version}"
+    return dict(_read(what, tracking_uri, lambda: client.get_model_version(model_name, version)).tags)
 
 
-@contextlib.contextmanager
-def _readable(what: str, tracking_uri: str) -> Generator[None, None, None]:
+_MUST_EXIST = object()
+
+
+def _read(what: str, tracking_uri: str, call: Callable[[], Any], absent: Any = _MUST_EXIST) -> Any:
+    """``call()``; ``absent`` (when given) if MLflow says the thing does not exist; any other failure
+    raises RegistryUnavailable."""
     try:
-        yield
-    except RegistryUnavailable:
-        raise
+        return call()
     except Exception as exc:
+        if absent is not _MUST_EXIST and _is_absent(exc):
+            return absent
         raise RegistryUnavailable(f"could not read {what} from {tracking_uri}: {type(exc).__name__}: {exc}") from exc
 
 
@@ -130,10 +132,8 @@ def find_version_of_run(tracking_uri: str, model_name: str, experiment_id: str, 
 def aliases(tracking_uri: str, model_name: str) -> dict[str, str]:
     """Every alias of the model ({} if the model does not exist); RegistryUnavailable if unreadable."""
     client = configure(tracking_uri)
-    with _readable(f"the aliases of {model_name}", tracking_uri):
-        try:
-            return {a: str(v) for a, v in client.get_registered_model(model_name).aliases.items()}
-        except Exception as exc:
-            if _is_absent(exc):
-                return {}
-            raise
+
+    def read() -> dict[str, str]:
+        return {a: str(v) for a, v in client.get_registered_model(model_name).aliases.items()}
+
+    return _read(f"the aliases of {model_name}", tracking_uri, read, absent={})

@@ -141,7 +141,7 @@ def register_model(
     else:
         mlflow_run_id = client.get_model_version(name, version).run_id
         log.info("training run %s already registered as %s v%s: reusing it", run_key[:12], name, version)
-    _complete_tags(client, name, version, _version_tags(cfg, training, evaluation))
+    _complete_tags(tracking_uri, name, version, _version_tags(cfg, training, evaluation))
 
     with promotion.promotion_lock(cfg.engines.data_root, name):
         promoted, note = _move_aliases(validated, training, evaluation, version, cfg)
@@ -176,9 +176,10 @@ def _version_tags(cfg: RunConfig, training: TrainingResult, evaluation: Evaluati
     }
 
 
-def _complete_tags(client: Any, name: str, version: str, tags: dict[str, str]) -> None:
+def _complete_tags(tracking_uri: str, name: str, version: str, tags: dict[str, str]) -> None:
     """Set the tags the version lacks (a retry after a crash between registering and tagging)."""
-    have = client.get_model_version(name, version).tags
+    client = registry.configure(tracking_uri)
+    have = registry.version_tags(tracking_uri, name, version)
     for key, value in tags.items():
         if key not in have:
             client.set_model_version_tag(name, version, key, value)
