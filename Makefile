@@ -71,10 +71,7 @@ $(RETRAINER_DATA_ROOT)/raw/_LANDED.json: | $(VENV)/.installed
 data: $(RETRAINER_DATA_ROOT)/raw/_LANDED.json
 
 $(AIRFLOW_HOME)/airflow.db: | $(VENV)/.installed $(SECRETS)
-	@mkdir -p $(AIRFLOW_HOME)
-	@$(WITH_SECRETS) $(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 \
-	  || (tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1)
-	@$(WITH_SECRETS) $(BIN)/airflow pools set retrainer_promotion 1 "one champion move at a time" > /dev/null
+	$(BIN)/python -m retrainer.stack prepare
 
 airflow-db: $(AIRFLOW_HOME)/airflow.db
 

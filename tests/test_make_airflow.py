@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,14 +18,9 @@ import pytest
 
 from conftest import ROOT
 from retrainer.stack import SECRET_KEYS, ensure_secrets
+from server_mode import free_port
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_secrets_are_generated_once_private_and_complete(tmp_path: Path) -> None:
@@ -65,7 +59,7 @@ def _listening(root: psutil.Process) -> set[tuple[str, int]]:
 
 
 def test_make_airflow_serves_on_loopback_and_stops_on_ctrl_c(tmp_path: Path, session_dir: Path) -> None:
-    api, ui = _free_port(), _free_port()
+    api, ui = free_port(), free_port()
     env = {
         **os.environ,
         "RETRAINER_HOME": str(tmp_path),

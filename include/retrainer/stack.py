@@ -33,6 +33,11 @@ SECRET_KEYS = ("AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "AIRFLOW_ADMIN_PASSWO
 MLFLOW_ALLOWED_HOSTS = ("mlflow", "mlflow:5000", "localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*")
 
 
+def _venv_bin(name: str = "") -> str:
+    """A program of this interpreter's environment (the venv's ``bin``), or that folder."""
+    return str(Path(sys.executable).parent / name)
+
+
 def _fernet_key() -> str:
     from cryptography.fernet import Fernet
 
@@ -103,8 +108,7 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         """The environment of every Airflow component and every task they run."""
-        bin_dir = str(Path(sys.executable).parent)
-        path = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}  # components start `airflow ...` subprocesses
+        path = {"PATH": f"{_venv_bin()}:{os.environ.get('PATH', '')}"}  # components start `airflow ...` subprocesses
         return {**os.environ, **path, **self.settings()}
 
     def settings(self) -> dict[str, str]:
@@ -140,7 +144,7 @@ class Stack:
     def commands(self, training_worker: bool = False) -> dict[str, list[str]]:
         """Each long-running component. Log servers are skipped: logs are files on this machine, and
         Airflow's log server would listen on all interfaces."""
-        airflow = str(Path(sys.executable).parent / "airflow")
+        airflow = _venv_bin("airflow")
         out = {
             "api-server": [airflow, "api-server", "--host", LOOPBACK, "--port", str(self.api_port), "--workers", "1"],
             "scheduler": [airflow, "scheduler", "--skip-serve-logs"],
@@ -156,9 +160,8 @@ class Stack:
         return out
 
     def mlflow_command(self) -> list[str]:
-        mlflow = str(Path(sys.executable).parent / "mlflow")
         return [
-            mlflow, "server",
+            _venv_bin("mlflow"), "server",
             "--backend-store-uri", self.mlflow_backend,
             "--artifacts-destination", self.mlflow_artifacts.as_uri(),
             "--host", LOOPBACK, "--port", str(self.mlflow_port), "--workers", "1",
@@ -175,8 +178,8 @@ class Stack:
         self.airflow("pools", "set", PROMOTION_POOL, "1", "one champion move at a time (retrainer register)")
 
     def airflow(self, *args: str, timeout: float = 300) -> str:
-        airflow = str(Path(sys.executable).parent / "airflow")
-        proc = subprocess.run([airflow, *args], env=self.env(), capture_output=True, text=True, timeout=timeout)
+        argv = [_venv_bin("airflow"), *args]
+        proc = subprocess.run(argv, env=self.env(), capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             raise RuntimeError(f"airflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         return proc.stdout
@@ -252,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m retrainer.stack", description=__doc__)
-    parser.add_argument("command", choices=("secrets", "up"), help="secrets: write .env once; up: run until Ctrl-C")
+    parser.add_argument(
+        "command", choices=("secrets", "prepare", "up"),
+        help="secrets: write .env once; prepare: migrate Airflow's database, create the pool; up: run until Ctrl-C",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     project = Path(os.environ.get("RETRAINER_HOME") or Path.cwd()).resolve()
     if args.command == "secrets":
@@ -261,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stack = embedded(project)
     stack.prepare()
+    if args.command == "prepare":
+        print(f"Airflow database {stack.airflow_db} migrated, pool {PROMOTION_POOL} ready")
+        return 0
     stack.airflow("dags", "reserialize")
     stop = {"now": False}
     for signum in (signal.SIGINT, signal.SIGTERM):  # set explicitly: a shell may start us with SIGINT ignored
