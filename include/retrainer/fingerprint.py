@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,25 @@ def parquet_parts(folder: str | Path) -> list[Path]:
 
 
 def folder_fingerprint(folder: str | Path) -> str:
-    """Hash of the part files' bytes in part order (file names carry a per-write UUID, so they are left out)."""
+    """Hash of the part files' data pages in part order: the rows as written, not the files' bytes.
+
+    The footer is left out: parquet-mr writes each column chunk's list of encodings in hash-set order,
+    which changes from one JVM to the next, so the same rows written by two processes (a task and its
+    cleared rerun) differ in their footers. File names carry a per-write UUID and are left out too.
+    """
     h = hashlib.sha256()
     for part in parquet_parts(folder):
         with open(part, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
+            fh.seek(-8, 2)  # ... footer, 4-byte footer length, b"PAR1"
+            footer_len, magic = struct.unpack("<I4s", fh.read(8))
+            if magic != b"PAR1":
+                raise ValueError(f"{part} is not a Parquet file (no PAR1 at its end)")
+            remaining = fh.tell() - 8 - footer_len
+            fh.seek(0)
+            while remaining > 0:
+                chunk = fh.read(min(1 << 20, remaining))
                 h.update(chunk)
+                remaining -= len(chunk)
     return h.hexdigest()
 
 
