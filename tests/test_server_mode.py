@@ -24,7 +24,9 @@ MODEL = "flight_delay"
 CONF = {"window_days": 7, "eval_days": 2, "epochs": 1, "batch_size": 512, "hidden_units": 8, "part_files": 1}
 TRIGGERED = dt.date(2013, 2, 3)
 LATER = [dt.date(2013, 2, 5) + dt.timedelta(days=i) for i in range(7)]  # 02-05 .. 02-11
-EARLIER = [dt.date(2013, 1, 31), dt.date(2013, 2, 1)]
+# Not 2013-01-31: its last raw day (01-30, a real warm day) has neighbours on one side only in that run,
+# and the raw gate's temperature-shift check rejects it (a known false alarm, see the README).
+EARLIER = [dt.date(2013, 2, 1), dt.date(2013, 2, 2)]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def server(tmp_path_factory):
     from retrainer.landing import land
 
     base = tmp_path_factory.mktemp("server")
-    land(base / "data", dt.date(2013, 1, 20), dt.date(2013, 2, 12))
+    land(base / "data", dt.date(2013, 1, 15), dt.date(2013, 2, 12))  # from EARLIER[0] - 7 window - 7 history days
     with fresh_databases("airflow", "mlflow") as dbs:
         stack = Stack(
             project=ROOT,
