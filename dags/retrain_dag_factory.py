@@ -14,10 +14,11 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Asset, Param, dag, task
 
 from retrainer.promotion import POOL as PROMOTION_POOL
 from retrainer_plugins.failures import no_retry_on_bad_data
+from retrainer_plugins.notifiers import notifiers
 from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
 
 DEFAULT_ARGS = {
@@ -30,6 +31,12 @@ DEFAULT_ARGS = {
 }
 START_DATE = pendulum.datetime(2013, 1, 29, tz="UTC")
 TRAINING_QUEUE = os.environ.get("RETRAINER_TRAINING_QUEUE", "default")
+
+
+def champion_asset(workload: str) -> Asset:
+    """The Asset that gets an event each time the workload's ``champion`` alias moves (metadata: the
+    version, its metrics, the run date); schedule a DAG on it to act on every new champion."""
+    return Asset(name=f"{workload}_champion", uri=f"x-mlflow-model://{workload}/champion", group="model")
 
 
 def trigger_params() -> dict[str, Param]:
@@ -51,7 +58,8 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
         # Not 1: a scheduled run waiting (hours) for its raw data must not block a run triggered from the UI.
         # Champion moves are serialised by the promotion pool and lock, not by this.
         max_active_runs=3,
-        default_args=DEFAULT_ARGS,
+        # Every task: a failure after its last retry is an alert (task log + JSON file, plus configured channels).
+        default_args={**DEFAULT_ARGS, "on_failure_callback": notifiers("task_failed")},
         params=trigger_params(),
         tags=["retrainer", workload, "tensorflow", *tags],
         doc_md=doc_md,
@@ -151,6 +159,22 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
                     run_config(context, workload),
                 ).to_dict()
 
+        champion = champion_asset(workload)
+
+        # Skipped when the champion did not move: a skipped task emits no Asset event, so consumers of
+        # the champion Asset run once per new champion, never for a held or rerun registration.
+        @task(
+            multiple_outputs=False,
+            execution_timeout=timedelta(minutes=5),
+            outlets=[champion],
+            on_success_callback=notifiers("champion_changed"),
+        )
+        def publish_champion(registration: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from retrainer.airflow_adapter import publish_champion as publish
+            from retrainer.results import RegistrationResult
+
+            return publish(context, RegistrationResult.from_dict(registration), champion, workload)
+
         # validate hands on the features' final (validated) place: nothing downstream reads unvalidated data.
         gate = check_raw()
         wait >> gate
@@ -160,6 +184,32 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
         evaluation = evaluate(validated, trained)
         exported = export(validated, trained)
         evaluation >> exported
-        register(validated, trained, evaluation, exported)
+        publish_champion(register(validated, trained, evaluation, exported))
 
     return retrain()
+
+
+def on_new_champion_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = ()) -> Any:
+    """The DAG ``<workload>_on_new_champion``, scheduled on the champion Asset: one run per new champion."""
+
+    @dag(
+        dag_id=f"{workload}_on_new_champion",
+        schedule=[champion_asset(workload)],
+        start_date=START_DATE,
+        catchup=False,
+        default_args={**DEFAULT_ARGS, "on_failure_callback": notifiers("task_failed")},
+        tags=["retrainer", workload, "downstream", *tags],
+        doc_md=doc_md,
+    )
+    def on_new_champion() -> None:
+        @task(execution_timeout=timedelta(minutes=10))
+        def record_champion(**context: Any) -> list[str]:
+            from retrainer.airflow_adapter import champion_events
+            from retrainer.champion_log import record_champions
+            from retrainer.config import default_data_root
+
+            return [str(p) for p in record_champions(champion_events(context), default_data_root())]
+
+        record_champion()
+
+    return on_new_champion()

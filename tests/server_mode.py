@@ -9,13 +9,15 @@ import time
 import uuid
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 POSTGRES_URL = os.environ.get("RETRAINER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("RETRAINER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# The Celery test empties this Redis database first (stale tasks of an interrupted run): keep it for tests.
+REDIS_URL = os.environ.get("RETRAINER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def free_port() -> int:
@@ -91,3 +93,59 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, diagnose: 
             return value
         time.sleep(3)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{diagnose()}")
+
+
+def require_redis() -> None:
+    """Like :func:`require_postgres`, for the Celery broker."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5).ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI"):
+            raise AssertionError(f"CI is set but Redis at {REDIS_URL} is not reachable: {exc}") from exc
+        pytest.skip(f"no Redis at {REDIS_URL} (set RETRAINER_TEST_REDIS_URL): {exc}")
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (make test-tools); Playwright drives it, downloads nothing
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+def trigger_from_the_ui(
+    base: str, password: str, dag_id: str, *, logical_date: str, run_id: str, fields: dict[str, Any], screenshot: Path
+) -> str:
+    """Log in, open the DAG, fill the trigger form (logical date, run id, params by their labels) and
+    submit it, as a person would; returns the page's URL after submitting (the new run's page)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(f"{base}/auth/login")
+            page.fill("input[name=username]", "admin")
+            page.fill("input[name=password]", password)
+            page.click("button[type=submit]")
+            page.wait_for_url(lambda url: "/auth/login" not in url, timeout=60_000)
+            page.goto(f"{base}/dags/{dag_id}")
+            page.click('[data-testid="trigger-dag-button"]', timeout=60_000)
+            dialog = page.locator('[role="dialog"][data-state="open"]')
+            dialog.wait_for(timeout=30_000)
+            dialog.get_by_label("Logical Date").fill(logical_date)
+            for label, value in fields.items():
+                box = dialog.get_by_label(label, exact=True)
+                box.fill(str(value))
+                box.press("Tab")  # the form takes a number on blur
+            dialog.get_by_text("Advanced Options").click()
+            dialog.locator("input[name=dagRunId]").fill(run_id)
+            dialog.get_by_label("Epochs", exact=True).scroll_into_view_if_needed()
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot))
+            dialog.locator('[data-testid="trigger-dag-submit"]').click()
+            page.wait_for_url(f"**/dags/{dag_id}/runs/**", timeout=60_000)
+            return page.url
+        finally:
+            browser.close()

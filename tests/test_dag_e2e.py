@@ -71,10 +71,32 @@ def first_run(dag, e2e_env):
 
 def test_every_task_succeeds_and_a_champion_is_registered(first_run: dict, e2e_env: dict) -> None:
     assert first_run == dict.fromkeys(first_run, "success")
-    assert len(first_run) == 8
+    assert len(first_run) == 9
     tracking = e2e_env["MLFLOW_TRACKING_URI"]
     aliases = registry.aliases(tracking, MODEL)
     assert aliases["champion"] == aliases["challenger"] == _versions(tracking)[-1]
+
+
+def test_the_new_champion_is_an_asset_event_with_its_metrics_and_an_alert(first_run: dict, e2e_env: dict) -> None:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    from retrainer import alerts
+
+    version = registry.alias_version(e2e_env["MLFLOW_TRACKING_URI"], MODEL, "champion")
+    with create_session() as session:
+        events = [
+            e.extra
+            for e in session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            if e.asset.name == "flight_delay_champion"
+        ]
+    news = events[-1]
+    assert news["version"] == version and news["model_uri"] == f"models:/{MODEL}/{version}"
+    assert news["run_date"] == str(RUN_DATE) and news["headline"] == "auc" and 0.5 < news["metrics"]["auc"] <= 1
+    changed = alerts.recorded(e2e_env["RETRAINER_DATA_ROOT"], alerts.CHAMPION_CHANGED)
+    assert [a["details"]["version"] for a in changed] == [version]
+    assert changed[0]["task_id"] == "publish_champion" and f"champion is now v{version}" in changed[0]["message"]
+    assert alerts.recorded(e2e_env["RETRAINER_DATA_ROOT"], alerts.TASK_FAILED) == []
 
 
 def test_the_savedmodel_of_the_run_loads_and_predicts(first_run: dict, e2e_env: dict) -> None:
@@ -98,6 +120,7 @@ def test_rerunning_the_same_date_replaces_outputs_and_registers_nothing_new(
     before_versions = _versions(tracking)
     before_parts = sorted(p.name for p in FeatureFiles(layout.features).train.glob("*.parquet"))
     states = _run(dag, monkeypatch, e2e_env)
+    assert states.pop("publish_champion") == "skipped"  # the champion did not change: no Asset event, no alert
     assert set(states.values()) == {"success"}
     assert _versions(tracking) == before_versions
     after_parts = sorted(p.name for p in FeatureFiles(layout.features).train.glob("*.parquet"))
@@ -126,8 +149,14 @@ def test_a_corrupted_day_stops_the_run_at_the_raw_gate_and_keeps_the_champion(
 
     states = _run(dag, monkeypatch, {**e2e_env, "RETRAINER_DATA_ROOT": str(root)})
     assert states["check_raw"] == "failed"
-    for task in ("features", "validate", "train", "evaluate", "export", "register"):
+    for task in ("features", "validate", "train", "evaluate", "export", "register", "publish_champion"):
         assert states[task] == "upstream_failed", task
+    from retrainer import alerts
+
+    (failed,) = alerts.recorded(root, alerts.TASK_FAILED)  # one alert, from the task that failed
+    assert failed["task_id"] == "check_raw" and failed["run_date"] == str(RUN_DATE)
+    assert "RawDataRejected" in failed["message"] and "dest" in failed["details"]["exception"]
+    assert alerts.recorded(root, alerts.CHAMPION_CHANGED) == []
     from retrainer import atomic
     from retrainer.layout import ValidationFiles
     from retrainer.results import ValidationReport

@@ -16,6 +16,7 @@ import pytest
 from conftest import ROOT
 
 DAG_IDS = {"flight_delay_retrain": "flight_delay", "arrival_delay_minutes_retrain": "arrival_delay_minutes"}
+DOWNSTREAM = {"flight_delay_on_new_champion": "flight_delay"}  # scheduled on the champion Asset
 HEAVY = ("tensorflow", "pyspark", "great_expectations", "mlflow", "keras", "pandas")
 
 
@@ -40,7 +41,7 @@ def serialized(dagbag):
 
 def test_dag_files_import_without_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == set(DAG_IDS)
+    assert set(dagbag.dag_ids) == set(DAG_IDS) | set(DOWNSTREAM)
     # one DAG per workload, and every workload has its DAG
     from retrainer.workloads import workload_names
 
@@ -49,7 +50,7 @@ def test_dag_files_import_without_errors(dagbag) -> None:
     assert "retrain_dag_factory.py" not in parsed  # .airflowignore: shared code, not a DAG file
 
 
-@pytest.mark.parametrize("dag_file", sorted(f"{d}.py" for d in DAG_IDS))
+@pytest.mark.parametrize("dag_file", sorted(f"{d}.py" for d in [*DAG_IDS, *DOWNSTREAM]))
 def test_importing_a_dag_file_pulls_in_no_heavy_library(dag_file: str) -> None:
     code = (
         "import runpy, sys, json; sys.path[:0] = sys.argv[1:3]; runpy.run_path(sys.argv[3]); "
@@ -89,11 +90,57 @@ def test_every_task_retries_with_backoff_and_has_a_timeout(dag) -> None:
 
 
 def test_stages_run_in_order(dag) -> None:
-    chain = ["wait_for_raw_partitions", "check_raw", "features", "validate", "train", "evaluate", "export", "register"]
+    chain = [
+        "wait_for_raw_partitions", "check_raw", "features", "validate", "train", "evaluate", "export", "register",
+        "publish_champion",
+    ]  # fmt: skip
     for upstream, downstream in zip(chain, chain[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
     assert set(dag.task_ids) == set(chain)
     assert dag.get_task("wait_for_raw_partitions").workload == DAG_IDS[dag.dag_id]
+
+
+def test_failures_and_champion_changes_are_alerted_and_only_a_new_champion_is_an_asset_event(dag) -> None:
+    from retrainer_plugins.notifiers import RetrainerNotifier
+
+    for task in dag.tasks:
+        events = [n.event for n in task.on_failure_callback if isinstance(n, RetrainerNotifier)]
+        assert events == ["task_failed"], task.task_id
+    publish = dag.get_task("publish_champion")
+    assert [n.event for n in publish.on_success_callback] == ["champion_changed"]
+    assert [a.name for a in publish.outlets] == [f"{DAG_IDS[dag.dag_id]}_champion"]
+    assert [t.task_id for t in dag.tasks if t.outlets] == ["publish_champion"]
+
+
+def test_the_downstream_dag_is_scheduled_on_the_champion_asset(dagbag) -> None:
+    for dag_id, workload in DOWNSTREAM.items():
+        dag = dagbag.dags[dag_id]
+        retrain = dagbag.dags[f"{workload}_retrain"]
+        assert list(dag.timetable.asset_condition.objects) == retrain.get_task("publish_champion").outlets
+        assert "downstream" in dag.tags and dag.doc_md
+        for task in dag.tasks:
+            assert task.retries >= 2 and task.execution_timeout is not None, task.task_id
+
+
+def test_alert_channels_are_chosen_by_configuration(monkeypatch) -> None:
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    from retrainer_plugins.notifiers import RetrainerNotifier, UnknownChannel, notifiers
+
+    monkeypatch.delenv("RETRAINER_ALERT_CHANNELS", raising=False)
+    assert [type(n) for n in notifiers("task_failed")] == [RetrainerNotifier]
+    monkeypatch.setenv("RETRAINER_ALERT_CHANNELS", "smtp")
+    with pytest.raises(UnknownChannel, match="RETRAINER_ALERT_EMAIL"):
+        notifiers("task_failed")
+    monkeypatch.setenv("RETRAINER_ALERT_EMAIL", "ml-oncall@example.com, owner@example.com")
+    monkeypatch.setenv("RETRAINER_SMTP_CONN_ID", "smtp_alerts")
+    base, smtp = notifiers("champion_changed")
+    assert isinstance(base, RetrainerNotifier) and isinstance(smtp, SmtpNotifier)
+    assert smtp.to == ["ml-oncall@example.com", "owner@example.com"] and smtp.smtp_conn_id == "smtp_alerts"
+    assert "new champion" in smtp.subject
+    monkeypatch.setenv("RETRAINER_ALERT_CHANNELS", "smtp,pager")
+    with pytest.raises(UnknownChannel, match="'pager'"):
+        notifiers("task_failed")
 
 
 def test_sensor_reschedules_and_times_out(dag) -> None:

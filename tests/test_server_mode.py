@@ -1,25 +1,39 @@
-"""Server mode, as an operator runs it: Airflow (api-server, scheduler, dag-processor, triggerer,
-LocalExecutor) on a fresh PostgreSQL database, MLflow as a server on another, every task in its own
-process, driven only through the REST API v2. Trigger with params, refuse a bad param, a 7-day
-backfill, then a backfill of earlier dates once a later champion exists, then clear and rerun a date.
+"""Server mode, as an operator runs it: Airflow (api-server, scheduler, dag-processor, triggerer) with
+the CeleryExecutor on Redis, a worker for the default queue and one that listens only on the training
+queue, on a fresh PostgreSQL database; MLflow as a server on another. Driven through the REST API v2
+and, for the trigger form, a real browser: trigger with params from the form, refuse a bad param, a
+new champion triggers the downstream DAG, a 7-day backfill, then a backfill of earlier dates once a
+later champion exists, then clear and rerun a date.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
-from retrainer import registry
+from retrainer import atomic, registry
 from retrainer.layout import RunLayout
 from retrainer.results import FeaturesResult, RegistrationResult, TrainingResult
-from retrainer.stack import Stack, ensure_secrets
-from server_mode import Api, free_port, fresh_databases, require_postgres, wait_for
+from retrainer.stack import TRAINING_QUEUE, Stack, ensure_secrets
+from server_mode import (
+    REDIS_URL,
+    Api,
+    free_port,
+    fresh_databases,
+    require_postgres,
+    require_redis,
+    trigger_from_the_ui,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 DAG = "flight_delay_retrain"
+DOWNSTREAM = "flight_delay_on_new_champion"
+ARTIFACTS = Path(os.environ.get("RETRAINER_TEST_ARTIFACTS") or ROOT / "test-artifacts")
 MODEL = "flight_delay"
 CONF = {"window_days": 7, "eval_days": 2, "epochs": 1, "batch_size": 512, "hidden_units": 8, "part_files": 1}
 TRIGGERED = dt.date(2013, 2, 3)
@@ -32,8 +46,12 @@ EARLIER = [dt.date(2013, 2, 1), dt.date(2013, 2, 2)]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     require_postgres()
+    require_redis()
+    import redis
+
     from retrainer.landing import land
 
+    redis.Redis.from_url(REDIS_URL).flushdb()  # no stale Celery messages from an interrupted earlier run
     base = tmp_path_factory.mktemp("server")
     land(base / "data", dt.date(2013, 1, 15), dt.date(2013, 2, 12))  # from EARLIER[0] - 7 window - 7 history days
     with fresh_databases("airflow", "mlflow") as dbs:
@@ -47,8 +65,11 @@ def server(tmp_path_factory):
             secrets=ensure_secrets(base / ".env"),
             api_port=free_port(),
             mlflow_port=free_port(),
+            executor="CeleryExecutor",
+            celery_broker=REDIS_URL,
             tasks_use_mlflow_server=True,
             extra_env={
+                "RETRAINER_TRAINING_QUEUE": TRAINING_QUEUE,  # as docker-compose.yaml sets it
                 "RETRAINER_SPARK_MASTER": "local[2]",
                 "RETRAINER_SHUFFLE_PARTITIONS": "4",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
@@ -58,10 +79,11 @@ def server(tmp_path_factory):
         )
         stack.prepare()
         stack.airflow("dags", "reserialize")
-        with stack.running(base / "logs"):
+        with stack.running(base / "logs", training_worker=True):
             api = Api(stack.api_url, stack.secrets["AIRFLOW_ADMIN_PASSWORD"])
-            api.ok("PATCH", f"/dags/{DAG}", json={"is_paused": False})
-            yield {"stack": stack, "api": api, "base": base}
+            for dag_id in (DAG, DOWNSTREAM):
+                api.ok("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+            yield {"stack": stack, "api": api, "base": base, "logs": base / "logs"}
 
 
 def _layout(server, day: dt.date) -> RunLayout:
@@ -114,24 +136,63 @@ def _backfill(server, days: list[dt.date]) -> list[dt.date | None]:
     return seen
 
 
-def test_a_triggered_run_with_params_succeeds_and_a_bad_param_is_refused(server) -> None:
+FORM = {"Window days": 7, "Evaluation days": 2, "Epochs": 2, "Batch size": 512, "Hidden units": 8, "Part files": 1}
+
+
+def test_a_run_triggered_from_the_ui_form_runs_with_its_params_and_trains_on_the_training_queue(server) -> None:
     api = server["api"]
-    before = len(api.runs(DAG))
     bad = api.call("POST", f"/dags/{DAG}/dagRuns", json={"logical_date": "2013-02-03T00:00:00Z",
                                                           "conf": {**CONF, "epochs": 0}})  # fmt: skip
     assert bad.status_code == 400 and "epochs" in bad.text
-    assert len(api.runs(DAG)) == before  # refused before any run started
+    assert api.runs(DAG) == []  # refused before any run started
 
-    conf = {**CONF, "epochs": 2}
-    body = {"dag_run_id": "ui-like-trigger", "logical_date": f"{TRIGGERED}T00:00:00Z", "conf": conf}
-    run = api.ok("POST", f"/dags/{DAG}/dagRuns", json=body)
-    run = _wait_run(server, run["dag_run_id"])
-    assert run["conf"] == conf
+    run_id = "from-the-trigger-form"
+    url = trigger_from_the_ui(
+        server["stack"].api_url, server["stack"].secrets["AIRFLOW_ADMIN_PASSWORD"], DAG,
+        logical_date=f"{TRIGGERED}T00:00", run_id=run_id, fields=FORM, screenshot=ARTIFACTS / "trigger-form.png",
+    )  # fmt: skip
+    assert url.endswith(f"/dags/{DAG}/runs/{run_id}"), url
+    run = _wait_run(server, run_id)
+    assert run["conf"] == {**CONF, "epochs": 2} | {k: v for k, v in run["conf"].items() if k not in CONF}
+    assert run["logical_date"].startswith(str(TRIGGERED)) and run["run_type"] == "manual"
     training = _layout(server, TRIGGERED).load(TrainingResult)
-    assert training.hyperparameters["epochs"] == 2
+    assert training.hyperparameters["epochs"] == 2 and training.hyperparameters["hidden_units"] == 8
     reg = _layout(server, TRIGGERED).load(RegistrationResult)
     assert reg.tracking_uri == server["stack"].mlflow_url  # registered over HTTP, PostgreSQL behind it
     assert reg.promoted and _champion_date(server) == TRIGGERED
+
+    # Celery: train went to the training queue, and only the worker listening there ran it.
+    queues = {t["task_id"]: t["queue"] for t in api.task_instances(DAG, run_id)}
+    assert queues["train"] == TRAINING_QUEUE and queues["features"] == "default"
+    training_log = (server["logs"] / "training-worker.log").read_text()
+    default_log = (server["logs"] / "celery-worker.log").read_text()
+    assert "task_id='train'" in training_log and "task_id='features'" not in training_log
+    assert "task_id='features'" in default_log and "task_id='train'" not in default_log
+
+
+def test_a_new_champion_is_announced_and_triggers_the_downstream_dag(server) -> None:
+    from retrainer import alerts
+    from retrainer.champion_log import champion_log_folder
+
+    api = server["api"]
+    version = registry.alias_version(server["stack"].mlflow_url, MODEL, registry.CHAMPION)
+
+    def downstream_done():
+        runs = [r for r in api.runs(DOWNSTREAM) if r["state"] in ("success", "failed")]
+        return runs or None
+
+    (run,) = wait_for(downstream_done, 180, f"a run of {DOWNSTREAM}", lambda: str(api.runs(DOWNSTREAM)))
+    assert run["run_type"] == "asset_triggered" and run["state"] == "success", _failed_tasks(server, run["dag_run_id"])
+    events = api.ok("GET", "/assets/events", params={"source_dag_id": DAG})["asset_events"]
+    assert [e["extra"]["version"] for e in events] == [version]
+    assert (
+        events[0]["source_task_id"] == "publish_champion" and events[0]["uri"] == f"x-mlflow-model://{MODEL}/champion"
+    )
+    kept = atomic.read_json(champion_log_folder(server["base"] / "data", MODEL) / f"v{version}.json")
+    assert kept["model_uri"] == f"models:/{MODEL}/{version}" and kept["run_date"] == str(TRIGGERED)
+    assert 0.5 < kept["metrics"]["auc"] <= 1 and kept["previous_version"] is None
+    (changed,) = alerts.recorded(server["base"] / "data", alerts.CHAMPION_CHANGED)
+    assert changed["details"]["version"] == version
 
 
 def test_backfills_in_any_order_never_move_the_champion_backwards(server) -> None:

@@ -1,4 +1,5 @@
-"""The one module in retrainer that knows about Airflow: task context -> RunConfig, params -> form.
+"""The one module in retrainer that knows about Airflow: task context -> RunConfig, params -> form,
+context -> alert, registration -> the champion Asset's event.
 
 A run's date D is its logical date. With Airflow 3's ``@daily`` (a trigger timetable), scheduled,
 manual and backfill runs all carry the day in ``logical_date`` while their data interval may be
@@ -12,7 +13,9 @@ import datetime as dt
 from typing import Any
 
 from retrainer import params
+from retrainer.alerts import CHAMPION_CHANGED, TASK_FAILED, Alert
 from retrainer.config import ConfigError, RunConfig, Tuning
+from retrainer.results import RegistrationResult
 
 
 def run_date_from_context(context: Any) -> dt.date:
@@ -45,3 +48,61 @@ def run_config(context: Any, workload: str) -> RunConfig:
 def trigger_form() -> dict[str, tuple[Any, dict[str, Any]]]:
     """{name: (default, JSON-schema kwargs)} for ``airflow.sdk.Param``: one per tuning parameter."""
     return {p.name: (p.default, params.json_schema(p)) for p in params.parameters(Tuning)}
+
+
+def _run_date_or_none(context: Any) -> dt.date | None:
+    try:
+        return run_date_from_context(context)
+    except ValueError:
+        return None
+
+
+def alert_from_context(context: Any, event: str) -> Alert:
+    """The alert for a task callback's context: a final failure (with its exception) or a champion change
+    (with the announcement the task returned)."""
+    ti = context.get("ti") or context.get("task_instance")
+    dag = context.get("dag")
+    where = {
+        "dag_id": getattr(dag, "dag_id", None) or getattr(ti, "dag_id", "?"),
+        "run_id": str(context.get("run_id") or getattr(ti, "run_id", "?")),
+        "task_id": getattr(ti, "task_id", "?"),
+        "try_number": int(getattr(ti, "try_number", 0) or 0),
+        "run_date": _run_date_or_none(context),
+    }
+    if event == TASK_FAILED:
+        exc = context.get("exception")
+        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "no exception recorded"
+        message = f"{where['dag_id']} run {where['run_id']}: task {where['task_id']} failed for good: {reason}"
+        return Alert(TASK_FAILED, message=message, details={"exception": reason}, **where)
+    if event == CHAMPION_CHANGED:
+        news = ti.xcom_pull(task_ids=ti.task_id) or {}
+        message = (
+            f"{news.get('model')} champion is now v{news.get('version')} (was v{news.get('previous_version')}): "
+            f"{news.get('decision')}"
+        )
+        return Alert(CHAMPION_CHANGED, message=message, details=news, **where)
+    raise ValueError(f"unknown alert event {event!r}")
+
+
+def publish_champion(context: Any, registration: RegistrationResult, asset: Any, workload: str) -> dict[str, Any]:
+    """Attach the announcement to the champion Asset's event, or skip (no event) when the champion did not
+    change: a skipped task emits no Asset event, so downstream DAGs run once per new champion."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from retrainer.layout import RunLayout
+    from retrainer.promotion import announcement
+    from retrainer.results import EvaluationResult
+
+    if not registration.champion_changed:
+        raise AirflowSkipException(f"champion unchanged: {registration.decision}")
+    cfg = run_config(context, workload)
+    # register saves the evaluation again when it had to re-evaluate against a champion that moved
+    news = announcement(registration, RunLayout.of(cfg).load(EvaluationResult), cfg.run.date)
+    context["outlet_events"][asset].extra = news
+    return news
+
+
+def champion_events(context: Any) -> list[dict[str, Any]]:
+    """The announcements of the Asset events that triggered this run, oldest first."""
+    events = context.get("triggering_asset_events") or {}
+    return [dict(event.extra or {}) for per_asset in events.values() for event in per_asset]

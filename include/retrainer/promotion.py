@@ -18,11 +18,14 @@ import dataclasses
 import datetime as dt
 import fcntl
 import logging
+import re
 import time
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 from retrainer import registry
+from retrainer.results import EvaluationResult, RegistrationResult
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +91,19 @@ def promotion_lock(data_root: str, model_name: str, timeout_s: float = 900.0) ->
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def announcement(registration: RegistrationResult, evaluation: EvaluationResult, run_date: dt.date) -> dict[str, Any]:
+    """What a champion change tells the world (the Asset event's metadata and the alert's details):
+    small, JSON-safe, and without credentials from the tracking URI."""
+    return {
+        "model": registration.registered_model,
+        "version": registration.version,
+        "model_uri": f"models:/{registration.registered_model}/{registration.version}",
+        "run_date": run_date.isoformat(),
+        "previous_version": registration.champion_before,
+        "headline": evaluation.headline,
+        "metrics": dict(evaluation.new),
+        "decision": registration.decision,
+        "tracking_uri": re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", registration.tracking_uri),
+    }

@@ -187,6 +187,12 @@ class RegistrationResult(StageResult):
     decision: str
     aliases: dict[str, str]
     tracking_uri: str
+    champion_before: str | None = None  # the champion this run found under the promotion lock
+
+    @property
+    def champion_changed(self) -> bool:
+        """This run moved ``champion`` (promoted is also true when the version already was champion)."""
+        return self.promoted and self.champion_before != self.version
 
 
 @dataclasses.dataclass(frozen=True)

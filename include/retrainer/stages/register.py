@@ -144,7 +144,7 @@ def register_model(
     _complete_tags(tracking_uri, name, version, _version_tags(cfg, training, evaluation))
 
     with promotion.promotion_lock(cfg.engines.data_root, name):
-        promoted, note = _move_aliases(validated, training, evaluation, version, cfg)
+        promoted, note, before = _move_aliases(validated, training, evaluation, version, cfg)
     result = RegistrationResult(
         registered_model=name,
         version=version,
@@ -152,6 +152,7 @@ def register_model(
         mlflow_run_id=mlflow_run_id,
         promoted=promoted,
         decision=note,
+        champion_before=before,
         aliases=registry.aliases(tracking_uri, name),
         tracking_uri=tracking_uri,
     )
@@ -187,20 +188,21 @@ def _complete_tags(tracking_uri: str, name: str, version: str, tags: dict[str, s
 
 def _move_aliases(
     validated: ValidationResult, training: TrainingResult, evaluation: EvaluationResult, version: str, cfg: RunConfig
-) -> tuple[bool, str]:
-    """Under the promotion lock: (is this version champion now, why). Re-reads both aliases first."""
+) -> tuple[bool, str, str | None]:
+    """Under the promotion lock: (is this version champion now, why, the champion it found). Re-reads both
+    aliases first."""
     name, uri = get_workload(cfg.run.workload).registered_model, cfg.engines.tracking_uri
     client = registry.configure(uri)
     challenger = promotion.holder(uri, name, registry.CHALLENGER)
     if promotion.older_than(cfg.run.date, challenger, registry.CHALLENGER) is None:
         client.set_registered_model_alias(name, registry.CHALLENGER, version)
     current = promotion.holder(uri, name, registry.CHAMPION)
-    if current is not None and current.version == version:
-        return True, f"already champion; {evaluation.reason}"
-    if not evaluation.promote:
-        return False, evaluation.reason
-    note = evaluation.reason
     now = current.version if current else None
+    if now == version:
+        return True, f"already champion; {evaluation.reason}", now
+    if not evaluation.promote:
+        return False, evaluation.reason, now
+    note = evaluation.reason
     if now != evaluation.champion_version:
         moved = (
             f"champion moved from {_v(evaluation.champion_version)} to {_v(now)} after this run was evaluated; "
@@ -209,10 +211,10 @@ def _move_aliases(
         log.warning("%s", moved)
         evaluation = evaluate_models(validated, training, cfg)  # the lock is held: the champion cannot move again
         if not evaluation.promote:
-            return False, f"not promoted: {moved}: {evaluation.reason}"
+            return False, f"not promoted: {moved}: {evaluation.reason}", now
         note = f"{moved}: {evaluation.reason}"
     client.set_registered_model_alias(name, registry.CHAMPION, version)
-    return True, note
+    return True, note, now
 
 
 def _v(version: str | None) -> str:
