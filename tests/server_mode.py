@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import time
@@ -115,7 +116,7 @@ CHROMIUM_ARGS = [
 
 
 def trigger_from_the_ui(
-    base: str, password: str, dag_id: str, *, logical_date: str, run_id: str, fields: dict[str, Any], screenshot: Path
+    base: str, password: str, dag_id: str, *, logical_date: dt.date, run_id: str, fields: dict[str, Any], screenshot: Path
 ) -> str:
     """Log in, open the DAG, fill the trigger form (logical date, run id, params by their labels) and
     submit it, as a person would; returns the page's URL after submitting (the new run's page)."""
@@ -131,10 +132,19 @@ def trigger_from_the_ui(
             page.click("button[type=submit]")
             page.wait_for_url(lambda url: "/auth/login" not in url, timeout=60_000)
             page.goto(f"{base}/dags/{dag_id}")
+            page.wait_for_load_state("networkidle")
             page.click('[data-testid="trigger-dag-button"]', timeout=60_000)
-            dialog = page.locator('[role="dialog"][data-state="open"]')
+            dialog = page.locator('[role="dialog"][data-state="open"]').filter(has_text="Trigger Dag")
             dialog.wait_for(timeout=30_000)
-            dialog.get_by_label("Logical Date").fill(logical_date)
+            picker = dialog.locator('[data-testid="datetime-input"]')  # logical date: a popover with two fields
+            picker.click()
+            popover = page.locator('[data-scope="popover"][data-part="content"][data-state="open"]')
+            popover.get_by_placeholder("YYYY/MM/DD").fill(f"{logical_date:%Y/%m/%d}")
+            popover.get_by_placeholder("HH:mm").fill("00:00")
+            popover.get_by_placeholder("HH:mm").press("Tab")
+            dialog.get_by_text(f"Trigger Dag - {dag_id}").click()  # a click outside closes the popover
+            shown = picker.inner_text()
+            assert f"{logical_date:%b %d, %Y} 00:00" == shown.strip(), f"the form shows logical date {shown!r}"
             for label, value in fields.items():
                 box = dialog.get_by_label(label, exact=True)
                 box.fill(str(value))

@@ -95,6 +95,8 @@ def test_airflow_settings_match_the_native_stack_the_tests_run(resolved, tmp_pat
             assert str(env[key]).lower() == str(native[key]).lower(), (name, key)
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == env["AIRFLOW__API__BASE_URL"] + "/execution/"
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+        scheme = native["AIRFLOW__CELERY__RESULT_BACKEND"].split("://")[0]  # the driver the Celery test ran with
+        assert scheme == "db+postgresql+psycopg2" and env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith(scheme + "://")
 
 
 def test_mlflow_accepts_the_host_name_tasks_use_and_its_volume_is_writable(resolved) -> None:

@@ -138,7 +138,8 @@ class Stack:
         }
         if self.celery_broker:
             env["AIRFLOW__CELERY__BROKER_URL"] = self.celery_broker
-            env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + self.airflow_db.replace("+psycopg2", "")
+            # keep the driver: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not installed
+            env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + self.airflow_db
         return env | self.extra_env
 
     def commands(self, training_worker: bool = False) -> dict[str, list[str]]:
