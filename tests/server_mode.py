@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import socket
 import time
 import uuid
@@ -116,7 +117,14 @@ CHROMIUM_ARGS = [
 
 
 def trigger_from_the_ui(
-    base: str, password: str, dag_id: str, *, logical_date: dt.date, run_id: str, fields: dict[str, Any], screenshot: Path
+    base: str,
+    password: str,
+    dag_id: str,
+    *,
+    logical_date: dt.date,
+    run_id: str,
+    fields: dict[str, Any],
+    screenshot: Path,
 ) -> str:
     """Log in, open the DAG, fill the trigger form (logical date, run id, params by their labels) and
     submit it, as a person would; returns the page's URL after submitting (the new run's page)."""
@@ -146,14 +154,14 @@ def trigger_from_the_ui(
             shown = picker.inner_text()
             assert f"{logical_date:%b %d, %Y} 00:00" == shown.strip(), f"the form shows logical date {shown!r}"
             for label, value in fields.items():
-                box = dialog.get_by_label(label, exact=True)
+                box = dialog.get_by_label(re.compile(rf"^{re.escape(label)}\b"))  # required fields add " *"
                 box.fill(str(value))
                 box.press("Tab")  # the form takes a number on blur
-            dialog.get_by_text("Advanced Options").click()
-            dialog.locator("input[name=dagRunId]").fill(run_id)
-            dialog.get_by_label("Epochs", exact=True).scroll_into_view_if_needed()
+            dialog.get_by_label(re.compile(r"^Epochs\b")).scroll_into_view_if_needed()
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot))
+            dialog.get_by_text("Advanced Options").click()  # (folds the parameters away)
+            dialog.locator("input[name=dagRunId]").fill(run_id)
             dialog.locator('[data-testid="trigger-dag-submit"]').click()
             page.wait_for_url(f"**/dags/{dag_id}/runs/**", timeout=60_000)
             return page.url
