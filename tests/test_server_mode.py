@@ -141,7 +141,9 @@ FORM = {"Window days": 7, "Evaluation days": 2, "Epochs": 2, "Batch size": 512, 
 
 def test_a_run_triggered_from_the_ui_form_runs_with_its_params_and_trains_on_the_training_queue(server) -> None:
     api = server["api"]
-    before = [r["dag_run_id"] for r in api.runs(DAG)]  # unpausing made today's scheduled run (it waits for data that never lands)
+    before = [
+        r["dag_run_id"] for r in api.runs(DAG)
+    ]  # unpausing made today's scheduled run (it waits for data that never lands)
     bad = api.call("POST", f"/dags/{DAG}/dagRuns", json={"logical_date": "2013-02-03T00:00:00Z",
                                                           "conf": {**CONF, "epochs": 0}})  # fmt: skip
     assert bad.status_code == 400 and "epochs" in bad.text
