@@ -87,6 +87,7 @@ class Stack:
     mlflow_port: int = 5000
     executor: str = "LocalExecutor"
     celery_broker: str | None = None  # redis://... with the CeleryExecutor
+    worker_concurrency: int = 3  # task slots of the default-queue Celery worker (the training worker has 1)
     tasks_use_mlflow_server: bool = False  # tasks log over HTTP (server mode) or to the store directly
     extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -154,10 +155,14 @@ class Stack:
             "mlflow": self.mlflow_command(),
         }
         if self.executor == "CeleryExecutor":
-            default = [airflow, "celery", "worker", "--skip-serve-logs", "--concurrency", "1"]
-            out["celery-worker"] = [*default, "--queues", "default", "--celery-hostname", "default@%h"]
+            worker = [airflow, "celery", "worker", "--skip-serve-logs", "--concurrency"]
+            out["celery-worker"] = [
+                *worker, str(self.worker_concurrency), "--queues", "default", "--celery-hostname", "default@%h",
+            ]  # fmt: skip
             if training_worker:
-                out["training-worker"] = [*default, "--queues", TRAINING_QUEUE, "--celery-hostname", "training@%h"]
+                out["training-worker"] = [
+                    *worker, "1", "--queues", TRAINING_QUEUE, "--celery-hostname", "training@%h",
+                ]  # fmt: skip
         return out
 
     def mlflow_command(self) -> list[str]:
