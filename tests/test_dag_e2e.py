@@ -208,7 +208,7 @@ def regression_run(dagbag, e2e_env):
 
 
 def test_the_regression_dag_trains_evaluates_and_registers_its_own_model(regression_run: dict, e2e_env) -> None:
-    assert regression_run == dict.fromkeys(regression_run, "success") and len(regression_run) == 8
+    assert regression_run == dict.fromkeys(regression_run, "success") and len(regression_run) == 9
     tracking = e2e_env["MLFLOW_TRACKING_URI"]
     layout = RunLayout.for_run(e2e_env["RETRAINER_DATA_ROOT"], REGRESSION, RUN_DATE)
     evaluation = layout.load(EvaluationResult)
