@@ -33,6 +33,12 @@ START_DATE = pendulum.datetime(2013, 1, 29, tz="UTC")
 TRAINING_QUEUE = os.environ.get("RETRAINER_TRAINING_QUEUE", "default")
 
 
+def default_args() -> dict[str, Any]:
+    """Every task of every retrainer DAG: retries, timeouts, and a failure after its last retry is an alert
+    (task log + JSON file, plus the channels configured when the DAG is parsed)."""
+    return {**DEFAULT_ARGS, "on_failure_callback": notifiers("task_failed")}
+
+
 def champion_asset(workload: str) -> Asset:
     """The Asset that gets an event each time the workload's ``champion`` alias moves (metadata: the
     version, its metrics, the run date); schedule a DAG on it to act on every new champion."""
@@ -58,8 +64,7 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
         # Not 1: a scheduled run waiting (hours) for its raw data must not block a run triggered from the UI.
         # Champion moves are serialised by the promotion pool and lock, not by this.
         max_active_runs=3,
-        # Every task: a failure after its last retry is an alert (task log + JSON file, plus configured channels).
-        default_args={**DEFAULT_ARGS, "on_failure_callback": notifiers("task_failed")},
+        default_args=default_args(),
         params=trigger_params(),
         tags=["retrainer", workload, "tensorflow", *tags],
         doc_md=doc_md,
@@ -197,7 +202,7 @@ def on_new_champion_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (
         schedule=[champion_asset(workload)],
         start_date=START_DATE,
         catchup=False,
-        default_args={**DEFAULT_ARGS, "on_failure_callback": notifiers("task_failed")},
+        default_args=default_args(),
         tags=["retrainer", workload, "downstream", *tags],
         doc_md=doc_md,
     )
