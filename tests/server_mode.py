@@ -18,7 +18,7 @@ import pytest
 import requests
 
 POSTGRES_URL = os.environ.get("RETRAINER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-# The Celery test empties this Redis database first (stale tasks of an interrupted run): keep it for tests.
+# The Celery test keeps its keys under a prefix of its own in this database and deletes them afterwards.
 REDIS_URL = os.environ.get("RETRAINER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -95,6 +95,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, diagnose: 
             return value
         time.sleep(3)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{diagnose()}")
+
+
+def write_timeline(api: Api, dag_id: str, path: Path) -> None:
+    """Every task instance of the DAG's runs with its queue, start and seconds, as a TSV: where the
+    server-mode suite spends its time (the suite's budget is the whole `make test`)."""
+    rows = ["run_id\ttask_id\tqueue\tstate\tstart\tseconds"]
+    for run in api.runs(dag_id):
+        for ti in api.task_instances(dag_id, run["dag_run_id"]):
+            rows.append(
+                "\t".join(str(ti.get(k)) for k in ("dag_run_id", "task_id", "queue", "state", "start_date", "duration"))
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n")
 
 
 def require_redis() -> None:

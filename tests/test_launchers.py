@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT
 from retrainer.config import RunConfig
-from retrainer.launchers import InProcess, LocalProcesses, WorkersFailed, get_launcher
+from retrainer.launchers import WORKERS_FILE, AlreadyTraining, InProcess, LocalProcesses, WorkersFailed, get_launcher
 from retrainer.layout import RunLayout
 
 PROBE = "launcher_probe"
@@ -48,8 +48,8 @@ def _alive(pid: int) -> bool:
 def test_launchers_are_chosen_by_name() -> None:
     assert isinstance(get_launcher("in_process"), InProcess)
     assert isinstance(get_launcher("local_processes"), LocalProcesses)
-    with pytest.raises(ValueError, match="unknown launcher 'kubernetes'"):
-        get_launcher("kubernetes")
+    with pytest.raises(ValueError, match="unknown launcher 'slurm'"):
+        get_launcher("slurm")
 
 
 def test_in_process_runs_the_entry_point_here(tmp_path: Path, probe_env) -> None:
@@ -110,3 +110,43 @@ def test_killing_the_task_stops_its_workers(tmp_path: Path, probe_env, monkeypat
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(_alive(p) for p in pids), f"workers {pids} outlived the task killed by {sig!r}"
+
+
+def test_a_second_attempt_never_starts_workers_beside_a_running_group(tmp_path: Path, probe_env, monkeypatch) -> None:
+    monkeypatch.setenv("PROBE_SLEEP", "600")
+    cfg = _cfg(tmp_path, 2)
+    first = subprocess.Popen([sys.executable, "-c", LAUNCH_SCRIPT, *cfg.to_argv()], env=os.environ)
+    try:
+        markers = [tmp_path / f"probe-{i}.json" for i in range(2)]
+        deadline = time.monotonic() + 60
+        while not all(m.exists() and m.read_text() for m in markers):
+            assert time.monotonic() < deadline and first.poll() is None, "workers did not start"
+            time.sleep(0.2)
+        for m in markers:
+            m.unlink()
+        with pytest.raises(AlreadyTraining, match=f"pid {first.pid}"):
+            LocalProcesses().launch(PROBE, cfg)
+        assert not any(m.exists() for m in markers), "the second attempt started workers"
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_workers_left_by_a_killed_attempt_are_stopped_before_new_ones_start(tmp_path: Path, probe_env) -> None:
+    """As if the launcher died without its death signal reaching the workers (another host's kill, a bug)."""
+    cfg = _cfg(tmp_path, 2)
+    command = [sys.executable, "-m", PROBE, *cfg.to_argv()]
+    leftover = subprocess.Popen(command, env={**os.environ, "PROBE_SLEEP": "600"})
+    try:
+        marker, deadline = tmp_path / "probe-0.json", time.monotonic() + 60
+        while not (marker.exists() and marker.read_text()):  # it runs the probe (exec is done)
+            assert time.monotonic() < deadline and leftover.poll() is None
+            time.sleep(0.2)
+        log_dir = RunLayout.of(cfg).worker_logs
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / WORKERS_FILE).write_text(json.dumps({"command": command, "pids": [leftover.pid, 999999]}))
+        LocalProcesses().launch(PROBE, cfg)
+        assert leftover.wait(timeout=10) == -signal.SIGKILL
+        assert not (log_dir / WORKERS_FILE).exists()  # the new group finished and cleared its record
+    finally:
+        leftover.kill()

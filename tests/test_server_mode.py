@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from server_mode import (
     require_redis,
     trigger_from_the_ui,
     wait_for,
+    write_timeline,
 )
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +53,9 @@ def server(tmp_path_factory):
 
     from retrainer.landing import land
 
-    redis.Redis.from_url(REDIS_URL).flushdb()  # no stale Celery messages from an interrupted earlier run
+    # This run's Celery keys carry their own prefix: a worker left over from an interrupted run (or another
+    # run sharing the Redis) cannot take this run's tasks, and this run deletes only its own keys.
+    prefix = f"retrainer-test-{uuid.uuid4().hex[:8]}:"
     base = tmp_path_factory.mktemp("server")
     land(base / "data", dt.date(2013, 1, 15), dt.date(2013, 2, 12))  # from EARLIER[0] - 7 window - 7 history days
     with fresh_databases("airflow", "mlflow") as dbs:
@@ -67,9 +71,11 @@ def server(tmp_path_factory):
             mlflow_port=free_port(),
             executor="CeleryExecutor",
             celery_broker=REDIS_URL,
+            training_concurrency=2,  # two backfill runs may train at once (compose's GPU worker takes one)
             tasks_use_mlflow_server=True,
             extra_env={
                 "RETRAINER_TRAINING_QUEUE": TRAINING_QUEUE,  # as docker-compose.yaml sets it
+                "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": prefix,
                 "RETRAINER_SPARK_MASTER": "local[2]",
                 "RETRAINER_SHUFFLE_PARTITIONS": "4",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
@@ -79,11 +85,18 @@ def server(tmp_path_factory):
         )
         stack.prepare()
         stack.airflow("dags", "reserialize")
-        with stack.running(base / "logs", training_worker=True):
-            api = Api(stack.api_url, stack.secrets["AIRFLOW_ADMIN_PASSWORD"])
-            for dag_id in (DAG, DOWNSTREAM):
-                api.ok("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-            yield {"stack": stack, "api": api, "base": base, "logs": base / "logs"}
+        try:
+            with stack.running(base / "logs", training_worker=True):
+                api = Api(stack.api_url, stack.secrets["AIRFLOW_ADMIN_PASSWORD"])
+                for dag_id in (DAG, DOWNSTREAM):
+                    api.ok("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+                yield {"stack": stack, "api": api, "base": base, "logs": base / "logs"}
+                write_timeline(api, DAG, ARTIFACTS / "server-mode-tasks.tsv")
+        finally:
+            broker = redis.Redis.from_url(REDIS_URL)
+            keys = list(broker.scan_iter(match=f"{prefix}*"))
+            if keys:
+                broker.delete(*keys)
 
 
 def _layout(server, day: dt.date) -> RunLayout:

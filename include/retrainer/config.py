@@ -20,7 +20,9 @@ from retrainer.calendar import RunWindow
 from retrainer.params import param
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
-LAUNCHERS = ("in_process", "local_processes")
+LAUNCHERS = ("in_process", "local_processes", "kubernetes")
+ACCELERATORS = ("cpu", "gpu", "tpu")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
 def project_home() -> Path:
@@ -76,13 +78,25 @@ class Tuning:
         7, minimum=1, maximum=60, changes_model=True, title="Evaluation days",
         help="E: the last E days of the window, held out for evaluation",
     )  # fmt: skip
-    epochs: int = param(3, minimum=1, maximum=100, changes_model=True, title="Epochs", help="passes over the data")
+    validation_days: int = param(
+        3, minimum=0, maximum=60, changes_model=True, title="Validation days",
+        help="V: the last V training days, held out of the fit to pick the best epoch (0: no early stopping)",
+    )  # fmt: skip
+    epochs: int = param(
+        30, minimum=1, maximum=200, changes_model=True, title="Epochs",
+        help="at most this many passes over the data (early stopping usually ends sooner)",
+    )  # fmt: skip
+    patience: int = param(
+        4, minimum=1, maximum=100, changes_model=True, title="Patience",
+        help="stop after this many epochs without a better validation metric",
+    )  # fmt: skip
     batch_size: int = param(
-        1024, minimum=16, maximum=65536, changes_model=True, title="Batch size", help="rows per replica per step"
+        256, minimum=16, maximum=65536, changes_model=True, title="Batch size", help="rows per replica per step"
     )
     learning_rate: float = param(
-        0.003, exclusive_minimum=0, maximum=1, changes_model=True, title="Learning rate", help="Adam's learning rate"
-    )
+        0.003, exclusive_minimum=0, maximum=1, changes_model=True, title="Learning rate",
+        help="Adam's initial learning rate; it decays along a cosine to 5% over the epochs",
+    )  # fmt: skip
     hidden_units: int = param(
         64, minimum=4, maximum=4096, changes_model=True, title="Hidden units", help="width of the first hidden layer"
     )
@@ -101,10 +115,10 @@ class Tuning:
         _check(self, self._cross_field)
 
     def _cross_field(self) -> list[str]:
-        if self.window_days <= self.eval_days:
+        if self.window_days <= self.eval_days + self.validation_days:
             return [
-                f"window_days ({self.window_days}) must be larger than eval_days ({self.eval_days}) "
-                "so that some days are left for training"
+                f"window_days ({self.window_days}) must be larger than eval_days ({self.eval_days}) + "
+                f"validation_days ({self.validation_days}) so that some days are left for training"
             ]
         return []
 
@@ -132,11 +146,27 @@ class Engines:
     )  # fmt: skip
     launcher: str = param(
         "in_process", choices=LAUNCHERS, env="RETRAINER_LAUNCHER",
-        help="where training runs: in the task's process, or num_workers local processes (MultiWorkerMirrored)",
+        help="where training runs: in the task's process, num_workers local processes (MultiWorkerMirrored), "
+        "or num_workers Kubernetes pods",
     )  # fmt: skip
     num_workers: int = param(
         1, minimum=1, maximum=64, env="RETRAINER_NUM_WORKERS", help="training processes the launcher starts"
     )
+    accelerator: str = param(
+        "cpu", choices=ACCELERATORS, env="RETRAINER_ACCELERATOR",
+        help="what each worker trains on: GPUs go to the gpu pool and queue, pods get GPU or TPU resources",
+    )  # fmt: skip
+    gpus_per_worker: int = param(
+        0, minimum=0, maximum=16, env="RETRAINER_GPUS_PER_WORKER", help="GPUs each worker (pod) asks for"
+    )
+    precision: str = param(
+        "auto", choices=PRECISIONS, env="RETRAINER_PRECISION",
+        help="Keras dtype policy; auto = mixed_float16 on GPUs, mixed_bfloat16 on TPUs, float32 on CPUs",
+    )  # fmt: skip
+    xla: str = param(
+        "off", choices=("off", "on"), env="RETRAINER_XLA",
+        help="XLA auto-clustering of the training step (for GPUs and TPUs; leave off on CPUs)",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         _check(self, self._cross_field)
@@ -145,9 +175,17 @@ class Engines:
         out = []
         if self.launcher == "in_process" and self.num_workers != 1:
             out.append(f"launcher in_process runs one worker, got num_workers={self.num_workers}")
-        several = self.launcher == "local_processes" and self.num_workers > 1
+        several = self.launcher in ("local_processes", "kubernetes") and self.num_workers > 1
         if several and self.strategy not in ("auto", "multi_worker"):
-            out.append(f"{self.num_workers} local workers need strategy auto or multi_worker, got {self.strategy}")
+            out.append(f"{self.num_workers} workers need strategy auto or multi_worker, got {self.strategy}")
+        if self.accelerator == "gpu" and self.gpus_per_worker < 1:
+            out.append("accelerator gpu needs gpus_per_worker >= 1")
+        if self.accelerator != "gpu" and self.gpus_per_worker:
+            out.append(f"gpus_per_worker={self.gpus_per_worker} needs accelerator gpu, got {self.accelerator}")
+        if self.accelerator == "tpu" and self.strategy not in ("auto", "tpu"):
+            out.append(f"accelerator tpu needs strategy auto or tpu, got {self.strategy}")
+        if self.launcher == "local_processes" and self.accelerator != "cpu":
+            out.append("local_processes share one machine's CPUs: use in_process (all local GPUs) or kubernetes")
         return out
 
 
@@ -199,7 +237,7 @@ class RunConfig:
 
     @property
     def window(self) -> RunWindow:
-        return RunWindow(self.run.date, self.tuning.window_days, self.tuning.eval_days)
+        return RunWindow(self.run.date, self.tuning.window_days, self.tuning.eval_days, self.tuning.validation_days)
 
 
 ALL_GROUPS = (RunIdentity, Tuning, Engines)

@@ -39,6 +39,15 @@ class Objective(abc.ABC):
     def describe(self, metrics: dict[str, Any]) -> str:
         """One line of metrics for a human."""
 
+    @abc.abstractmethod
+    def baselines(self, categorical: list[bool], seed: int) -> dict[str, Any]:
+        """{name: a no-argument factory of an unfitted scikit-learn estimator} for the reference models
+        evaluate trains beside the network; ``categorical`` flags the coded categorical columns."""
+
+    @abc.abstractmethod
+    def baseline_predict(self, model: Any, x: Any) -> Any:
+        """A fitted baseline's output in the same units as the network's (probability, label units)."""
+
     def gain(self, new: dict[str, Any], champion: dict[str, Any]) -> float:
         """How much better the new model is on the headline metric (positive = better), at 1e-6.
 
@@ -61,7 +70,8 @@ class BinaryClassification(Objective):
     def head(self, x: Any, stats: dict[str, Any]) -> Any:
         import keras
 
-        return keras.layers.Dense(1, activation="sigmoid", name=self.output_name)(x)
+        # float32 whatever the dtype policy: a float16 probability rounds away what AUC ranks on
+        return keras.layers.Dense(1, activation="sigmoid", name=self.output_name, dtype="float32")(x)
 
     def per_example_loss(self, y: Any, p: Any) -> Any:
         import keras
@@ -77,6 +87,20 @@ class BinaryClassification(Objective):
         from retrainer.metrics import BinaryMetrics
 
         return BinaryMetrics()
+
+    def baselines(self, categorical: list[bool], seed: int) -> dict[str, Any]:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.linear_model import LogisticRegression
+
+        return {
+            "hist_gradient_boosting": lambda: HistGradientBoostingClassifier(
+                categorical_features=categorical, random_state=seed
+            ),
+            "logistic_regression": lambda: _linear_pipeline(LogisticRegression(max_iter=1000), categorical),
+        }
+
+    def baseline_predict(self, model: Any, x: Any) -> Any:
+        return model.predict_proba(x)[:, 1]
 
     def describe(self, metrics: dict[str, Any]) -> str:
         return "AUC {auc:.4f}  log loss {log_loss:.4f}  accuracy {accuracy:.4f}  Brier {brier:.4f}".format(**metrics)
@@ -100,8 +124,8 @@ class Regression(Objective):
 
         label = stats["label"]
         std = max(label["variance"], 1e-12) ** 0.5
-        z = keras.layers.Dense(1, name="standardised")(x)
-        return keras.layers.Rescaling(scale=std, offset=label["mean"], name=self.output_name)(z)
+        z = keras.layers.Dense(1, name="standardised", dtype="float32")(x)
+        return keras.layers.Rescaling(scale=std, offset=label["mean"], name=self.output_name, dtype="float32")(z)
 
     def per_example_loss(self, y: Any, p: Any) -> Any:
         import keras
@@ -118,6 +142,44 @@ class Regression(Objective):
 
         return RegressionMetrics()
 
+    def baselines(self, categorical: list[bool], seed: int) -> dict[str, Any]:
+        from sklearn.ensemble import HistGradientBoostingRegressor
+        from sklearn.linear_model import Ridge
+
+        return {
+            "hist_gradient_boosting": lambda: HistGradientBoostingRegressor(
+                categorical_features=categorical, random_state=seed
+            ),
+            "ridge_regression": lambda: _linear_pipeline(Ridge(), categorical),
+        }
+
+    def baseline_predict(self, model: Any, x: Any) -> Any:
+        return model.predict(x)
+
     def describe(self, metrics: dict[str, Any]) -> str:
         u = f" {self.unit}" if self.unit else ""
         return "RMSE {rmse:.2f}{u}  MAE {mae:.2f}{u}  bias {bias:+.2f}{u}  R² {r2:.4f}".format(u=u, **metrics)
+
+
+def _linear_pipeline(estimator: Any, categorical: list[bool]) -> Any:
+    """Numeric columns mean-imputed and standardised, categorical codes one-hot (missing = its own level)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric = [j for j, c in enumerate(categorical) if not c]
+    coded = [j for j, c in enumerate(categorical) if c]
+    columns = ColumnTransformer(
+        [
+            ("numeric", make_pipeline(SimpleImputer(strategy="mean"), StandardScaler()), numeric),
+            (
+                "categorical",
+                make_pipeline(
+                    SimpleImputer(strategy="constant", fill_value=-1), OneHotEncoder(handle_unknown="ignore")
+                ),
+                coded,
+            ),
+        ]
+    )
+    return make_pipeline(columns, estimator)

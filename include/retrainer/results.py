@@ -33,7 +33,8 @@ class StageResult:
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:
         hints = typing.get_type_hints(cls)
         fields = dataclasses.fields(cls)
-        missing = [f.name for f in fields if f.name not in data and f.default is dataclasses.MISSING]
+        required = [f for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [f.name for f in required if f.name not in data]
         if missing:
             raise StaleResult(
                 f"{cls.__name__} lacks {missing}: written by another version of retrainer? rerun the {cls.STAGE} stage"
@@ -148,7 +149,14 @@ class TrainingResult(StageResult):
     steps_per_epoch: int
     resumed_from_epoch: int
     train_metric: str  # name of the per-epoch training metric in ``history``
-    history: list[dict[str, float]]
+    history: list[dict[str, float]]  # this attempt's epochs (a resumed attempt starts after the restored one)
+    fit_rows: int = 0  # rows the weights were fitted on (the training split minus the validation days)
+    fit_range: tuple[str, str] | None = None
+    validation_range: tuple[str, str] | None = None  # early stopping's held-out days, or None
+    epochs_trained: int = 0  # in total, over every attempt
+    best_epoch: int = 0  # the epoch whose weights ``checkpoint`` holds
+    best_validation: dict[str, float] = dataclasses.field(default_factory=dict)
+    tensorboard_dir: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +173,8 @@ class EvaluationResult(StageResult):
     reason: str
     eval_range: tuple[str, str]
     champion_run_date: dt.date | None = None  # the run date of the champion it was compared with
+    # scikit-learn reference models on the same rows: {name: metrics}; they never gate promotion
+    baselines: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

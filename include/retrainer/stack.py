@@ -87,7 +87,8 @@ class Stack:
     mlflow_port: int = 5000
     executor: str = "LocalExecutor"
     celery_broker: str | None = None  # redis://... with the CeleryExecutor
-    worker_concurrency: int = 3  # task slots of the default-queue Celery worker (the training worker has 1)
+    worker_concurrency: int = 3  # task slots of the default-queue Celery worker
+    training_concurrency: int = 1  # task slots of the training-queue worker (one GPU job at a time, as in compose)
     tasks_use_mlflow_server: bool = False  # tasks log over HTTP (server mode) or to the store directly
     extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -161,7 +162,8 @@ class Stack:
             ]  # fmt: skip
             if training_worker:
                 out["training-worker"] = [
-                    *worker, "1", "--queues", TRAINING_QUEUE, "--celery-hostname", "training@%h",
+                    *worker, str(self.training_concurrency),
+                    "--queues", TRAINING_QUEUE, "--celery-hostname", "training@%h",
                 ]  # fmt: skip
         return out
 
@@ -201,7 +203,7 @@ class Stack:
                 with open(log_dir / f"{name}.log", "w") as out:
                     procs[name] = subprocess.Popen(
                         argv, env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                        cwd=self.project,
+                        cwd=self.project, preexec_fn=_die_with_parent,
                     )  # fmt: skip
             _wait_until(lambda: _answers(f"{self.api_url}/api/v2/version"), 240, "the Airflow API", procs, log_dir)
             _wait_until(lambda: _answers(f"{self.mlflow_url}/health"), 240, "the MLflow server", procs, log_dir)
@@ -217,6 +219,16 @@ class Stack:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=10)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this component when the process that started it dies, even by SIGKILL: a
+    Celery worker left behind by a killed test run would otherwise go on taking the next run's tasks."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _answers(url: str) -> bool:

@@ -84,11 +84,19 @@ def run_summary(cfg: RunConfig) -> str:
     if train:
         last = train.history[-1] if train.history else {}
         lines.append(
-            f"  training    {len(train.history)} epoch(s) on {train.strategy} x{train.replicas} "
-            f"({train.launcher}, {train.num_workers} worker(s)), final loss {last.get('loss', float('nan')):.4f}"
+            f"  training    {train.epochs_trained} epoch(s) on {train.strategy} x{train.replicas} "
+            f"({train.launcher}, {train.num_workers} worker(s)), last loss {last.get('loss', float('nan')):.4f}"
         )
+        if train.validation_range:
+            score = ", ".join(f"{k} {v:.4f}" for k, v in train.best_validation.items())
+            lines.append(
+                f"              best epoch {train.best_epoch} by {score} on [{train.validation_range[0]}, "
+                f"{train.validation_range[1]}); fitted on {train.fit_rows:,} rows"
+            )
     if ev:
         lines.append(f"  new model   {objective.describe(ev.new)}")
+        for name, metrics in ev.baselines.items():
+            lines.append(f"  baseline    {objective.describe(metrics)}  {name} (scikit-learn, same rows)")
         champ = f"v{ev.champion_version}: {objective.describe(ev.champion)}" if ev.champion else "none yet"
         lines.append(f"  champion    {champ}")
         lines.append(f"  decision    {'PROMOTE' if ev.promote else 'keep champion'} ({ev.reason})")

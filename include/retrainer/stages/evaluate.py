@@ -4,15 +4,17 @@ Both are scored batch by batch from the Parquet files (bounded memory), with the
 objective's metrics. The gate, like TFX's Evaluator blessing: promote when there is no champion, or
 when the new model beats the champion on the objective's headline metric by at
 least ``min_gain`` in that metric's direction, and the run is not older than the champion
-(:mod:`retrainer.promotion`). The decision records which champion version it was compared with, so
-registration can tell whether the champion moved in between.
+(:mod:`retrainer.promotion`). scikit-learn baselines (:mod:`retrainer.baselines`) trained on the
+whole training split are scored on the same rows and reported beside it; they never gate. The
+decision records which champion version it was compared with, so registration can tell whether
+the champion moved in between.
 """
 
 from __future__ import annotations
 
 import logging
 
-from retrainer import promotion, registry
+from retrainer import atomic, baselines, promotion, registry
 from retrainer.config import RunConfig
 from retrainer.fingerprint import parquet_parts
 from retrainer.layout import RunLayout
@@ -53,6 +55,14 @@ def evaluate_models(validated: ValidationResult, training: TrainingResult, cfg: 
     champ = champ_metrics.result() if champion is not None else None
     if new["rows"] == 0:
         raise ValueError(f"evaluation set {validated.files.eval} is empty")
+    references = baselines.fit_and_score(
+        parquet_parts(validated.files.train),
+        parquet_parts(validated.files.eval),
+        contract,
+        objective,
+        atomic.read_json(validated.files.stats),
+        seed=cfg.tuning.seed,
+    )
     metric, gain = objective.headline, None
     if champ is None:
         promote, reason = True, "no champion yet"
@@ -80,6 +90,7 @@ def evaluate_models(validated: ValidationResult, training: TrainingResult, cfg: 
         promote=promote,
         reason=reason,
         eval_range=validated.features.eval_range,
+        baselines=references,
     )
     RunLayout.of(cfg).save(result)
     log.info("evaluation: promote=%s (%s)", promote, reason)

@@ -106,14 +106,20 @@ def register_model(
                     "launcher": training.launcher,
                     "num_workers": training.num_workers,
                     "min_gain": cfg.tuning.min_gain,
+                    "epochs_trained": training.epochs_trained,
+                    "best_epoch": training.best_epoch,
                 }
             )
             mlflow.log_metrics({f"new_{k}": v for k, v in evaluation.new.items()})
             if evaluation.champion:
                 mlflow.log_metrics({f"champion_{k}": v for k, v in evaluation.champion.items()})
+            for baseline, metrics in evaluation.baselines.items():
+                mlflow.log_metrics({f"baseline_{baseline}_{k}": v for k, v in metrics.items()})
             for h in training.history:
-                metrics = {"train_loss": h["loss"], training.train_metric: h[training.train_metric]}
+                metrics = {"train_loss": h["loss"], **{k: v for k, v in h.items() if k.startswith(("train_", "val_"))}}
                 mlflow.log_metrics(metrics, step=int(h["epoch"]))
+            if training.tensorboard_dir and Path(training.tensorboard_dir).is_dir():
+                mlflow.log_artifacts(training.tensorboard_dir, "tensorboard")
             report = validated.report
             if report.drift:
                 mlflow.log_metrics({f"psi_{c}": v for c, v in report.drift.items()})

@@ -39,21 +39,57 @@ def labels(batch: Any, contract: Contract) -> np.ndarray:
     return batch.column(contract.label.name).to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, 1)
 
 
+DateRange = tuple[str, str]  # [first day, end day) as ISO dates
+
+
 def iter_record_batches(
     files: Sequence[str | Path],
     contract: Contract,
     chunk_rows: int = CHUNK_ROWS,
     rng: np.random.Generator | None = None,
+    days: DateRange | None = None,
 ) -> Iterator[Any]:
-    """pyarrow RecordBatches of the contract's features and label; with ``rng`` the file order is shuffled."""
+    """pyarrow RecordBatches of the contract's features and label; with ``rng`` the file order is shuffled;
+    with ``days`` only the rows whose date (the contract's date column) is in that range."""
     import pyarrow.parquet as pq
 
     order = [str(f) for f in files]
     if rng is not None:
         rng.shuffle(order)
     columns = [c.name for c in contract.features] + [contract.label.name]
+    if days is None:
+        for f in order:
+            yield from pq.ParquetFile(f).iter_batches(batch_size=chunk_rows, columns=columns)
+        return
+    date_column = contract.table.date_column
     for f in order:
-        yield from pq.ParquetFile(f).iter_batches(batch_size=chunk_rows, columns=columns)
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=chunk_rows, columns=[*columns, date_column]):
+            kept = batch.filter(_in_days(batch.column(date_column), days)).select(columns)
+            if kept.num_rows:
+                yield kept
+
+
+def _in_days(dates: Any, days: DateRange) -> Any:
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    start, end = (pa.scalar(dt.date.fromisoformat(d), dates.type) for d in days)
+    return pc.and_(pc.greater_equal(dates, start), pc.less(dates, end))
+
+
+def count_rows(files: Sequence[str | Path], contract: Contract, days: DateRange) -> int:
+    """Rows dated in ``days``, reading only the date column."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    date_column = contract.table.date_column
+    total = 0
+    for f in files:
+        for batch in pq.ParquetFile(str(f)).iter_batches(batch_size=65536, columns=[date_column]):
+            total += pc.sum(_in_days(batch.column(date_column), days)).as_py() or 0
+    return total
 
 
 def iter_chunks(
@@ -61,9 +97,10 @@ def iter_chunks(
     contract: Contract,
     chunk_rows: int = CHUNK_ROWS,
     rng: np.random.Generator | None = None,
+    days: DateRange | None = None,
 ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
     """(inputs, labels) per record batch; with ``rng``, file order and rows within a chunk are shuffled."""
-    for batch in iter_record_batches(files, contract, chunk_rows, rng):
+    for batch in iter_record_batches(files, contract, chunk_rows, rng, days):
         x, y = arrow_to_inputs(batch, contract), labels(batch, contract)
         if rng is not None:
             perm = rng.permutation(len(y))
@@ -89,8 +126,10 @@ def make_dataset(
     *,
     seed: int | None = None,
     repeat: bool = False,
+    days: DateRange | None = None,
 ) -> Any:
-    """Batches of ``batch_size`` rows; ``seed`` shuffles differently on every pass, ``repeat`` loops forever."""
+    """Batches of ``batch_size`` rows; ``seed`` shuffles differently on every pass, ``repeat`` loops forever,
+    ``days`` keeps only the rows of those days."""
     import tensorflow as tf
 
     if not files:
@@ -99,7 +138,7 @@ def make_dataset(
 
     def gen() -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
         rng = np.random.default_rng([seed, next(passes)]) if seed is not None else None
-        yield from iter_chunks([str(f) for f in files], contract, rng=rng)
+        yield from iter_chunks([str(f) for f in files], contract, rng=rng, days=days)
 
     ds = tf.data.Dataset.from_generator(gen, output_signature=output_signature(contract))
     if repeat:

@@ -2,9 +2,12 @@
 
 Keras 3 ``fit`` breaks under MultiWorkerMirroredStrategy (keras-team/keras#20585), so this is the
 documented TF path: ``strategy.run`` on a ``tf.function`` step, losses averaged over the global
-batch, and a ``tf.train.CheckpointManager`` saving model, optimizer and epoch after every epoch.
-A retried task restores the latest checkpoint and continues from the next epoch. Only the chief
-writes to the real checkpoint folder; other workers save to a temporary one (required by MWMS).
+batch, and a ``tf.train.CheckpointManager`` saving model, optimizer (its step drives the cosine
+learning-rate schedule), epoch and early-stopping state after every epoch. A retried task restores
+the latest checkpoint and continues from the next epoch. A non-finite loss or weight fails the epoch
+before anything is saved. Only the chief writes to the real checkpoint folder (and TensorBoard's
+event files); other workers save to a temporary one (required by MWMS). Every worker scores the same
+validation rows with the same weights, so all of them take the same early-stopping decision.
 """
 
 from __future__ import annotations
@@ -22,15 +25,24 @@ from retrainer.contract import Contract
 from retrainer.fingerprint import parquet_parts
 from retrainer.objectives import Objective
 from retrainer.results import TrainingResult, ValidationResult
-from retrainer.training.data import make_dataset
+from retrainer.training.data import (
+    DateRange,
+    arrow_to_inputs,
+    count_rows,
+    iter_record_batches,
+    labels,
+    make_dataset,
+)
 from retrainer.training.model import build_model
-from retrainer.training.strategy import choose_strategy, is_chief_from_env
+from retrainer.training.strategy import apply_compute_settings, choose_strategy, is_chief_from_env
 
 if TYPE_CHECKING:
     from retrainer.workloads import Workload
 
 log = logging.getLogger(__name__)
 RUN_KEY_FILE = "run_key.json"
+BEST = "best"  # the best epoch's weights (by validation metric), inside the checkpoint folder
+TENSORBOARD = "tensorboard"  # the chief's TensorBoard event files, inside the checkpoint folder
 
 
 def prepare_checkpoint_dir(checkpoint_dir: Path, run_key: str) -> bool:
@@ -44,6 +56,22 @@ def prepare_checkpoint_dir(checkpoint_dir: Path, run_key: str) -> bool:
     checkpoint_dir.mkdir(parents=True)
     atomic.write_json(key_file, {"run_key": run_key})
     return False
+
+
+def score(
+    model: Any, files: list[str], contract: Contract, objective: Objective, days: DateRange | None = None
+) -> dict[str, Any]:
+    """The objective's evaluation metrics of ``model`` on the rows of ``files`` (in ``days``), streamed."""
+    metrics = objective.eval_metrics()
+    for batch in iter_record_batches(files, contract, days=days):
+        metrics.update(labels(batch, contract), model(arrow_to_inputs(batch, contract), training=False).numpy())
+    return metrics.result()
+
+
+def _all_finite(variables: list[Any]) -> bool:
+    import tensorflow as tf
+
+    return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in variables)
 
 
 def train(
@@ -60,8 +88,18 @@ def train(
     hidden_units: int,
     seed: int,
     strategy_name: str,
+    precision: str = "float32",
+    xla: str = "off",
+    fit_days: DateRange | None = None,
+    validation_days: DateRange | None = None,
+    patience: int = 4,
 ) -> dict[str, Any]:
-    """Train (or resume) and return a small summary. ``batch_size`` is per replica."""
+    """Train (or resume) and return a small summary. ``batch_size`` is per replica.
+
+    With ``validation_days``, those rows are held out of the fit and scored after every epoch; the best
+    epoch's weights are kept in ``best/`` and training stops after ``patience`` epochs without a better
+    score. Without, every epoch runs and the last one is the model.
+    """
     ckpt_dir = Path(checkpoint_dir)
     chief = is_chief_from_env()
     if chief:
@@ -71,10 +109,14 @@ def train(
     import tensorflow as tf
 
     strategy = choose_strategy(strategy_name)
+    policy = apply_compute_settings(precision, xla, strategy)
     replicas = strategy.num_replicas_in_sync
     global_batch = batch_size * replicas
-    steps_per_epoch = max(1, stats["rows"] // global_batch)
     files = [str(p) for p in parquet_parts(train_uri)]
+    fit_rows = count_rows(files, contract, fit_days) if fit_days else int(stats["rows"])
+    if fit_rows == 0:
+        raise ValueError(f"no training rows in {fit_days} of {train_uri}")
+    steps_per_epoch = max(1, fit_rows // global_batch)
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         shard = files[ctx.input_pipeline_id :: ctx.num_input_pipelines]
@@ -84,31 +126,42 @@ def train(
             ctx.get_per_replica_batch_size(global_batch),
             seed=seed + ctx.input_pipeline_id,
             repeat=True,
+            days=fit_days,
         )
 
     dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
 
     with strategy.scope():
         model = build_model(contract, objective, stats, hidden_units=hidden_units, seed=seed)
-        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+        schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch, alpha=0.05)
+        optimizer = keras.optimizers.Adam(learning_rate=schedule)
+        if policy == "mixed_float16":  # float16 gradients underflow without a dynamic loss scale
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
         metric = objective.train_metric()
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
+        best_score = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="best_score")
+        best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
+        checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, epoch=epoch, best_score=best_score, best_epoch=best_epoch
+        )
 
     write_dir = ckpt_dir if chief else Path(tempfile.mkdtemp(prefix="retrainer-worker-ckpt-"))
     manager = tf.train.CheckpointManager(checkpoint, str(write_dir), max_to_keep=2)
+    best = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(write_dir / BEST), max_to_keep=1)
     latest = tf.train.latest_checkpoint(str(ckpt_dir))
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
         log.info("resumed from %s at epoch %d", latest, int(epoch.numpy()))
+    board = tf.summary.create_file_writer(str(ckpt_dir / TENSORBOARD)) if chief else tf.summary.create_noop_writer()
 
     def step(x: dict[str, tf.Tensor], y: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
-            p = model(x, training=True)
+            p = tf.cast(model(x, training=True), tf.float32)
             per_example = objective.per_example_loss(y, p)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-        grads = tape.gradient(loss, model.trainable_variables)
+            scaled = optimizer.scale_loss(loss)  # the loss itself unless a LossScaleOptimizer
+        grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         metric.update_state(y, p)
         return loss
@@ -123,7 +176,11 @@ def train(
     history = []
     start_epoch = int(epoch.numpy())
     metric_key = f"train_{objective.train_metric_name}"
+    val_key = f"val_{objective.headline}"
+    better = (lambda a, b: a > b) if objective.higher_is_better else (lambda a, b: a < b)
     for e in range(start_epoch, epochs):
+        if validation_days and e - int(best_epoch.numpy()) >= patience and int(best_epoch.numpy()) > 0:
+            break  # a resumed run that had already stopped early
         t0 = time.perf_counter()
         metric.reset_state()
         total = 0.0
@@ -131,51 +188,78 @@ def train(
             total += float(distributed_step(iterator))
         seconds = time.perf_counter() - t0
         loss = total / steps_per_epoch
-        epoch.assign(e + 1)
-        manager.save(checkpoint_number=e + 1)
+        # Before anything is saved: a retry must never resume from (or export) diverged weights.
+        if not math.isfinite(loss) or not _all_finite(model.trainable_variables):
+            raise FloatingPointError(
+                f"training diverged in epoch {e + 1}: loss {loss}; nothing of this epoch was saved "
+                f"(lower the learning rate {learning_rate}?)"
+            )
         row = {
             "epoch": e + 1,
             "loss": loss,
             metric_key: float(metric.result()),
+            "learning_rate": float(schedule(optimizer.iterations)),
             "seconds": round(seconds, 2),
             "examples_per_second": round(steps_per_epoch * global_batch / seconds, 1),
         }
+        if validation_days:
+            row[val_key] = float(score(model, files, contract, objective, validation_days)[objective.headline])
+            if int(best_epoch.numpy()) == 0 or better(row[val_key], float(best_score.numpy())):
+                best.save(checkpoint_number=e + 1)
+                best_score.assign(row[val_key])
+                best_epoch.assign(e + 1)
+        epoch.assign(e + 1)
+        manager.save(checkpoint_number=e + 1)
+        with board.as_default(step=e + 1):
+            for name, value in row.items():
+                if name != "epoch":
+                    tf.summary.scalar(name, value)
+        board.flush()
         history.append(row)
         log.info(
-            "epoch %d/%d loss=%.4f %s=%.4f %.1fs %.0f ex/s",
-            e + 1,
-            epochs,
-            loss,
-            metric_key,
-            row[metric_key],
-            seconds,
-            row["examples_per_second"],
-        )
+            "epoch %d/%d loss=%.4f %s=%.4f%s %.1fs %.0f ex/s",
+            e + 1, epochs, loss, metric_key, row[metric_key],
+            f" {val_key}={row[val_key]:.4f}" if val_key in row else "", seconds, row["examples_per_second"],
+        )  # fmt: skip
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)
-    if any(not math.isfinite(h["loss"]) for h in history):
-        raise FloatingPointError(f"training diverged: non-finite loss in {history}")
     return {
         "chief": chief,
         "strategy": type(strategy).__name__,
         "replicas": replicas,
+        "dtype_policy": policy,
         "global_batch_size": global_batch,
         "steps_per_epoch": steps_per_epoch,
+        "fit_rows": fit_rows,
         "resumed_from_epoch": start_epoch,
+        "epochs_trained": int(epoch.numpy()),
+        "best_epoch": int(best_epoch.numpy()) if validation_days else int(epoch.numpy()),
+        "best_validation": {val_key: float(best_score.numpy())} if validation_days else {},
         "history": history,
-        "checkpoint": tf.train.latest_checkpoint(str(ckpt_dir)) if chief else None,
+        "checkpoint": tf.train.latest_checkpoint(str(ckpt_dir / BEST) if validation_days else str(ckpt_dir))
+        if chief
+        else None,
+        "tensorboard_dir": str(ckpt_dir / TENSORBOARD),
     }
 
 
 def load_trained_model(validated: ValidationResult, training: TrainingResult, workload: Workload) -> Any:
-    """The model of a train-stage result: rebuilt from the run's tables, the newest checkpoint's weights."""
+    """The model of a train-stage result: rebuilt from the run's tables with the weights its result names
+    (the best epoch's), after checking the checkpoint folder still belongs to that training run."""
     import tensorflow as tf
 
-    latest = tf.train.latest_checkpoint(training.checkpoint_dir)
-    if latest is None:
-        raise FileNotFoundError(f"no checkpoint in {training.checkpoint_dir}: has the train stage run for this date?")
+    key_file = Path(training.checkpoint_dir) / RUN_KEY_FILE
+    found = atomic.read_json(key_file).get("run_key") if key_file.exists() else None
+    if found != training.run_key:
+        raise ValueError(
+            f"checkpoints in {training.checkpoint_dir} belong to training run {found}, not {training.run_key} "
+            "(retrained since with other data or parameters?): rerun train"
+        )
+    weights = training.checkpoint or tf.train.latest_checkpoint(training.checkpoint_dir)
+    if weights is None or not tf.io.gfile.exists(weights + ".index"):
+        raise FileNotFoundError(f"no checkpoint {weights} in {training.checkpoint_dir}: has train run for this date?")
     stats = atomic.read_json(validated.files.stats)
     hidden_units = training.hyperparameters["hidden_units"]
     model = build_model(workload.contract, workload.objective, stats, hidden_units=hidden_units)
-    tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+    tf.train.Checkpoint(model=model).restore(weights).expect_partial().assert_existing_objects_matched()
     return model

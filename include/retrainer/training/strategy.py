@@ -21,6 +21,17 @@ def tf_config(workers: list[str], index: int, task_type: str = "worker") -> dict
     return {"cluster": {"worker": list(workers)}, "task": {"type": task_type, "index": index}}
 
 
+def tf_config_from_pod_env(env: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """TF_CONFIG for a pod of an Indexed Job (:mod:`retrainer.kubernetes_jobs`): the worker list the launcher
+    wrote and the index Kubernetes gave the pod; None outside such a pod."""
+    from retrainer.kubernetes_jobs import INDEX_ENV, WORKERS_ENV
+
+    env = os.environ if env is None else env
+    if not env.get(WORKERS_ENV) or env.get(INDEX_ENV) is None:
+        return None
+    return tf_config(env[WORKERS_ENV].split(","), int(env[INDEX_ENV]))
+
+
 def cluster_from_env() -> dict[str, Any] | None:
     raw = os.environ.get("TF_CONFIG")
     if not raw:
@@ -71,3 +82,29 @@ def choose_strategy(name: str) -> Any:
         raise ValueError(f"unknown strategy {name!r}")
     log.info("strategy %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync)
     return strategy
+
+
+def dtype_policy(precision: str, strategy: Any) -> str:
+    """``auto``: mixed_bfloat16 under TPUStrategy, mixed_float16 when the replicas are GPUs, else float32
+    (mixed_float16 runs on CPUs but many times slower)."""
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "mixed_bfloat16"
+    devices = getattr(getattr(strategy, "extended", None), "worker_devices", ()) or ()
+    return "mixed_float16" if any("GPU" in d.upper() for d in devices) else "float32"
+
+
+def apply_compute_settings(precision: str, xla: str, strategy: Any) -> str:
+    """Set Keras' global dtype policy and TensorFlow's XLA auto-clustering before the model is built;
+    returns the policy's name. Auto-clustering compiles what XLA can and leaves string lookups alone."""
+    import keras
+    import tensorflow as tf
+
+    policy = dtype_policy(precision, strategy)
+    keras.mixed_precision.set_global_policy(policy)
+    tf.config.optimizer.set_jit("autoclustering" if xla == "on" else False)
+    log.info("dtype policy %s, XLA %s", policy, xla)
+    return policy

@@ -36,6 +36,12 @@ def run_key(validated: ValidationResult, stats: dict[str, Any], cfg: RunConfig) 
     )
 
 
+def current_run_key(cfg: RunConfig) -> str:
+    """The run key of this run's validated features and parameters, as the workers will compute it."""
+    validated = RunLayout.of(cfg).load(ValidationResult)
+    return run_key(validated, atomic.read_json(validated.files.stats), cfg)
+
+
 def run(cfg: RunConfig) -> TrainingResult:
     from retrainer.training.loop import train
 
@@ -58,6 +64,11 @@ def run(cfg: RunConfig) -> TrainingResult:
         hidden_units=t.hidden_units,
         seed=t.seed,
         strategy_name=cfg.engines.strategy,
+        precision=cfg.engines.precision,
+        xla=cfg.engines.xla,
+        fit_days=cfg.window.fit_range,
+        validation_days=cfg.window.validation_range,
+        patience=t.patience,
     )
     result = TrainingResult(
         run_key=key,
@@ -73,6 +84,13 @@ def run(cfg: RunConfig) -> TrainingResult:
         resumed_from_epoch=summary["resumed_from_epoch"],
         train_metric=f"train_{workload.objective.train_metric_name}",
         history=summary["history"],
+        fit_rows=summary["fit_rows"],
+        fit_range=cfg.window.fit_range,
+        validation_range=cfg.window.validation_range,
+        epochs_trained=summary["epochs_trained"],
+        best_epoch=summary["best_epoch"],
+        best_validation=summary["best_validation"],
+        tensorboard_dir=summary["tensorboard_dir"],
     )
     if summary["chief"]:
         layout.save(result)
@@ -81,7 +99,15 @@ def run(cfg: RunConfig) -> TrainingResult:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import json
+    import os
+
+    from retrainer.training.strategy import tf_config_from_pod_env
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pod_config = tf_config_from_pod_env()
+    if pod_config is not None and "TF_CONFIG" not in os.environ:  # a Kubernetes worker pod; before TF starts
+        os.environ["TF_CONFIG"] = json.dumps(pod_config)
     for noisy in ("absl", "tensorflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     run(RunConfig.from_argv(sys.argv[1:] if argv is None else argv))
