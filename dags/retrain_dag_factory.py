@@ -20,6 +20,7 @@ from retrainer.promotion import POOL as PROMOTION_POOL
 from retrainer_plugins.failures import no_retry_on_bad_data
 from retrainer_plugins.notifiers import notifiers
 from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
+from retrainer_plugins.training_operator import TensorFlowTrainOperator
 
 DEFAULT_ARGS = {
     "owner": "ml-platform",
@@ -106,14 +107,15 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
                 return validate_features(FeaturesResult.from_dict(features), run_config(context, workload)).to_dict()
 
         # Celery workers with GPUs listen on the training queue (docker-compose.yaml); ignored by other executors.
-        @task(multiple_outputs=False, execution_timeout=timedelta(hours=2), queue=TRAINING_QUEUE)
-        def train(validated: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from retrainer.airflow_adapter import run_config
-            from retrainer.results import ValidationResult
-            from retrainer.stages.train import train_model
-
-            with no_retry_on_bad_data():
-                return train_model(ValidationResult.from_dict(validated), run_config(context, workload)).to_dict()
+        # Launcher, accelerator and worker count: the deployment's RETRAINER_* settings unless given here.
+        def train(validated: Any) -> Any:
+            return TensorFlowTrainOperator(
+                task_id="train",
+                workload=workload,
+                validated=validated,
+                queue=TRAINING_QUEUE,
+                execution_timeout=timedelta(hours=2),
+            ).output
 
         @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
         def evaluate(validated: dict[str, Any], training: dict[str, Any], **context: Any) -> dict[str, Any]:

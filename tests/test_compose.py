@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from retrainer.launchers import GPU_POOL
 from retrainer.promotion import POOL
 from retrainer.stack import MLFLOW_ALLOWED_HOSTS, TRAINING_QUEUE, Stack, ensure_secrets
 
@@ -123,6 +124,7 @@ def test_workers_queues_and_the_gpu_reservation(resolved) -> None:
     assert gpu["environment"]["RETRAINER_TRAINING_QUEUE"] == TRAINING_QUEUE
     assert services["airflow-scheduler"]["environment"]["RETRAINER_SPARK_MASTER"] == "spark://spark-master:7077"
     assert f"airflow pools set {POOL} 1" in " ".join(services["airflow-init"]["command"])
+    assert f"airflow pools set {GPU_POOL} 1" in " ".join(services["airflow-init"]["command"])
 
 
 def test_ports_bind_to_loopback(resolved) -> None:

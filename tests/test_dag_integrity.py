@@ -82,6 +82,20 @@ def test_only_register_runs_in_the_one_slot_promotion_pool(dag) -> None:
     assert {t.task_id for t in dag.tasks if t.pool == POOL} == {"register"}
 
 
+def test_train_runs_through_the_training_operator_and_gpu_work_takes_the_gpu_pool(dag, monkeypatch) -> None:
+    from retrainer.launchers import GPU_POOL
+    from retrainer_plugins.training_operator import TensorFlowTrainOperator
+
+    train = dag.get_task("train")
+    assert train.task_type == "TensorFlowTrainOperator" and train.pool != GPU_POOL  # CPU by default
+    monkeypatch.setenv("RETRAINER_GPU_QUEUE", "gpu-workers")
+    gpu = TensorFlowTrainOperator(task_id="t", workload="flight_delay", validated={}, accelerator="gpu")
+    assert (gpu.pool, gpu.queue) == (GPU_POOL, "gpu-workers")
+    monkeypatch.setenv("RETRAINER_ACCELERATOR", "gpu")  # the deployment's setting, seen when the DAG is parsed
+    from_env = TensorFlowTrainOperator(task_id="t", workload="flight_delay", validated={}, pool="my_gpus")
+    assert (from_env.pool, from_env.queue) == ("my_gpus", "gpu-workers")  # the DAG author's pool wins
+
+
 def test_every_task_retries_with_backoff_and_has_a_timeout(dag) -> None:
     for task in dag.tasks:
         assert task.retries >= 2, task.task_id
@@ -229,7 +243,10 @@ def test_sensor_timeout_lists_the_missing_partitions(tmp_path: Path, monkeypatch
     (tmp_path / "raw" / "weather" / "date=2013-03-05" / "weather.csv").unlink()
     monkeypatch.setenv("RETRAINER_DATA_ROOT", str(tmp_path))
     sensor = RawPartitionsSensor(task_id="wait", workload="flight_delay", mode="poke", timeout=0, poke_interval=0)
-    context = {"logical_date": pendulum.datetime(2013, 3, 11, tz="UTC"), "params": {"window_days": 3, "eval_days": 1}}
+    context = {
+        "logical_date": pendulum.datetime(2013, 3, 11, tz="UTC"),
+        "params": {"window_days": 3, "eval_days": 1, "validation_days": 1},
+    }
     with pytest.raises(AirflowSensorTimeout) as err:
         sensor.execute(context)
     # window [03-08, 03-11) plus 7 days of history: 03-01 .. 03-10 needed, 03-05 weather missing

@@ -55,7 +55,9 @@ def test_landing_twice_replaces_without_duplicates_or_temp_files(tmp_path: Path)
 
 def test_missing_raw_inputs_are_listed_by_source_and_date(tmp_path: Path) -> None:
     # a run dated 03-11 with window 3 reads 03-08 .. 03-10 plus 7 days of history: 03-01 .. 03-10
-    cfg = RunConfig.build("2013-03-11", "flight_delay", window_days=3, eval_days=1, data_root=str(tmp_path))
+    cfg = RunConfig.build(
+        "2013-03-11", "flight_delay", window_days=3, eval_days=1, validation_days=1, data_root=str(tmp_path)
+    )
     land(tmp_path, dt.date(2013, 3, 1), dt.date(2013, 3, 9))
     raw_partition(tmp_path, "weather", dt.date(2013, 3, 5)).unlink()
     raw_dim(tmp_path, "airports").unlink()  # not read by this workload: not required

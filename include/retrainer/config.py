@@ -98,8 +98,13 @@ class Tuning:
         help="Adam's initial learning rate; it decays along a cosine to 5% over the epochs",
     )  # fmt: skip
     hidden_units: int = param(
-        64, minimum=4, maximum=4096, changes_model=True, title="Hidden units", help="width of the first hidden layer"
-    )
+        16, minimum=4, maximum=4096, changes_model=True, title="Hidden units",
+        help="width of the deep part's first hidden layer",
+    )  # fmt: skip
+    dropout: float = param(
+        0.5, minimum=0, maximum=0.9, changes_model=True, title="Dropout",
+        help="dropout after each hidden layer of the deep part",
+    )  # fmt: skip
     seed: int = param(42, minimum=0, maximum=2**31 - 1, changes_model=True, title="Seed", help="weights and shuffle")
     part_files: int = param(
         4, minimum=1, maximum=256, changes_model=True, title="Part files",

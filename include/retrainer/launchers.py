@@ -39,6 +39,7 @@ from retrainer.layout import RunLayout
 from retrainer.training.strategy import tf_config
 
 log = logging.getLogger(__name__)
+GPU_POOL = "gpu"  # the Airflow pool GPU training takes a slot of (one slot per GPU worker group you can run)
 
 
 class WorkersFailed(RuntimeError):

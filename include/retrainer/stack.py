@@ -23,6 +23,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+from retrainer.launchers import GPU_POOL
 from retrainer.promotion import POOL as PROMOTION_POOL
 
 LOOPBACK = "127.0.0.1"
@@ -177,13 +178,15 @@ class Stack:
         ]  # fmt: skip
 
     def prepare(self) -> None:
-        """Migrate the database, write the admin's password, create the promotion pool."""
+        """Migrate the database, write the admin's password, create the promotion and GPU pools."""
         self.airflow_home.mkdir(parents=True, exist_ok=True)
         self.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
         self.passwords_file.write_text(json.dumps({ADMIN: self.secrets["AIRFLOW_ADMIN_PASSWORD"]}))
         self.passwords_file.chmod(0o600)
         self.airflow("db", "migrate")
         self.airflow("pools", "set", PROMOTION_POOL, "1", "one champion move at a time (retrainer register)")
+        gpu_slots = os.environ.get("RETRAINER_GPU_POOL_SLOTS", "1")
+        self.airflow("pools", "set", GPU_POOL, gpu_slots, "training runs on GPUs at once (TensorFlowTrainOperator)")
 
     def airflow(self, *args: str, timeout: float = 300) -> str:
         argv = [_venv_bin("airflow"), *args]

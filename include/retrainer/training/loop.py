@@ -12,6 +12,7 @@ validation rows with the same weights, so all of them take the same early-stoppi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RUN_KEY_FILE = "run_key.json"
-BEST = "best"  # the best epoch's weights (by validation metric), inside the checkpoint folder
+BEST = "best"  # the best epoch's weights (by validation metric), inside a phase's checkpoint folder
 TENSORBOARD = "tensorboard"  # the chief's TensorBoard event files, inside the checkpoint folder
 
 
@@ -74,6 +75,16 @@ def _all_finite(variables: list[Any]) -> bool:
     return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in variables)
 
 
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One fit: which days, at most how many epochs, scored on which days (None: no early stopping)."""
+
+    name: str  # the checkpoint and TensorBoard subfolder
+    days: DateRange | None
+    max_epochs: int
+    validation: DateRange | None = None
+
+
 def train(
     *,
     train_uri: str,
@@ -88,6 +99,7 @@ def train(
     hidden_units: int,
     seed: int,
     strategy_name: str,
+    dropout: float = 0.0,
     precision: str = "float32",
     xla: str = "off",
     fit_days: DateRange | None = None,
@@ -96,9 +108,10 @@ def train(
 ) -> dict[str, Any]:
     """Train (or resume) and return a small summary. ``batch_size`` is per replica.
 
-    With ``validation_days``, those rows are held out of the fit and scored after every epoch; the best
-    epoch's weights are kept in ``best/`` and training stops after ``patience`` epochs without a better
-    score. Without, every epoch runs and the last one is the model.
+    With ``validation_days`` training has two phases. *select*: fit on ``fit_days``, score the validation
+    days after every epoch, stop after ``patience`` epochs without a better score. *final*: a fresh
+    model fitted on the whole training range (validation days included: they are the most recent)
+    for the best epoch count. Without, one phase of ``epochs`` epochs on the whole training range.
     """
     ckpt_dir = Path(checkpoint_dir)
     chief = is_chief_from_env()
@@ -113,132 +126,153 @@ def train(
     replicas = strategy.num_replicas_in_sync
     global_batch = batch_size * replicas
     files = [str(p) for p in parquet_parts(train_uri)]
-    fit_rows = count_rows(files, contract, fit_days) if fit_days else int(stats["rows"])
-    if fit_rows == 0:
-        raise ValueError(f"no training rows in {fit_days} of {train_uri}")
-    steps_per_epoch = max(1, fit_rows // global_batch)
-
-    def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        shard = files[ctx.input_pipeline_id :: ctx.num_input_pipelines]
-        return make_dataset(
-            shard,
-            contract,
-            ctx.get_per_replica_batch_size(global_batch),
-            seed=seed + ctx.input_pipeline_id,
-            repeat=True,
-            days=fit_days,
-        )
-
-    dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
-
-    with strategy.scope():
-        model = build_model(contract, objective, stats, hidden_units=hidden_units, seed=seed)
-        schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch, alpha=0.05)
-        optimizer = keras.optimizers.Adam(learning_rate=schedule)
-        if policy == "mixed_float16":  # float16 gradients underflow without a dynamic loss scale
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizer.build(model.trainable_variables)
-        metric = objective.train_metric()
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        best_score = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="best_score")
-        best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
-        checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, epoch=epoch, best_score=best_score, best_epoch=best_epoch
-        )
-
-    write_dir = ckpt_dir if chief else Path(tempfile.mkdtemp(prefix="retrainer-worker-ckpt-"))
-    manager = tf.train.CheckpointManager(checkpoint, str(write_dir), max_to_keep=2)
-    best = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(write_dir / BEST), max_to_keep=1)
-    latest = tf.train.latest_checkpoint(str(ckpt_dir))
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-        log.info("resumed from %s at epoch %d", latest, int(epoch.numpy()))
-    board = tf.summary.create_file_writer(str(ckpt_dir / TENSORBOARD)) if chief else tf.summary.create_noop_writer()
-
-    def step(x: dict[str, tf.Tensor], y: tf.Tensor) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            p = tf.cast(model(x, training=True), tf.float32)
-            per_example = objective.per_example_loss(y, p)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-            scaled = optimizer.scale_loss(loss)  # the loss itself unless a LossScaleOptimizer
-        grads = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        metric.update_state(y, p)
-        return loss
-
-    @tf.function
-    def distributed_step(iterator: Any) -> tf.Tensor:
-        x, y = next(iterator)
-        per_replica = strategy.run(step, args=(x, y))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-
-    iterator = iter(dist_ds)
-    history = []
-    start_epoch = int(epoch.numpy())
+    scratch = None if chief else Path(tempfile.mkdtemp(prefix="retrainer-worker-ckpt-"))
     metric_key = f"train_{objective.train_metric_name}"
     val_key = f"val_{objective.headline}"
     better = (lambda a, b: a > b) if objective.higher_is_better else (lambda a, b: a < b)
-    for e in range(start_epoch, epochs):
-        if validation_days and e - int(best_epoch.numpy()) >= patience and int(best_epoch.numpy()) > 0:
-            break  # a resumed run that had already stopped early
-        t0 = time.perf_counter()
-        metric.reset_state()
-        total = 0.0
-        for _ in range(steps_per_epoch):
-            total += float(distributed_step(iterator))
-        seconds = time.perf_counter() - t0
-        loss = total / steps_per_epoch
-        # Before anything is saved: a retry must never resume from (or export) diverged weights.
-        if not math.isfinite(loss) or not _all_finite(model.trainable_variables):
-            raise FloatingPointError(
-                f"training diverged in epoch {e + 1}: loss {loss}; nothing of this epoch was saved "
-                f"(lower the learning rate {learning_rate}?)"
+
+    def run_phase(phase: Phase) -> dict[str, Any]:
+        rows = count_rows(files, contract, phase.days) if phase.days else int(stats["rows"])
+        if rows == 0:
+            raise ValueError(f"no training rows in {phase.days} of {train_uri}")
+        steps = max(1, rows // global_batch)
+
+        def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            shard = files[ctx.input_pipeline_id :: ctx.num_input_pipelines]
+            per_replica = ctx.get_per_replica_batch_size(global_batch)
+            return make_dataset(
+                shard, contract, per_replica, seed=seed + ctx.input_pipeline_id, repeat=True, days=phase.days
             )
-        row = {
-            "epoch": e + 1,
-            "loss": loss,
-            metric_key: float(metric.result()),
-            "learning_rate": float(schedule(optimizer.iterations)),
-            "seconds": round(seconds, 2),
-            "examples_per_second": round(steps_per_epoch * global_batch / seconds, 1),
+
+        dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
+        with strategy.scope():
+            model = build_model(contract, objective, stats, hidden_units=hidden_units, seed=seed, dropout=dropout)
+            schedule = keras.optimizers.schedules.CosineDecay(learning_rate, phase.max_epochs * steps, alpha=0.05)
+            optimizer = keras.optimizers.Adam(learning_rate=schedule)
+            if policy == "mixed_float16":  # float16 gradients underflow without a dynamic loss scale
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer.build(model.trainable_variables)
+            metric = objective.train_metric()
+            epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            best_score = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="best_score")
+            best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
+            checkpoint = tf.train.Checkpoint(
+                model=model, optimizer=optimizer, epoch=epoch, best_score=best_score, best_epoch=best_epoch
+            )
+        real_dir = ckpt_dir / phase.name
+        write_dir = real_dir if scratch is None else scratch / phase.name
+        manager = tf.train.CheckpointManager(checkpoint, str(write_dir), max_to_keep=2)
+        best = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(write_dir / BEST), max_to_keep=1)
+        latest = tf.train.latest_checkpoint(str(real_dir))
+        if latest:
+            checkpoint.restore(latest).assert_existing_objects_matched()
+            log.info("%s: resumed from %s at epoch %d", phase.name, latest, int(epoch.numpy()))
+        board = (
+            tf.summary.create_file_writer(str(ckpt_dir / TENSORBOARD / phase.name))
+            if chief
+            else tf.summary.create_noop_writer()
+        )
+
+        def step(x: dict[str, tf.Tensor], y: tf.Tensor) -> tf.Tensor:
+            with tf.GradientTape() as tape:
+                p = tf.cast(model(x, training=True), tf.float32)
+                per_example = objective.per_example_loss(y, p)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                scaled = optimizer.scale_loss(loss)  # the loss itself unless a LossScaleOptimizer
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            metric.update_state(y, p)
+            return loss
+
+        @tf.function
+        def distributed_step(iterator: Any) -> tf.Tensor:
+            x, y = next(iterator)
+            per_replica = strategy.run(step, args=(x, y))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        iterator = iter(dist_ds)
+        history = []
+        start_epoch = int(epoch.numpy())
+        for e in range(start_epoch, phase.max_epochs):
+            if phase.validation and int(best_epoch.numpy()) > 0 and e - int(best_epoch.numpy()) >= patience:
+                break  # stopped early (a resumed attempt finds it so from the restored state)
+            t0 = time.perf_counter()
+            metric.reset_state()
+            total = 0.0
+            for _ in range(steps):
+                total += float(distributed_step(iterator))
+            seconds = time.perf_counter() - t0
+            loss = total / steps
+            # Before anything is saved: a retry must never resume from (or export) diverged weights.
+            if not math.isfinite(loss) or not _all_finite(model.trainable_variables):
+                raise FloatingPointError(
+                    f"training diverged in epoch {e + 1} ({phase.name}): loss {loss}; nothing of this epoch was "
+                    f"saved (lower the learning rate {learning_rate}?)"
+                )
+            row: dict[str, Any] = {
+                "phase": phase.name,
+                "epoch": e + 1,
+                "loss": loss,
+                metric_key: float(metric.result()),
+                "learning_rate": float(schedule(optimizer.iterations)),
+                "seconds": round(seconds, 2),
+                "examples_per_second": round(steps * global_batch / seconds, 1),
+            }
+            if phase.validation:
+                row[val_key] = float(score(model, files, contract, objective, phase.validation)[objective.headline])
+                if int(best_epoch.numpy()) == 0 or better(row[val_key], float(best_score.numpy())):
+                    best.save(checkpoint_number=e + 1)
+                    best_score.assign(row[val_key])
+                    best_epoch.assign(e + 1)
+            epoch.assign(e + 1)
+            manager.save(checkpoint_number=e + 1)
+            with board.as_default(step=e + 1):
+                for name, value in row.items():
+                    if name not in ("phase", "epoch"):
+                        tf.summary.scalar(name, value)
+            board.flush()
+            history.append(row)
+            log.info(
+                "%s epoch %d/%d loss=%.4f %s=%.4f%s %.1fs %.0f ex/s",
+                phase.name, e + 1, phase.max_epochs, loss, metric_key, row[metric_key],
+                f" {val_key}={row[val_key]:.4f}" if val_key in row else "", seconds, row["examples_per_second"],
+            )  # fmt: skip
+        return {
+            "rows": rows,
+            "steps_per_epoch": steps,
+            "resumed_from_epoch": start_epoch,
+            "epochs": int(epoch.numpy()),
+            "best_epoch": int(best_epoch.numpy()),
+            "best_score": float(best_score.numpy()),
+            "history": history,
+            "checkpoint": tf.train.latest_checkpoint(str(real_dir)) if chief else None,
         }
-        if validation_days:
-            row[val_key] = float(score(model, files, contract, objective, validation_days)[objective.headline])
-            if int(best_epoch.numpy()) == 0 or better(row[val_key], float(best_score.numpy())):
-                best.save(checkpoint_number=e + 1)
-                best_score.assign(row[val_key])
-                best_epoch.assign(e + 1)
-        epoch.assign(e + 1)
-        manager.save(checkpoint_number=e + 1)
-        with board.as_default(step=e + 1):
-            for name, value in row.items():
-                if name != "epoch":
-                    tf.summary.scalar(name, value)
-        board.flush()
-        history.append(row)
-        log.info(
-            "epoch %d/%d loss=%.4f %s=%.4f%s %.1fs %.0f ex/s",
-            e + 1, epochs, loss, metric_key, row[metric_key],
-            f" {val_key}={row[val_key]:.4f}" if val_key in row else "", seconds, row["examples_per_second"],
-        )  # fmt: skip
-    if not chief:
-        shutil.rmtree(write_dir, ignore_errors=True)
+
+    phases = []
+    if validation_days:
+        select = run_phase(Phase("select", fit_days, epochs, validation_days))
+        phases.append(select)
+        whole = (fit_days[0], validation_days[1]) if fit_days else None
+        final = run_phase(Phase("final", whole, max(1, select["best_epoch"])))
+    else:
+        final = run_phase(Phase("final", fit_days, epochs))
+    phases.append(final)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
     return {
         "chief": chief,
         "strategy": type(strategy).__name__,
         "replicas": replicas,
         "dtype_policy": policy,
         "global_batch_size": global_batch,
-        "steps_per_epoch": steps_per_epoch,
-        "fit_rows": fit_rows,
-        "resumed_from_epoch": start_epoch,
-        "epochs_trained": int(epoch.numpy()),
-        "best_epoch": int(best_epoch.numpy()) if validation_days else int(epoch.numpy()),
-        "best_validation": {val_key: float(best_score.numpy())} if validation_days else {},
-        "history": history,
-        "checkpoint": tf.train.latest_checkpoint(str(ckpt_dir / BEST) if validation_days else str(ckpt_dir))
-        if chief
-        else None,
+        "steps_per_epoch": final["steps_per_epoch"],
+        "fit_rows": final["rows"],
+        "resumed_from_epoch": phases[0]["resumed_from_epoch"],
+        "epochs_trained": sum(p["epochs"] for p in phases),
+        "best_epoch": final["epochs"],
+        "best_validation": {val_key: phases[0]["best_score"]} if validation_days else {},
+        "history": [row for p in phases for row in p["history"]],
+        "checkpoint": final["checkpoint"],
         "tensorboard_dir": str(ckpt_dir / TENSORBOARD),
     }
 

@@ -93,8 +93,7 @@ def dtype_policy(precision: str, strategy: Any) -> str:
 
     if isinstance(strategy, tf.distribute.TPUStrategy):
         return "mixed_bfloat16"
-    devices = getattr(getattr(strategy, "extended", None), "worker_devices", ()) or ()
-    return "mixed_float16" if any("GPU" in d.upper() for d in devices) else "float32"
+    return "mixed_float16" if tf.config.list_logical_devices("GPU") else "float32"
 
 
 def apply_compute_settings(precision: str, xla: str, strategy: Any) -> str:

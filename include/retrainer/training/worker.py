@@ -62,6 +62,7 @@ def run(cfg: RunConfig) -> TrainingResult:
         batch_size=t.batch_size,
         learning_rate=t.learning_rate,
         hidden_units=t.hidden_units,
+        dropout=t.dropout,
         seed=t.seed,
         strategy_name=cfg.engines.strategy,
         precision=cfg.engines.precision,
