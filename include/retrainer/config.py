@@ -94,7 +94,7 @@ class Tuning:
         256, minimum=16, maximum=65536, changes_model=True, title="Batch size", help="rows per replica per step"
     )
     learning_rate: float = param(
-        0.003, exclusive_minimum=0, maximum=1, changes_model=True, title="Learning rate",
+        0.01, exclusive_minimum=0, maximum=1, changes_model=True, title="Learning rate",
         help="Adam's initial learning rate; it decays along a cosine to 5% over the epochs",
     )  # fmt: skip
     hidden_units: int = param(
