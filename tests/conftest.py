@@ -82,7 +82,7 @@ def airflow_db(session_dir: Path) -> Path:
 
 
 def small_config(data_root: Path, tracking_uri: str, workload: str = "flight_delay", **overrides):
-    """A tiny run: 7-day window, 2 evaluation days, 1 epoch, small model."""
+    """A tiny run: 7-day window, 2 evaluation days (1 validation day), 1 epoch, small model."""
     from retrainer.config import RunConfig
 
     base = {
@@ -90,6 +90,7 @@ def small_config(data_root: Path, tracking_uri: str, workload: str = "flight_del
         "workload": workload,
         "window_days": 7,
         "eval_days": 2,
+        "validation_days": 1,
         "epochs": 1,
         "batch_size": 256,
         "hidden_units": 8,

@@ -140,3 +140,32 @@ def test_a_champion_that_moved_after_evaluation_is_re_evaluated_against(first: d
     assert f"champion moved from v999 to v{before} after this run was evaluated; re-evaluated" in reg.decision
     assert "< min_gain 0.5" in reg.decision
     assert registry.alias_version(cfg.engines.tracking_uri, MODEL, "champion") == before
+
+
+def test_baselines_are_scored_on_the_same_rows_and_reach_mlflow_with_tensorboard(
+    first: dict, validated: ValidationResult, cfg
+) -> None:
+    ev = first["evaluation"]
+    assert set(ev.baselines) == {"hist_gradient_boosting", "logistic_regression"}
+    for metrics in ev.baselines.values():
+        assert metrics["rows"] == ev.new["rows"] and 0.5 < metrics["auc"] <= 1
+        assert metrics["train_rows"] == validated.features.rows["train"]  # all of them: fewer than the cap
+    client = registry.configure(cfg.engines.tracking_uri)
+    run = client.get_run(first["registration"].mlflow_run_id)
+    assert run.data.metrics["baseline_logistic_regression_auc"] == ev.baselines["logistic_regression"]["auc"]
+    logged = [a.path for a in client.list_artifacts(run.info.run_id, "tensorboard/final")]
+    assert any("events.out.tfevents" in p for p in logged), logged
+
+
+def test_baselines_keep_at_most_max_rows_of_a_long_window(validated: ValidationResult) -> None:
+    from retrainer import atomic, baselines
+    from retrainer.fingerprint import parquet_parts
+    from retrainer.workloads.flight_delay import WORKLOAD
+
+    out = baselines.fit_and_score(
+        parquet_parts(validated.files.train), parquet_parts(validated.files.eval), WORKLOAD.contract,
+        WORKLOAD.objective, atomic.read_json(validated.files.stats), max_rows=1000,
+    )  # fmt: skip
+    rows = validated.features.rows["train"]
+    stride = -(-rows // 1000)
+    assert {m["train_rows"] for m in out.values()} == {-(-rows // stride)} and rows > 1000

@@ -27,7 +27,9 @@ def stats(validated: ValidationResult) -> dict:
     return read_json(validated.files.stats)
 
 
-def _train(validated: ValidationResult, stats: dict, ckpt: Path, run_key: str, epochs: int) -> dict:
+def _train(
+    validated: ValidationResult, stats: dict, ckpt: Path, run_key: str, epochs: int, learning_rate=0.003, **extra
+) -> dict:
     from retrainer.training.loop import train
 
     return train(
@@ -39,10 +41,11 @@ def _train(validated: ValidationResult, stats: dict, ckpt: Path, run_key: str, e
         run_key=run_key,
         epochs=epochs,
         batch_size=256,
-        learning_rate=0.003,
+        learning_rate=learning_rate,
         hidden_units=8,
         seed=1,
         strategy_name="default",
+        **extra,
     )
 
 
@@ -83,11 +86,13 @@ def test_training_logs_each_epoch_and_checkpoints(
     out = _train(validated, stats, tmp_path / "ckpt", "key-a", epochs=2)
     assert [h["epoch"] for h in out["history"]] == [1, 2]
     assert out["history"][1]["loss"] < out["history"][0]["loss"] * 1.5
-    assert [r.message.split(" loss")[0] for r in caplog.records if r.message.startswith("epoch")] == [
-        "epoch 1/2",
-        "epoch 2/2",
+    assert [r.message.split(" loss")[0] for r in caplog.records if "epoch" in r.message] == [
+        "final epoch 1/2",
+        "final epoch 2/2",
     ]
-    assert out["checkpoint"].endswith("ckpt-2")
+    assert out["checkpoint"] == str(tmp_path / "ckpt" / "final" / "ckpt-2")
+    events = list((tmp_path / "ckpt" / "tensorboard" / "final").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0  # TensorBoard's event file, with the epochs' scalars
 
 
 def test_a_retry_resumes_from_the_last_checkpoint(validated: ValidationResult, stats: dict, tmp_path: Path) -> None:
@@ -107,6 +112,57 @@ def test_checkpoints_of_another_run_are_not_resumed(validated: ValidationResult,
     other = _train(validated, stats, ckpt, "key-d", epochs=1)
     assert other["resumed_from_epoch"] == 0 and len(other["history"]) == 1
     assert read_json(ckpt / "run_key.json") == {"run_key": "key-d"}
+
+
+def test_early_stopping_picks_the_epochs_and_the_final_model_also_learns_from_the_validation_days(
+    validated: ValidationResult, stats: dict, tmp_path: Path
+) -> None:
+    from retrainer.training.data import count_rows
+
+    files = parquet_parts(validated.files.train)
+    fit, held_out = ("2013-01-29", "2013-02-02"), ("2013-02-02", "2013-02-03")
+    out = _train(validated, stats, tmp_path / "ckpt", "key-es", epochs=6, fit_days=fit, validation_days=held_out,
+                 patience=1, learning_rate=0.05)  # fmt: skip
+    select = [h for h in out["history"] if h["phase"] == "select"]
+    final = [h for h in out["history"] if h["phase"] == "final"]
+    scores = [h["val_auc"] for h in select]
+    best = 1 + scores.index(max(scores))
+    assert out["best_validation"]["val_auc"] == pytest.approx(max(scores))
+    # stopped one epoch after the best (patience 1) unless the last epoch was the best
+    assert len(select) == min(6, best + 1)
+    assert [h["epoch"] for h in final] == list(range(1, best + 1)) and out["best_epoch"] == best
+    whole = count_rows(files, CONTRACT, ("2013-01-29", "2013-02-03"))
+    assert out["fit_rows"] == whole == validated.features.rows["train"] > count_rows(files, CONTRACT, fit)
+    assert out["checkpoint"] == str(tmp_path / "ckpt" / "final" / f"ckpt-{best}")
+    assert out["epochs_trained"] == len(select) + len(final)
+
+
+def test_a_diverged_epoch_fails_before_anything_is_saved(
+    validated: ValidationResult, stats: dict, tmp_path: Path
+) -> None:
+    import copy
+
+    broken = copy.deepcopy(stats)
+    broken["numeric"]["distance"]["mean"] = float("inf")  # every row's normalised distance is -inf
+    with pytest.raises(FloatingPointError, match="diverged in epoch 1 .final.: loss nan; nothing of this epoch"):
+        _train(validated, broken, tmp_path / "ckpt", "key-nan", epochs=2)
+    assert not list((tmp_path / "ckpt").rglob("ckpt-*")), "a checkpoint of diverged weights was saved"
+
+
+def test_a_model_loads_only_from_the_training_run_it_belongs_to(
+    validated: ValidationResult, chain_root: Path, chain_tracking: str, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    from retrainer.stages.train import train_model
+    from retrainer.training.loop import load_trained_model
+
+    cfg = small_config(chain_root, chain_tracking)
+    training = train_model(validated, cfg)
+    assert load_trained_model(validated, training, WORKLOAD) is not None
+    other = dataclasses.replace(training, run_key="another-run")
+    with pytest.raises(ValueError, match=f"belong to training run {training.run_key}, not another-run"):
+        load_trained_model(validated, other, WORKLOAD)
 
 
 def test_train_stage_refuses_unvalidated_features(
@@ -188,14 +244,14 @@ def test_multi_worker_strategy_on_two_local_processes(
     out = train_model(validated, cfg)  # two `python -m retrainer.training.worker` processes
     assert out.strategy == "CollectiveAllReduceStrategy" and out.replicas == 2
     assert (out.launcher, out.num_workers, out.global_batch_size) == ("local_processes", 2, 256)
-    assert [h["epoch"] for h in out.history] == [1, 2]
+    assert [(h["phase"], h["epoch"]) for h in out.history][:2] == [("select", 1), ("select", 2)]
     assert out.hyperparameters["seed"] == 7  # the worker rebuilt the whole config from its argv
     layout = RunLayout.of(cfg)
-    assert out.checkpoint == str(layout.checkpoints / "ckpt-2")
+    assert out.checkpoint == str(layout.checkpoints / "final" / f"ckpt-{out.best_epoch}")
     assert layout.load(TrainingResult) == out
     assert not list(Path(tempfile.gettempdir()).glob("retrainer-worker-ckpt-*")), (
         "worker 1's temporary checkpoints were not removed"
     )
     assert "worker done (chief: False)" in (layout.worker_logs / "worker-1.log").read_text()
     streamed = [r.getMessage() for r in caplog.records]
-    assert any(m.startswith("[worker 1] ") and "epoch 2/2" in m for m in streamed), "worker output not streamed"
+    assert any(m.startswith("[worker 1] ") and "select epoch 2/2" in m for m in streamed), "worker output not streamed"
