@@ -32,7 +32,7 @@ SECRETS := $(CURDIR)/.env
 WITH_SECRETS = set -a && . $(SECRETS) && set +a && export AIRFLOW__API_AUTH__JWT_SECRET="$$AIRFLOW_JWT_SECRET" \
 	AIRFLOW__CORE__FERNET_KEY="$$AIRFLOW_FERNET_KEY" &&
 
-.PHONY: help install secrets test-tools data airflow-db run test lint bench mlflow-ui airflow airflow-ui clean
+.PHONY: help install secrets test-tools data airflow-db run test lint bench bench-train mlflow-ui airflow airflow-ui clean
 
 help:
 	@echo "make run  [DATE=2013-06-01] [CONF='{\"epochs\": 5}'] [WORKLOAD=arrival_delay_minutes]"
@@ -40,7 +40,7 @@ help:
 	@echo "make test                                         install and run lint + the test suite"
 	@echo "make airflow                                      Airflow (api-server, scheduler, dag-processor, triggerer)"
 	@echo "                                                  and MLflow on 127.0.0.1 until Ctrl-C"
-	@echo "make mlflow-ui | bench | clean"
+	@echo "make mlflow-ui | bench | bench-train | clean"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -98,6 +98,13 @@ lint: install
 
 bench: install data
 	$(BIN)/python bench/bench_pipeline.py
+
+# tf.data from Parquet vs in-memory batches, 1x and 10x (needs the features of the run dated 2013-12-31, 350 days)
+bench-train: install data
+	$(BIN)/retrainer check-raw --date 2013-12-31 --window-days 350 --eval-days 28 > /dev/null
+	$(BIN)/retrainer features --date 2013-12-31 --window-days 350 --eval-days 28 > /dev/null
+	$(BIN)/retrainer validate --date 2013-12-31 --window-days 350 --eval-days 28 > /dev/null
+	$(BIN)/python bench/train_input.py
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1

@@ -255,3 +255,44 @@ def test_multi_worker_strategy_on_two_local_processes(
     assert "worker done (chief: False)" in (layout.worker_logs / "worker-1.log").read_text()
     streamed = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("[worker 1] ") and "select epoch 2/2" in m for m in streamed), "worker output not streamed"
+
+
+def test_the_tpu_input_path_preprocesses_on_the_host_and_trains_the_same_network(
+    validated: ValidationResult, stats: dict, tmp_path: Path
+) -> None:
+    """Under TPUStrategy the lookups run in tf.data and the network trains alone; on CPU the same flag
+    must give the same weights as preprocessing inside the model, and the chained model serves raw rows."""
+    import tensorflow as tf
+
+    from retrainer.training.data import arrow_to_inputs, iter_record_batches
+    from retrainer.training.model import build_model
+
+    inside = _train(validated, stats, tmp_path / "inside", "key-host", epochs=1)
+    on_host = _train(validated, stats, tmp_path / "host", "key-host", epochs=1, host_preprocessing=True)
+    batch = next(iter_record_batches(parquet_parts(validated.files.eval), CONTRACT))
+    predictions = []
+    for out in (inside, on_host):
+        model = build_model(CONTRACT, WORKLOAD.objective, stats, hidden_units=8)
+        tf.train.Checkpoint(model=model.network).restore(out["checkpoint"]).assert_existing_objects_matched()
+        predictions.append(model(arrow_to_inputs(batch, CONTRACT)).numpy())
+    assert predictions[0].shape == (batch.num_rows, 1) and np.isfinite(predictions[1]).all()
+    np.testing.assert_allclose(predictions[1], predictions[0], atol=1e-4)
+
+
+def test_mixed_precision_and_xla_switches_train(validated: ValidationResult, stats: dict, tmp_path: Path) -> None:
+    """For GPUs and TPUs; here on CPU (slow there, but it must run): float16 compute, float32 output."""
+    import keras
+
+    try:
+        out = _train(validated, stats, tmp_path / "ckpt", "key-mixed", epochs=1, precision="mixed_float16", xla="on")
+        assert out["dtype_policy"] == "mixed_float16" and np.isfinite(out["history"][0]["loss"])
+        from retrainer.training.model import build_model
+
+        model = build_model(CONTRACT, WORKLOAD.objective, stats, hidden_units=8)
+        assert model.network.get_layer("hidden_1").compute_dtype == "float16"
+        assert model.output.dtype == "float32"  # a float16 probability would round away what AUC ranks
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+        import tensorflow as tf
+
+        tf.config.optimizer.set_jit(False)

@@ -34,7 +34,7 @@ from retrainer.training.data import (
     labels,
     make_dataset,
 )
-from retrainer.training.model import build_model
+from retrainer.training.model import build_model, build_network, build_preprocessing, chain
 from retrainer.training.strategy import apply_compute_settings, choose_strategy, is_chief_from_env
 
 if TYPE_CHECKING:
@@ -100,6 +100,7 @@ def train(
     seed: int,
     strategy_name: str,
     dropout: float = 0.0,
+    host_preprocessing: bool | None = None,
     precision: str = "float32",
     xla: str = "off",
     fit_days: DateRange | None = None,
@@ -112,6 +113,9 @@ def train(
     days after every epoch, stop after ``patience`` epochs without a better score. *final*: a fresh
     model fitted on the whole training range (validation days included: they are the most recent)
     for the best epoch count. Without, one phase of ``epochs`` epochs on the whole training range.
+
+    ``host_preprocessing`` (default: only under TPUStrategy) maps the preprocessing model over the input
+    pipeline and trains the network alone on its output, as a TPU needs (no string lookups on the TPU).
     """
     ckpt_dir = Path(checkpoint_dir)
     chief = is_chief_from_env()
@@ -124,6 +128,8 @@ def train(
     strategy = choose_strategy(strategy_name)
     policy = apply_compute_settings(precision, xla, strategy)
     replicas = strategy.num_replicas_in_sync
+    if host_preprocessing is None:
+        host_preprocessing = isinstance(strategy, tf.distribute.TPUStrategy)
     global_batch = batch_size * replicas
     files = [str(p) for p in parquet_parts(train_uri)]
     scratch = None if chief else Path(tempfile.mkdtemp(prefix="retrainer-worker-ckpt-"))
@@ -137,16 +143,25 @@ def train(
             raise ValueError(f"no training rows in {phase.days} of {train_uri}")
         steps = max(1, rows // global_batch)
 
+        host = build_preprocessing(contract, stats) if host_preprocessing else None
+
         def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
             shard = files[ctx.input_pipeline_id :: ctx.num_input_pipelines]
             per_replica = ctx.get_per_replica_batch_size(global_batch)
-            return make_dataset(
+            ds = make_dataset(
                 shard, contract, per_replica, seed=seed + ctx.input_pipeline_id, repeat=True, days=phase.days
             )
+            if host is not None:
+                ds = ds.map(lambda x, y: (host(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+            return ds
 
         dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
         with strategy.scope():
-            model = build_model(contract, objective, stats, hidden_units=hidden_units, seed=seed, dropout=dropout)
+            if host is None:
+                model = build_model(contract, objective, stats, hidden_units, seed, dropout)
+                network = model.network
+            else:
+                network = model = build_network(contract, objective, stats, hidden_units, seed, dropout)
             schedule = keras.optimizers.schedules.CosineDecay(learning_rate, phase.max_epochs * steps, alpha=0.05)
             optimizer = keras.optimizers.Adam(learning_rate=schedule)
             if policy == "mixed_float16":  # float16 gradients underflow without a dynamic loss scale
@@ -157,12 +172,13 @@ def train(
             best_score = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="best_score")
             best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
             checkpoint = tf.train.Checkpoint(
-                model=model, optimizer=optimizer, epoch=epoch, best_score=best_score, best_epoch=best_epoch
+                model=network, optimizer=optimizer, epoch=epoch, best_score=best_score, best_epoch=best_epoch
             )
+        scorer = model if host is None else chain(contract, host, network)  # raw features in
         real_dir = ckpt_dir / phase.name
         write_dir = real_dir if scratch is None else scratch / phase.name
         manager = tf.train.CheckpointManager(checkpoint, str(write_dir), max_to_keep=2)
-        best = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(write_dir / BEST), max_to_keep=1)
+        best = tf.train.CheckpointManager(tf.train.Checkpoint(model=network), str(write_dir / BEST), max_to_keep=1)
         latest = tf.train.latest_checkpoint(str(real_dir))
         if latest:
             checkpoint.restore(latest).assert_existing_objects_matched()
@@ -219,7 +235,7 @@ def train(
                 "examples_per_second": round(steps * global_batch / seconds, 1),
             }
             if phase.validation:
-                row[val_key] = float(score(model, files, contract, objective, phase.validation)[objective.headline])
+                row[val_key] = float(score(scorer, files, contract, objective, phase.validation)[objective.headline])
                 if int(best_epoch.numpy()) == 0 or better(row[val_key], float(best_score.numpy())):
                     best.save(checkpoint_number=e + 1)
                     best_score.assign(row[val_key])
@@ -295,5 +311,5 @@ def load_trained_model(validated: ValidationResult, training: TrainingResult, wo
     stats = atomic.read_json(validated.files.stats)
     hidden_units = training.hyperparameters["hidden_units"]
     model = build_model(workload.contract, workload.objective, stats, hidden_units=hidden_units)
-    tf.train.Checkpoint(model=model).restore(weights).expect_partial().assert_existing_objects_matched()
+    tf.train.Checkpoint(model=model.network).restore(weights).expect_partial().assert_existing_objects_matched()
     return model

@@ -20,6 +20,9 @@ from retrainer.results import TrainingResult, ValidationResult
 from retrainer.workloads import get_workload
 
 log = logging.getLogger(__name__)
+# Bumped when checkpoints of the same parameters stop fitting the model code (2: the network alone is
+# checkpointed, wide and deep, two phases): a retry never restores weights into a different graph.
+MODEL_FORMAT = 2
 
 
 def run_key(validated: ValidationResult, stats: dict[str, Any], cfg: RunConfig) -> str:
@@ -32,6 +35,7 @@ def run_key(validated: ValidationResult, stats: dict[str, Any], cfg: RunConfig) 
             "params": cfg.tuning.model_defining(),
             "contract": repr(workload.contract),
             "objective": repr(workload.objective),
+            "model_format": MODEL_FORMAT,
         }
     )
 
