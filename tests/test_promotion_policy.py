@@ -5,7 +5,6 @@ tags a crash left out."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import http.server
 import json
@@ -85,15 +84,18 @@ def test_a_backfill_registers_and_compares_but_never_moves_the_champion_back(tra
 def test_a_rerun_of_the_champions_own_date_may_replace_it(trained, root, tmp_path) -> None:
     tracking = _tracking(tmp_path)
     _, first = _register(trained, MID, small_config(root, tracking, date=MID, min_gain=ALWAYS))
-    validated, training, exported = trained[MID]
-    rerun = dataclasses.replace(training, run_key="same-date-other-params")  # another model for the same date
+    validated = trained[MID][0]
     from retrainer.stages.evaluate import evaluate_models
+    from retrainer.stages.export import export_model
     from retrainer.stages.register import register_model
+    from retrainer.stages.train import train_model
 
-    cfg = small_config(root, tracking, date=MID, min_gain=ALWAYS)
+    cfg = small_config(root, tracking, date=MID, min_gain=ALWAYS, seed=7)  # another model for the same date
+    rerun = train_model(validated, cfg)  # beside the first one's checkpoints (another run key), not over them
+    assert rerun.run_key != trained[MID][1].run_key and rerun.checkpoint_dir != trained[MID][1].checkpoint_dir
     evaluation = evaluate_models(validated, rerun, cfg)
     assert evaluation.promote and "held" not in evaluation.reason
-    reg = register_model(validated, rerun, evaluation, exported, cfg)
+    reg = register_model(validated, rerun, evaluation, export_model(validated, rerun, cfg), cfg)
     assert reg.promoted and reg.version != first.version and reg.aliases["champion"] == reg.version
 
 

@@ -7,7 +7,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -247,11 +246,9 @@ def test_multi_worker_strategy_on_two_local_processes(
     assert [(h["phase"], h["epoch"]) for h in out.history][:2] == [("select", 1), ("select", 2)]
     assert out.hyperparameters["seed"] == 7  # the worker rebuilt the whole config from its argv
     layout = RunLayout.of(cfg)
-    assert out.checkpoint == str(layout.checkpoints / "final" / f"ckpt-{out.best_epoch}")
+    assert out.checkpoint == str(layout.checkpoints_of(out.run_key) / "final" / f"ckpt-{out.best_epoch}")
     assert layout.load(TrainingResult) == out
-    assert not list(Path(tempfile.gettempdir()).glob("retrainer-worker-ckpt-*")), (
-        "worker 1's temporary checkpoints were not removed"
-    )
+    assert not list(layout.checkpoints_of(out.run_key).glob("_worker-*")), "worker 1's own checkpoints were left"
     assert "worker done (chief: False)" in (layout.worker_logs / "worker-1.log").read_text()
     streamed = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("[worker 1] ") and "select epoch 2/2" in m for m in streamed), "worker output not streamed"

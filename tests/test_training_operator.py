@@ -73,14 +73,14 @@ def test_a_killed_chief_is_resumed_by_the_retry_at_the_next_epoch(
         "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]),
     }
     argv = [sys.executable, "-c", TASK, json.dumps(validated.to_dict()), str(RUN_DATE), json.dumps(CONF)]
-    state = layout.checkpoints / "final" / "checkpoint"
 
     first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
-    while not state.exists():  # the chief wrote its first epoch's checkpoint
+    while not (states := list(layout.checkpoints.glob("*/final/checkpoint"))):  # the chief's first epoch saved
         assert first.poll() is None, f"the task ended before a checkpoint:\n{first.stdout.read()[-3000:]}"
         assert time.monotonic() < deadline, "no checkpoint within 300 s"
         time.sleep(0.05)
+    state = states[0]
     group = json.loads((layout.worker_logs / "workers.json").read_text())["pids"]
     os.kill(group[0], signal.SIGKILL)  # worker 0 is the chief
     output = first.communicate(timeout=300)[0]
@@ -98,3 +98,4 @@ def test_a_killed_chief_is_resumed_by_the_retry_at_the_next_epoch(
     assert result.epochs_trained == EPOCHS and result.num_workers == 2
     assert result.checkpoint == str(state.parent / f"ckpt-{EPOCHS}")
     assert not _training_workers(), "training workers left running after the retry"
+    assert not list(state.parent.parent.glob("_worker-*")), "worker 1's own checkpoints were left"

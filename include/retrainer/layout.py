@@ -182,6 +182,11 @@ class RunLayout:
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
+    def checkpoints_of(self, run_key: str) -> Path:
+        """One folder per training run (run key): a retry resumes in its own, a rerun of the date with other
+        parameters or data trains beside it instead of wiping it."""
+        return self.checkpoints / run_key[:16]
+
     @property
     def saved_model(self) -> Path:
         return self.root / "saved_model"

@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import math
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,12 @@ from retrainer.training.data import (
     make_dataset,
 )
 from retrainer.training.model import build_model, build_network, build_preprocessing, chain
-from retrainer.training.strategy import apply_compute_settings, choose_strategy, is_chief_from_env
+from retrainer.training.strategy import (
+    apply_compute_settings,
+    choose_strategy,
+    is_chief_from_env,
+    worker_index_from_env,
+)
 
 if TYPE_CHECKING:
     from retrainer.workloads import Workload
@@ -47,14 +51,15 @@ TENSORBOARD = "tensorboard"  # the chief's TensorBoard event files, inside the c
 
 
 def prepare_checkpoint_dir(checkpoint_dir: Path, run_key: str) -> bool:
-    """Keep checkpoints only if they belong to this exact training run; returns True when resuming is allowed."""
+    """Keep checkpoints only if they belong to this exact training run; returns True when resuming is allowed.
+    A folder without a key file is kept: the other workers may already be saving into it."""
     key_file = checkpoint_dir / RUN_KEY_FILE
-    if key_file.exists() and atomic.read_json(key_file).get("run_key") == run_key:
-        return True
-    if checkpoint_dir.exists():
+    if key_file.exists():
+        if atomic.read_json(key_file).get("run_key") == run_key:
+            return True
         log.info("checkpoints in %s belong to another training run: starting over", checkpoint_dir)
         shutil.rmtree(checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_json(key_file, {"run_key": run_key})
     return False
 
@@ -132,7 +137,9 @@ def train(
         host_preprocessing = isinstance(strategy, tf.distribute.TPUStrategy)
     global_batch = batch_size * replicas
     files = [str(p) for p in parquet_parts(train_uri)]
-    scratch = None if chief else Path(tempfile.mkdtemp(prefix="retrainer-worker-ckpt-"))
+    # Other workers must save too (MultiWorkerMirroredStrategy); into a folder of their own that a retry
+    # reuses and success removes, inside the run's checkpoint folder (shared storage on a cluster).
+    scratch = None if chief else ckpt_dir / f"_worker-{worker_index_from_env()}"
     metric_key = f"train_{objective.train_metric_name}"
     val_key = f"val_{objective.headline}"
     better = (lambda a, b: a > b) if objective.higher_is_better else (lambda a, b: a < b)

@@ -42,6 +42,14 @@ def cluster_from_env() -> dict[str, Any] | None:
     return cfg
 
 
+def worker_index_from_env() -> str:
+    """``<task type>-<index>`` of this process in TF_CONFIG (``worker-0`` without one)."""
+    cfg = cluster_from_env()
+    if cfg is None:
+        return "worker-0"
+    return f"{cfg['task']['type']}-{int(cfg['task'].get('index', 0))}"
+
+
 def is_chief_from_env() -> bool:
     """Chief = the 'chief' task, or worker 0 when the cluster has no chief; a single process is its own chief."""
     cfg = cluster_from_env()

@@ -60,7 +60,7 @@ def run(cfg: RunConfig) -> TrainingResult:
         stats=stats,
         contract=workload.contract,
         objective=workload.objective,
-        checkpoint_dir=str(layout.checkpoints),
+        checkpoint_dir=str(layout.checkpoints_of(key)),
         run_key=key,
         epochs=t.epochs,
         batch_size=t.batch_size,
@@ -77,7 +77,7 @@ def run(cfg: RunConfig) -> TrainingResult:
     )
     result = TrainingResult(
         run_key=key,
-        checkpoint_dir=str(layout.checkpoints),
+        checkpoint_dir=str(layout.checkpoints_of(key)),
         checkpoint=summary["checkpoint"],
         hyperparameters=t.model_defining(),
         strategy=summary["strategy"],
