@@ -199,10 +199,12 @@ REGRESSION = "arrival_delay_minutes"
 
 @pytest.fixture(scope="module")
 def regression_run(dagbag, e2e_env):
-    """The second workload's own DAG, on the same landed data and the same MLflow store."""
+    """The second workload's own DAG, on the same landed data and the same MLflow store; its train task
+    (the operator) runs two worker processes under MultiWorkerMirroredStrategy, as the deployment says."""
     mp = pytest.MonkeyPatch()
     try:
-        return _run(dagbag.dags[f"{REGRESSION}_retrain"], mp, e2e_env)
+        workers = {"RETRAINER_LAUNCHER": "local_processes", "RETRAINER_NUM_WORKERS": "2"}
+        return _run(dagbag.dags[f"{REGRESSION}_retrain"], mp, e2e_env | workers)
     finally:
         mp.undo()
 
@@ -214,7 +216,11 @@ def test_the_regression_dag_trains_evaluates_and_registers_its_own_model(regress
     evaluation = layout.load(EvaluationResult)
     assert (evaluation.headline, evaluation.higher_is_better) == ("rmse", False)
     assert 5 < evaluation.new["rmse"] < 200 and evaluation.new["mae"] <= evaluation.new["rmse"]
-    assert layout.load(TrainingResult).train_metric == "train_rmse"
+    training = layout.load(TrainingResult)
+    assert training.train_metric == "train_rmse"
+    assert (training.launcher, training.num_workers, training.strategy) == (
+        "local_processes", 2, "CollectiveAllReduceStrategy",
+    )  # fmt: skip
     registration = layout.load(RegistrationResult)
     assert registration.registered_model == REGRESSION and registration.promoted
     assert registry.aliases(tracking, REGRESSION) == {
