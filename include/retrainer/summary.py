@@ -82,10 +82,10 @@ def run_summary(cfg: RunConfig) -> str:
     elif not gate_rejected:
         lines.append("  validation  not run")
     if train:
-        last = train.history[-1] if train.history else {}
+        last = f", last loss {train.history[-1]['loss']:.4f}" if train.history else ", nothing left to train (resumed)"
         lines.append(
             f"  training    {train.epochs_trained} epoch(s) on {train.strategy} x{train.replicas} "
-            f"({train.launcher}, {train.num_workers} worker(s)), last loss {last.get('loss', float('nan')):.4f}"
+            f"({train.launcher}, {train.num_workers} worker(s)){last}"
         )
         if train.validation_range:
             score = ", ".join(f"{k} {v:.4f}" for k, v in train.best_validation.items())
