@@ -246,7 +246,9 @@ def test_clearing_a_backfilled_date_replaces_its_outputs_without_a_second_versio
     stamp = features.stat().st_mtime_ns
     versions_before = len(registry.configure(server["stack"].mlflow_url).search_model_versions(f"name = '{MODEL}'"))
 
-    body = {"dry_run": False, "dag_run_id": run["dag_run_id"], "only_failed": False, "reset_dag_runs": True}
+    # from features on (as an operator would after fixing features code); the raw gate's result stays
+    body = {"dry_run": False, "dag_run_id": run["dag_run_id"], "only_failed": False, "reset_dag_runs": True,
+            "task_ids": ["features"], "include_downstream": True}  # fmt: skip
     api.ok("POST", f"/dags/{DAG}/clearTaskInstances", json=body)
     _wait_run(server, run["dag_run_id"])
 
