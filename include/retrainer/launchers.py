@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -67,12 +67,17 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the kernel kills the worker if the launching process dies, even by SIGKILL."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def dies_with_parent(sig: int) -> Callable[[], None]:
+    """A ``preexec_fn``: Linux sends ``sig`` to the child when the process that started it dies, even by
+    SIGKILL (``PR_SET_PDEATHSIG``), so no worker or server component outlives its launcher."""
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    def arm() -> None:  # pragma: no cover - runs in the child between fork and exec
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # 1 = PR_SET_PDEATHSIG
+
+    return arm
 
 
 class AlreadyTraining(RuntimeError):
@@ -155,7 +160,7 @@ class LocalProcesses:
                     env["CUDA_VISIBLE_DEVICES"] = ""  # local workers share one machine: CPU only
                 proc = subprocess.Popen(
                     command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=dies_with_parent(signal.SIGKILL),
                 )  # fmt: skip
                 procs.append(proc)
                 (log_dir / WORKERS_FILE).write_text(json.dumps({"command": command, "pids": [p.pid for p in procs]}))

@@ -23,7 +23,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from retrainer.launchers import GPU_POOL
+from retrainer.launchers import GPU_POOL, dies_with_parent
 from retrainer.promotion import POOL as PROMOTION_POOL
 
 LOOPBACK = "127.0.0.1"
@@ -206,7 +206,9 @@ class Stack:
                 with open(log_dir / f"{name}.log", "w") as out:
                     procs[name] = subprocess.Popen(
                         argv, env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                        cwd=self.project, preexec_fn=_die_with_parent,
+                        # SIGTERM (a clean stop) when this process dies: a Celery worker left behind by a
+                        # killed test run would otherwise go on taking the next run's tasks
+                        cwd=self.project, preexec_fn=dies_with_parent(signal.SIGTERM),
                     )  # fmt: skip
             _wait_until(lambda: _answers(f"{self.api_url}/api/v2/version"), 240, "the Airflow API", procs, log_dir)
             _wait_until(lambda: _answers(f"{self.mlflow_url}/health"), 240, "the MLflow server", procs, log_dir)
@@ -222,16 +224,6 @@ class Stack:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=10)
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this component when the process that started it dies, even by SIGKILL: a
-    Celery worker left behind by a killed test run would otherwise go on taking the next run's tasks."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _answers(url: str) -> bool:

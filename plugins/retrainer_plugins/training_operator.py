@@ -41,7 +41,7 @@ class TensorFlowTrainOperator(BaseOperator):
         gpu = (accelerator or os.environ.get("RETRAINER_ACCELERATOR", "cpu")) == "gpu"
         if gpu:  # the DAG author's pool or queue still wins
             kwargs.setdefault("pool", GPU_POOL)
-            kwargs.setdefault("queue", os.environ.get(GPU_QUEUE_ENV) or kwargs.get("queue") or "default")
+            kwargs.setdefault("queue", os.environ.get(GPU_QUEUE_ENV) or "default")
         super().__init__(**kwargs)
         self.workload = workload
         self.validated = validated

@@ -27,13 +27,20 @@ def _embedding_dim(vocab_size: int) -> int:
     return max(2, min(16, math.ceil(vocab_size**0.25) * 2))
 
 
+def raw_inputs(contract: Contract) -> dict[str, Any]:
+    """One Keras input per contract feature, shaped [N, 1] in its serving dtype: what the SavedModel takes."""
+    import keras
+
+    dtypes = contract.serving_dtypes()
+    return {c.name: keras.Input(shape=(1,), name=c.name, dtype=dtypes[c.name]) for c in contract.features}
+
+
 def build_preprocessing(contract: Contract, stats: dict[str, Any]) -> Any:
     """Raw features -> {name: encoded}: numbers imputed and normalised (float32), categories as lookup ids
     (int64, 0 = out of vocabulary). No trainable weights: on a TPU it runs on the host, in ``tf.data``."""
     import keras
 
-    dtypes = contract.serving_dtypes()
-    inputs = {c.name: keras.Input(shape=(1,), name=c.name, dtype=dtypes[c.name]) for c in contract.features}
+    inputs = raw_inputs(contract)
     out = {}
     for c in contract.by_role(Role.NUMERIC):
         s = stats["numeric"][c.name]
@@ -92,8 +99,7 @@ def chain(contract: Contract, preprocessing: Any, network: Any) -> Any:
     """The servable model: raw features through the preprocessing into the network."""
     import keras
 
-    dtypes = contract.serving_dtypes()
-    inputs = {c.name: keras.Input(shape=(1,), name=c.name, dtype=dtypes[c.name]) for c in contract.features}
+    inputs = raw_inputs(contract)
     return keras.Model(inputs=inputs, outputs=network(preprocessing(inputs)), name=contract.name)
 
 
