@@ -23,6 +23,8 @@ export AIRFLOW__CORE__PARALLELISM ?= 4
 export AIRFLOW__API__BASE_URL ?= http://127.0.0.1:$(AIRFLOW_PORT)
 export AIRFLOW_PORT MLFLOW_PORT
 export SPARK_LOCAL_IP ?= 127.0.0.1
+# The features task submits its Spark job to this connection's master (a cluster: spark://host:7077, yarn, ...).
+export AIRFLOW_CONN_RETRAINER_SPARK ?= {"conn_type": "spark", "host": "local[*]"}
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GX_ANALYTICS_ENABLED ?= False
 export PATH := $(BIN):$(PATH)
@@ -32,7 +34,7 @@ SECRETS := $(CURDIR)/.env
 WITH_SECRETS = set -a && . $(SECRETS) && set +a && export AIRFLOW__API_AUTH__JWT_SECRET="$$AIRFLOW_JWT_SECRET" \
 	AIRFLOW__CORE__FERNET_KEY="$$AIRFLOW_FERNET_KEY" &&
 
-.PHONY: help install secrets test-tools data airflow-db run test lint bench bench-train mlflow-ui airflow airflow-ui clean
+.PHONY: help install secrets test-tools data airflow-db run test lint bench bench-train bench-spark mlflow-ui airflow airflow-ui clean
 
 help:
 	@echo "make run  [DATE=2013-06-01] [CONF='{\"epochs\": 5}'] [WORKLOAD=arrival_delay_minutes]"
@@ -40,14 +42,16 @@ help:
 	@echo "make test                                         install and run lint + the test suite"
 	@echo "make airflow                                      Airflow (api-server, scheduler, dag-processor, triggerer)"
 	@echo "                                                  and MLflow on 127.0.0.1 until Ctrl-C"
-	@echo "make mlflow-ui | bench | bench-train | clean"
+	@echo "make mlflow-ui | bench | bench-train | bench-spark | clean"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python requirements.txt constraints.txt pyproject.toml
+$(VENV)/.installed: $(BIN)/python requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
+	@$(BIN)/python -c "import pyspark, sys; sys.exit(pyspark.__version__ != '4.3.0' and 'pyspark was overwritten: ' + pyspark.__version__)"
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
@@ -100,6 +104,9 @@ bench: install data
 	$(BIN)/python bench/bench_pipeline.py
 
 # tf.data from Parquet vs in-memory batches, 1x and 10x (needs the features of the run dated 2013-12-31, 350 days)
+bench-spark: install
+	$(BIN)/python bench/spark_features.py
+
 bench-train: install data
 	$(BIN)/retrainer check-raw --date 2013-12-31 --window-days 350 --eval-days 28 > /dev/null
 	$(BIN)/retrainer features --date 2013-12-31 --window-days 350 --eval-days 28 > /dev/null

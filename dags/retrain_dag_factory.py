@@ -20,6 +20,7 @@ from retrainer.promotion import POOL as PROMOTION_POOL
 from retrainer_plugins.failures import no_retry_on_bad_data
 from retrainer_plugins.notifiers import notifiers
 from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
+from retrainer_plugins.spark_features_operator import SparkFeaturesOperator
 from retrainer_plugins.training_operator import TensorFlowTrainOperator
 
 DEFAULT_ARGS = {
@@ -88,14 +89,11 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
             with no_retry_on_bad_data():
                 return check_raw_days(run_config(context, workload)).to_dict()
 
-        @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
-        def features(gate: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from retrainer.airflow_adapter import run_config
-            from retrainer.results import RawGateResult
-            from retrainer.stages.features import build_features
-
-            with no_retry_on_bad_data():
-                return build_features(RawGateResult.from_dict(gate), run_config(context, workload)).to_dict()
+        # spark-submit to the master of the Airflow connection RETRAINER_SPARK_CONN_ID (default retrainer_spark).
+        def features(gate: Any) -> Any:
+            return SparkFeaturesOperator(
+                task_id="features", workload=workload, gate=gate, execution_timeout=timedelta(minutes=30)
+            ).output
 
         @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
         def validate(features: dict[str, Any], **context: Any) -> dict[str, Any]:

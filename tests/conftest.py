@@ -34,6 +34,7 @@ os.environ.update(
         "RETRAINER_SPARK_MASTER": "local[2]",
         "RETRAINER_SHUFFLE_PARTITIONS": "4",
         "SPARK_LOCAL_IP": "127.0.0.1",
+        "AIRFLOW_CONN_RETRAINER_SPARK": '{"conn_type": "spark", "host": "local[2]"}',
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "GX_ANALYTICS_ENABLED": "False",
         "MLFLOW_ENABLE_ASYNC_LOGGING": "false",

@@ -7,17 +7,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import RUN_DATE
 from retrainer.cli import main
 from retrainer.layout import RunLayout
 
-STAGES = ["land", "features", "validate", "train", "evaluate", "export", "register", "run", "summary"]
+STAGES = ["land", "check-raw", "features", "validate", "train", "evaluate", "export", "register", "run", "summary"]
 
 
 def test_help_lists_every_stage() -> None:
     out = subprocess.run([sys.executable, "-m", "retrainer.cli", "--help"], capture_output=True, text=True, check=True)
     for stage in STAGES:
         assert f"    {stage} " in out.stdout, stage
+
+
+@pytest.mark.parametrize("command", STAGES)
+def test_every_command_has_help(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: " in capsys.readouterr().out
 
 
 def test_a_stage_without_its_upstream_says_which_stage_to_run(tmp_path: Path, capsys) -> None:

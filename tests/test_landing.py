@@ -75,3 +75,39 @@ def test_missing_raw_inputs_are_listed_by_source_and_date(tmp_path: Path) -> Non
 def test_land_refuses_an_inverted_range(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="before"):
         land(tmp_path, dt.date(2013, 2, 1), dt.date(2013, 1, 1))
+
+
+def test_scale_writes_k_distinct_replicas_of_each_flight_and_the_same_weather(landed: Path, tmp_path: Path) -> None:
+    day = LAND_START
+    land(tmp_path, day, day, scale=3)
+
+    def rows(root: Path, source: str) -> list[dict[str, str]]:
+        with open(raw_partition(root, source, day), newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    real, scaled = rows(landed, "flights"), rows(tmp_path, "flights")
+    assert len(scaled) == 3 * len(real)
+    assert scaled[0::3] == real  # replica 0 is the real row
+    keys = {(r["carrier"], r["flight"]) for r in scaled}
+    assert len(keys) == len({(r["carrier"], r["flight"]) for r in real}) * 3  # distinct flight numbers
+    with open(raw_dim(tmp_path, "planes"), newline="") as fh:
+        planes = {r["tailnum"] for r in csv.DictReader(fh)}
+    for original, *copies in zip(scaled[0::3], scaled[1::3], scaled[2::3], strict=True):
+        for copy in copies:
+            if original["tailnum"] in planes:  # another real plane: the planes join still finds it
+                assert copy["tailnum"] in planes and copy["tailnum"] != original["tailnum"]
+            for column in ("dep_delay", "arr_delay", "air_time"):
+                if original[column] != "NA":
+                    assert abs(int(copy[column]) - int(original[column])) <= 2
+            assert (copy["origin"], copy["dest"], copy["time_hour"]) == (
+                original["origin"], original["dest"], original["time_hour"],
+            )  # fmt: skip
+    assert rows(tmp_path, "weather") == rows(landed, "weather")
+    first = raw_partition(tmp_path, "flights", day).read_bytes()
+    land(tmp_path, day, day, scale=3)
+    assert raw_partition(tmp_path, "flights", day).read_bytes() == first  # deterministic
+
+
+def test_land_refuses_a_scale_below_one(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--scale must be at least 1"):
+        land(tmp_path, LAND_START, LAND_START, scale=0)

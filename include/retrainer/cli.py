@@ -39,9 +39,9 @@ def cmd_land(args: argparse.Namespace) -> Any:
     from retrainer.landing import land, write_landed_marker
 
     root = args.data_root or default_data_root()
-    written = land(root, args.start, args.end)
-    write_landed_marker(root, args.start, args.end, written)
-    return {"data_root": root, "partitions": written}
+    written = land(root, args.start, args.end, args.scale)
+    write_landed_marker(root, args.start, args.end, written, args.scale)
+    return {"data_root": root, "partitions": written, "scale": args.scale}
 
 
 def cmd_check_raw(args: argparse.Namespace) -> StageResult:
@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     land.add_argument("--data-root", help="raw and run data (env RETRAINER_DATA_ROOT, default ./data)")
     land.add_argument("--start", type=date_arg, default=dt.date(2013, 1, 1))
     land.add_argument("--end", type=date_arg, default=dt.date(2013, 12, 31), help="inclusive")
+    land.add_argument(
+        "--scale", type=int, default=1, help="K: every real flight plus K-1 synthetic replicas (benchmarks at 10x, 30x)"
+    )
     add("check-raw", cmd_check_raw, "the raw gate: every landed day the run reads against the raw contract")
     add("features", cmd_features, "Spark: gated raw partitions -> train/eval Parquet, statistics, profiles")
     add("validate", cmd_validate, "Great Expectations: the features against the workload's contract")

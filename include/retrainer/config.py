@@ -91,7 +91,7 @@ class Tuning:
         help="stop after this many epochs without a better validation metric",
     )  # fmt: skip
     batch_size: int = param(
-        256, minimum=16, maximum=65536, changes_model=True, title="Batch size", help="rows per replica per step"
+        1024, minimum=16, maximum=65536, changes_model=True, title="Batch size", help="rows per replica per step"
     )
     learning_rate: float = param(
         0.01, exclusive_minimum=0, maximum=1, changes_model=True, title="Learning rate",

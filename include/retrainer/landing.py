@@ -20,6 +20,7 @@ from pathlib import Path
 
 from retrainer import atomic
 from retrainer.layout import landed_marker, raw_dim, raw_partition
+from retrainer.scale_replicas import FlightReplicas
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +58,23 @@ def _rows_by_day(fh: io.TextIOBase) -> tuple[list[str], Iterator[tuple[dt.date, 
     return header, rows()
 
 
-def land(data_root: str | Path, start: dt.date, end: dt.date) -> dict[str, int]:
-    """Write raw partitions for days in [start, end] (inclusive, like the CLI) and the dimension tables.
+def land(data_root: str | Path, start: dt.date, end: dt.date, scale: int = 1) -> dict[str, int]:
+    """Write raw partitions for days in [start, end] (inclusive, like the CLI) and the dimension tables;
+    with ``scale`` K, every flight K times (the real one and K-1 synthetic replicas: scale_replicas).
 
     Returns the number of partitions written per source.
     """
     if end < start:
         raise ValueError(f"--end {end} is before --start {start}")
+    if scale < 1:
+        raise ValueError(f"--scale must be at least 1, not {scale}")
     data_dir = package_data_dir()
     written: dict[str, int] = {}
     for source in DAILY_SOURCES:
-        written[source] = _land_daily(data_root, data_dir, source, start, end)
+        replicas = None
+        if source == "flights" and scale > 1:
+            replicas = FlightReplicas(_header(data_dir, source), data_dir / "planes.csv", scale)
+        written[source] = _land_daily(data_root, data_dir, source, start, end, replicas)
     for name in DIMENSIONS:
         target = raw_dim(data_root, name)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -78,14 +85,27 @@ def land(data_root: str | Path, start: dt.date, end: dt.date) -> dict[str, int]:
     return written
 
 
-def _land_daily(data_root: str | Path, data_dir: Path, source: str, start: dt.date, end: dt.date) -> int:
+def _header(data_dir: Path, source: str) -> list[str]:
+    for fh in _open_source(data_dir, source):
+        return next(csv.reader(fh))
+    raise FileNotFoundError(f"no {source} data in {data_dir}")
+
+
+def _land_daily(
+    data_root: str | Path,
+    data_dir: Path,
+    source: str,
+    start: dt.date,
+    end: dt.date,
+    replicas: FlightReplicas | None = None,
+) -> int:
     # One open temp file per day in range; the package files are date-ordered so few are open at once.
     open_files: dict[dt.date, tuple[Path, io.TextIOBase, csv._writer]] = {}
     finished: list[tuple[Path, Path]] = []
     try:
         for fh in _open_source(data_dir, source):
             header, rows = _rows_by_day(fh)
-            for day, row in rows:
+            for n, (day, row) in enumerate(rows):
                 if day < start or day > end:
                     continue
                 entry = open_files.get(day)
@@ -97,7 +117,7 @@ def _land_daily(data_root: str | Path, data_dir: Path, source: str, start: dt.da
                     writer = csv.writer(out, lineterminator="\n")
                     writer.writerow(header)
                     entry = open_files[day] = (tmp, out, writer)
-                entry[2].writerow(row)
+                entry[2].writerows(replicas.of(row, f"{day}/{n}") if replicas else (row,))
         for day, (tmp, out, _) in sorted(open_files.items()):
             out.close()
             finished.append((tmp, raw_partition(data_root, source, day)))
@@ -110,5 +130,7 @@ def _land_daily(data_root: str | Path, data_dir: Path, source: str, start: dt.da
     return len(finished)
 
 
-def write_landed_marker(data_root: str | Path, start: dt.date, end: dt.date, written: dict[str, int]) -> None:
-    atomic.write_json(landed_marker(data_root), {"start": start, "end": end, "partitions": written})
+def write_landed_marker(
+    data_root: str | Path, start: dt.date, end: dt.date, written: dict[str, int], scale: int = 1
+) -> None:
+    atomic.write_json(landed_marker(data_root), {"start": start, "end": end, "partitions": written, "scale": scale})

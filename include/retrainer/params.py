@@ -161,6 +161,7 @@ def add_arguments(parser: argparse.ArgumentParser, params: list[Parameter], requ
         if p.default is not None and p.spec.env is None:
             kwargs["help"] += f" (default {p.default})"
         kwargs["required"] = p.name in required
+        kwargs["help"] = kwargs["help"].replace("%", "%%")  # argparse %-formats help strings
         parser.add_argument(p.flag, **kwargs)
 
 

@@ -16,15 +16,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import fcntl
 import logging
 import re
-import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from retrainer import registry
+from retrainer import locks, registry
 from retrainer.results import EvaluationResult, RegistrationResult
 
 log = logging.getLogger(__name__)
@@ -72,25 +70,8 @@ def promotion_lock(data_root: str, model_name: str, timeout_s: float = 900.0) ->
     test``) shares that root. Released by the kernel if the holder dies, so a crash cannot wedge it.
     """
     path = Path(data_root) / "_locks" / f"promotion.{model_name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        deadline, waiting = time.monotonic() + timeout_s, False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not waiting:
-                    log.info("waiting for the promotion lock %s (another run is promoting)", path)
-                    waiting = True
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"promotion lock {path} still held after {timeout_s:.0f} s") from None
-                time.sleep(0.2)
-        log.info("holding the promotion lock %s", path)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with locks.exclusive(path, "promotion lock", timeout_s):
+        yield
 
 
 def announcement(registration: RegistrationResult, evaluation: EvaluationResult, run_date: dt.date) -> dict[str, Any]:

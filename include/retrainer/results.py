@@ -96,6 +96,8 @@ class FeaturesResult(StageResult):
     rows: dict[str, int]  # {"train": n, "eval": n}
     excluded_no_label: dict[str, int]
     train_fingerprint: str  # content hash of the training part files
+    store_days_computed: list[str] = dataclasses.field(default_factory=list)  # feature-store days computed now
+    store_days_reused: int = 0  # window days whose stored features were current
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,11 +21,11 @@ def get_spark(master: str, app_name: str = "retrainer") -> SparkSession:
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    builder = SparkSession.builder.appName(app_name)
+    builder = SparkSession.builder
     # Under spark-submit the JVM is already up (PYSPARK_GATEWAY_PORT is set) with the submitted
-    # master; setting one here would override it.
+    # master and name; setting them here would override them.
     if not os.environ.get("PYSPARK_GATEWAY_PORT"):
-        builder = builder.master(master)
+        builder = builder.master(master).appName(app_name)
     return (
         builder.config("spark.ui.showConsoleProgress", "false")
         .config("spark.ui.enabled", "false")

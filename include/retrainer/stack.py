@@ -136,6 +136,9 @@ class Stack:
             "RETRAINER_DATA_ROOT": str(self.data_root),
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             "SPARK_LOCAL_IP": LOOPBACK,
+            "AIRFLOW_CONN_RETRAINER_SPARK": os.environ.get(
+                "AIRFLOW_CONN_RETRAINER_SPARK", json.dumps({"conn_type": "spark", "host": "local[2]"})
+            ),
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "GX_ANALYTICS_ENABLED": "False",
         }

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 from retrainer import atomic, drift
 from retrainer.config import RunConfig
 from retrainer.contract import NULL_FRACTION, Contract, Role
+from retrainer.feature_store import FeatureStore
 from retrainer.fingerprint import folder_fingerprint
 from retrainer.layout import FeatureFiles, RunLayout
 from retrainer.raw_inputs import require_unchanged
 from retrainer.results import FeaturesResult, RawGateResult
-from retrainer.spark_io import RawReader
 from retrainer.spark_session import get_spark
 from retrainer.workloads import get_workload
 
@@ -51,15 +51,16 @@ def build_features(gate: RawGateResult, cfg: RunConfig) -> FeaturesResult:
             f"raw gate result is for {gate.workload} {gate.run_date}, not {cfg.run.workload} {cfg.run.date}"
         )
     require_unchanged(gate, cfg)
-    raw_days = window.raw_days(workload.history_days)
     spark = get_spark(cfg.engines.spark_master)
-    reader = RawReader(spark, cfg.engines.data_root)
+    store = FeatureStore(spark, workload, cfg.engines.data_root, gate.files)
+    update = store.ensure(window.days())
+    log.info(
+        "feature store %s: %d day(s) computed %s, %d reused",
+        store.root, len(update.computed), _day_span(update.computed), update.reused,
+    )  # fmt: skip
 
     label, date_col = contract.label.name, contract.table.date_column
-    table = workload.build_features(reader, window.train_start, window.end, raw_days).select(
-        *[F.col(c).cast(t).alias(c) for c, t in contract.spark_type_names().items()]
-    )
-    table = table.persist(StorageLevel.MEMORY_AND_DISK)
+    table = store.read(window.days()).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         labelled = table.where(F.col(label).isNotNull())
         splits = {
@@ -90,6 +91,8 @@ def build_features(gate: RawGateResult, cfg: RunConfig) -> FeaturesResult:
         rows=_split_totals(daily, "rows", window.eval_start),
         excluded_no_label=_split_totals(daily, "excluded_no_label", window.eval_start),
         train_fingerprint=fingerprint,
+        store_days_computed=update.computed,
+        store_days_reused=update.reused,
     )
     layout.save(result)
     log.info(
@@ -102,6 +105,10 @@ def build_features(gate: RawGateResult, cfg: RunConfig) -> FeaturesResult:
         result.excluded_no_label,
     )
     return result
+
+
+def _day_span(days: list[str]) -> str:
+    return f"({days[0]}..{days[-1]})" if days else ""
 
 
 def _write_split(df: DataFrame, contract: Contract, path: Path, part_files: int) -> None:

@@ -117,7 +117,8 @@ def train(
     With ``validation_days`` training has two phases. *select*: fit on ``fit_days``, score the validation
     days after every epoch, stop after ``patience`` epochs without a better score. *final*: a fresh
     model fitted on the whole training range (validation days included: they are the most recent)
-    for the best epoch count. Without, one phase of ``epochs`` epochs on the whole training range.
+    for the best epoch count, on the same learning-rate schedule as *select* (a cosine over ``epochs``)
+    stopped at that epoch. Without, one phase of ``epochs`` epochs on the whole training range.
 
     ``host_preprocessing`` (default: only under TPUStrategy) maps the preprocessing model over the input
     pipeline and trains the network alone on its output, as a TPU needs (no string lookups on the TPU).
@@ -169,7 +170,9 @@ def train(
                 network = model.network
             else:
                 network = model = build_network(contract, objective, stats, hidden_units, seed, dropout)
-            schedule = keras.optimizers.schedules.CosineDecay(learning_rate, phase.max_epochs * steps, alpha=0.05)
+            # The cosine spans the configured epochs in both phases: the final fit follows the selection
+            # fit's learning rates up to the chosen epoch, so "the best epoch count" means the same in both.
+            schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps, alpha=0.05)
             optimizer = keras.optimizers.Adam(learning_rate=schedule)
             if policy == "mixed_float16":  # float16 gradients underflow without a dynamic loss scale
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

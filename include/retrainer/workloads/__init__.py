@@ -38,6 +38,8 @@ class Workload:
     dimensions: tuple[str, ...]  # raw/dims/<name>.csv
     history_days: int  # raw days before the training window that the features need (lagged rates)
     build_features: FeatureBuilder
+    # Bump when build_features changes what it computes: the feature store keys stored days by it.
+    feature_version: str = "1"
 
     @property
     def daily_sources(self) -> tuple[str, ...]:

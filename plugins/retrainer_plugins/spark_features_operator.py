@@ -1,0 +1,63 @@
+"""The features task as the Apache Spark provider's ``SparkSubmitOperator``: the run's features job is
+submitted to the master of an Airflow connection (``RETRAINER_SPARK_CONN_ID``, default
+``retrainer_spark``), and the typed result the job wrote is read back for XCom. Importing this module
+imports no Spark; the spark-submit settings are computed from the run's config when the task runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+
+class SparkFeaturesOperator(SparkSubmitOperator):
+    """Build the run's features on Spark from the raw gate's result (the ``check_raw`` task's, an XComArg)."""
+
+    template_fields = (*SparkSubmitOperator.template_fields, "gate")
+    ui_color = "#e25a1c"  # Spark orange
+
+    def __init__(self, *, workload: str, gate: Any, conn_id: str | None = None, **kwargs: Any) -> None:
+        import os
+
+        from retrainer.spark_submit import DRIVER_MEMORY_ENV
+        from retrainer.spark_submit import conn_id as default_conn_id
+
+        kwargs.setdefault("driver_memory", os.environ.get(DRIVER_MEMORY_ENV, "2g"))
+        super().__init__(conn_id=conn_id or default_conn_id(), **kwargs)
+        self.workload = workload
+        self.gate = gate
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk import BaseHook
+
+        from retrainer import spark_submit
+        from retrainer.airflow_adapter import run_config
+        from retrainer.config import ConfigError
+        from retrainer.layout import RunLayout
+        from retrainer.results import RawGateResult
+        from retrainer_plugins.failures import no_retry_on_bad_data
+
+        with no_retry_on_bad_data():
+            cfg = run_config(context, self.workload)
+            try:  # the hook would silently fall back to YARN
+                BaseHook.get_connection(self._conn_id)
+            except Exception as exc:
+                raise ConfigError(
+                    f"no Airflow connection {self._conn_id!r} for the Spark master: define it (for example "
+                    f'AIRFLOW_CONN_{self._conn_id.upper()}=\'{{"conn_type": "spark", "host": "local[*]"}}\') '
+                    f"or set {spark_submit.CONN_ID_ENV}"
+                ) from exc
+            if RunLayout.of(cfg).load(RawGateResult).files != RawGateResult.from_dict(self.gate).files:
+                raise ValueError("the raw gate's result in the run folder is not check_raw's: rerun check_raw")
+            settings = spark_submit.submit_settings(cfg)
+            self.application = spark_submit.application()
+            self.name, self.application_args = settings["name"], settings["application_args"]
+            self.conf = (self.conf or {}) | settings["conf"]
+            self.env_vars = (self.env_vars or {}) | settings["env_vars"]
+            spark_submit.before_submit(cfg)
+            try:
+                super().execute(context)
+            except Exception as exc:
+                return spark_submit.result_of(cfg, exc).to_dict()
+            return spark_submit.result_of(cfg).to_dict()
