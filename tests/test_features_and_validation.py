@@ -95,6 +95,26 @@ def test_statistics_and_vocabularies_come_from_the_training_split(built: Feature
     assert stats["label"]["mean"] == pytest.approx(sum(late) / len(late))
 
 
+def test_drift_after_a_contract_change_compares_the_features_both_profiles_have(spark, built: FeaturesResult) -> None:
+    """A champion profiled before ``temp`` was added and while ``old_rate`` still existed: drift is measured on
+    the rest (same data: PSI 0), and the drift suite has no expectation on a PSI that was never computed."""
+    from retrainer import atomic, drift
+    from retrainer.workloads import get_workload
+
+    contract = get_workload("flight_delay").contract
+    reference = atomic.read_json(_files(built).profile)
+    del reference["numeric"]["temp"]
+    reference["numeric"]["old_rate"] = dict(reference["numeric"]["distance"])
+    current = drift.profile(spark.read.parquet(str(_files(built).train)), contract, reference=reference)
+
+    scores = drift.drift(reference, current)
+    features = {c.name for c in contract.features}
+    assert set(scores) == features - {"temp"} and set(scores.values()) == {0.0}
+    assert drift.not_compared(reference, sorted(features)) == ["temp"]
+    columns = {e["kwargs"]["column"] for e in contract.drift_expectations(only=scores)}
+    assert "psi.temp" not in columns and "psi.distance" in columns and "psi.carrier" in columns
+
+
 def test_rebuilding_a_date_replaces_its_features(spark, built: FeaturesResult, cfg) -> None:
     first = folder_fingerprint(_files(built).train)
     again = features_for(cfg)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 
@@ -212,11 +212,12 @@ class Contract:
     def nullable_checked_per_day(self) -> list[str]:
         return [c.name for c in self.columns if c.nullable and c.max_null_fraction_per_day is not None]
 
-    def drift_expectations(self) -> list[dict[str, Any]]:
-        """Suite over one row of PSI values (``psi.<feature>``): a warning and, where set, a critical bound."""
+    def drift_expectations(self, only: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Suite over one row of PSI values (``psi.<feature>``): a warning and, where set, a critical bound;
+        ``only``: the features that were compared (a feature the champion's profile lacks has no PSI)."""
         out = []
         for c in self.features:
-            if c.drift is None:
+            if c.drift is None or (only is not None and c.name not in only):
                 continue
             column = f"{PSI}{c.name}"
             out.append(

@@ -25,7 +25,8 @@ EPSILON = 1e-4  # stands in for an empty bin, so a bin that appears or vanishes 
 
 
 def profile(df: DataFrame, contract: Contract, reference: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Histogram of every feature of ``df``; on ``reference``'s bins when given (to compare with it).
+    """Histogram of every feature of ``df``; on ``reference``'s bins when given (to compare with it), and
+    then only of the features the reference has (a feature added since has no bins to compare on).
 
     Two aggregations over ``df`` (three without a reference): nothing but the counts reach the driver.
     """
@@ -33,6 +34,9 @@ def profile(df: DataFrame, contract: Contract, reference: dict[str, Any] | None 
 
     numeric = [c.name for c in contract.by_role(Role.NUMERIC)]
     categorical = [c.name for c in contract.by_role(Role.CATEGORICAL)]
+    if reference is not None:
+        numeric = [c for c in numeric if c in reference["numeric"]]
+        categorical = [c for c in categorical if c in reference["categorical"]]
     if reference is None:
         row = df.agg(*[F.percentile_approx(c, QUANTILES, 10000).alias(c) for c in numeric]).first()
         edges = {c: sorted({float(e) for e in (row[c] or [])}) for c in numeric}
@@ -84,12 +88,18 @@ def psi(expected: list[float], actual: list[float]) -> float:
 
 
 def drift(reference: dict[str, Any], current: dict[str, Any]) -> dict[str, float]:
-    """PSI per feature between two profiles on the same bins (``current`` built with ``reference``)."""
+    """PSI per feature between two profiles on the same bins (``current`` built with ``reference``), for
+    the features both have: after a contract change the champion's profile may lack some or have more."""
     out = {}
-    for c, ref in reference["numeric"].items():
-        cur = current["numeric"][c]
+    for c in reference["numeric"].keys() & current["numeric"].keys():
+        ref, cur = reference["numeric"][c], current["numeric"][c]
         out[c] = round(psi([*ref["fractions"], ref["null"]], [*cur["fractions"], cur["null"]]), 6)
-    for c, ref in reference["categorical"].items():
-        cur = current["categorical"][c]
+    for c in reference["categorical"].keys() & current["categorical"].keys():
+        ref, cur = reference["categorical"][c], current["categorical"][c]
         out[c] = round(psi([ref[v] for v in ref], [cur.get(v, 0.0) for v in ref]), 6)
-    return out
+    return dict(sorted(out.items()))
+
+
+def not_compared(reference: dict[str, Any], features: list[str]) -> list[str]:
+    """The contract's features that ``reference`` has no histogram of (added since it was profiled)."""
+    return [f for f in features if f not in reference["numeric"] and f not in reference["categorical"]]

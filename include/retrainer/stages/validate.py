@@ -91,7 +91,8 @@ def _run_suites(
             ]
         )
         psi_labels = {f"{PSI}{c}": f"PSI of {c} against {baseline}'s training data" for c in scores}
-        suites.append(Suite("drift", frame, contract.drift_expectations(), labels=psi_labels, row_key="training split"))
+        expectations = contract.drift_expectations(only=scores)
+        suites.append(Suite("drift", frame, expectations, labels=psi_labels, row_key="training split"))
     report = run_suites(suites, contract.name, ValidationFiles(staging), ValidationFiles(final))
     return dataclasses.replace(report, drift=scores, drift_baseline=baseline)
 
@@ -111,4 +112,8 @@ def _drift(files: FeatureFiles, cfg: RunConfig, contract: Contract, spark: Any) 
         return None, f"not measured: champion v{version} was registered without a data profile"
     current = drift.profile(spark.read.parquet(str(files.train)), contract, reference=ref)
     atomic.write_json(files.folder / "drift_profile.json", current)
+    new = drift.not_compared(ref, [c.name for c in contract.features])
+    if new:
+        log.warning("drift: champion v%s's profile has no histogram of %s (features added since): not compared",
+                    version, ", ".join(new))  # fmt: skip
     return drift.drift(ref, current), f"champion v{version}"
