@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import socket
 import time
 import uuid
 from collections.abc import Callable, Generator
@@ -20,12 +19,6 @@ import requests
 POSTGRES_URL = os.environ.get("RETRAINER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # The Celery test keeps its keys under a prefix of its own in this database and deletes them afterwards.
 REDIS_URL = os.environ.get("RETRAINER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def require_postgres() -> None:

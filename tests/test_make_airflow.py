@@ -17,8 +17,8 @@ import psutil
 import pytest
 
 from conftest import ROOT
+from retrainer.launchers import free_ports
 from retrainer.stack import SECRET_KEYS, ensure_secrets
-from server_mode import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +59,7 @@ def _listening(root: psutil.Process) -> set[tuple[str, int]]:
 
 
 def test_make_airflow_serves_on_loopback_and_stops_on_ctrl_c(tmp_path: Path, session_dir: Path) -> None:
-    api, ui = free_port(), free_port()
+    api, ui = free_ports(2)
     env = {
         **os.environ,
         "RETRAINER_HOME": str(tmp_path),

@@ -17,13 +17,13 @@ import pytest
 
 from conftest import ROOT
 from retrainer import atomic, registry
+from retrainer.launchers import free_ports
 from retrainer.layout import RunLayout
 from retrainer.results import FeaturesResult, RegistrationResult, TrainingResult
 from retrainer.stack import TRAINING_QUEUE, Stack, ensure_secrets
 from server_mode import (
     REDIS_URL,
     Api,
-    free_port,
     fresh_databases,
     require_postgres,
     require_redis,
@@ -61,6 +61,7 @@ def server(tmp_path_factory):
     prefix = f"retrainer-test-{uuid.uuid4().hex[:8]}:"
     base = tmp_path_factory.mktemp("server")
     land(base / "data", dt.date(2013, 1, 15), dt.date(2013, 2, 12))  # from EARLIER[0] - 7 window - 7 history days
+    api_port, mlflow_port = free_ports(2)
     with fresh_databases("airflow", "mlflow") as dbs:
         stack = Stack(
             project=ROOT,
@@ -70,8 +71,8 @@ def server(tmp_path_factory):
             mlflow_backend=dbs["mlflow"],
             mlflow_artifacts=base / "mlflow-artifacts",
             secrets=ensure_secrets(base / ".env"),
-            api_port=free_port(),
-            mlflow_port=free_port(),
+            api_port=api_port,
+            mlflow_port=mlflow_port,
             executor="CeleryExecutor",
             celery_broker=REDIS_URL,
             training_concurrency=2,  # two backfill runs may train at once (compose's GPU worker takes one)
