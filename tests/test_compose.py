@@ -127,6 +127,20 @@ def test_workers_queues_and_the_gpu_reservation(resolved) -> None:
     assert f"airflow pools set {GPU_POOL} 1" in " ".join(services["airflow-init"]["command"])
 
 
+def test_alert_channels_from_the_env_file_reach_every_airflow_container(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    ensure_secrets(env_file)
+    with env_file.open("a") as fh:
+        fh.write("RETRAINER_ALERT_CHANNELS=smtp\nRETRAINER_ALERT_EMAIL=ml-oncall@example.com\n")
+    out = _config(env_file)
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    for name in AIRFLOW:  # the dag-processor builds the notifiers, the workers send them
+        env = services[name]["environment"]
+        assert env["RETRAINER_ALERT_CHANNELS"] == "smtp" and env["RETRAINER_ALERT_EMAIL"] == "ml-oncall@example.com"
+        assert env["RETRAINER_SLACK_CHANNEL"] == "#ml-alerts"  # the notifier's own default when unset
+
+
 def test_ports_bind_to_loopback(resolved) -> None:
     for name, svc in resolved[0]["services"].items():
         for port in svc.get("ports", []):
