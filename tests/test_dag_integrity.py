@@ -88,7 +88,7 @@ def test_train_runs_through_the_training_operator_and_gpu_work_takes_the_gpu_poo
 
     train = dag.get_task("train")
     assert train.task_type == "TensorFlowTrainOperator" and train.pool != GPU_POOL  # CPU by default
-    monkeypatch.setenv("RETRAINER_GPU_QUEUE", "gpu-workers")
+    monkeypatch.setenv("RETRAINER_TRAINING_QUEUE", "gpu-workers")
     gpu = TensorFlowTrainOperator(task_id="t", workload="flight_delay", validated={}, accelerator="gpu")
     assert (gpu.pool, gpu.queue) == (GPU_POOL, "gpu-workers")
     monkeypatch.setenv("RETRAINER_ACCELERATOR", "gpu")  # the deployment's setting, seen when the DAG is parsed

@@ -3,9 +3,10 @@ and how many, as arguments a DAG author sets per DAG; the run's tuning comes fro
 other task.
 
 GPU training takes a slot of the ``gpu`` pool (created with the promotion pool by ``make airflow-db`` and
-the server stack; size it to the GPU workers you have) and goes to the GPU Celery queue. A retry resumes
-from the last epoch's checkpoint (the training loop's), and never starts a second worker group beside a
-running one (the launchers'). Importing this module imports no TensorFlow: the DAG file stays cheap.
+the server stack; size it to the GPU workers you have) and goes to the training Celery queue
+(``RETRAINER_TRAINING_QUEUE``). A retry resumes from the last epoch's checkpoint (the training loop's),
+and never starts a second worker group beside a running one (the launchers'). Importing this module
+imports no TensorFlow: the DAG file stays cheap.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-GPU_QUEUE_ENV = "RETRAINER_GPU_QUEUE"
+QUEUE_ENV = "RETRAINER_TRAINING_QUEUE"  # the same setting the project's DAG sends its train task to
 
 
 class TensorFlowTrainOperator(BaseOperator):
@@ -41,7 +42,7 @@ class TensorFlowTrainOperator(BaseOperator):
         gpu = (accelerator or os.environ.get("RETRAINER_ACCELERATOR", "cpu")) == "gpu"
         if gpu:  # the DAG author's pool or queue still wins
             kwargs.setdefault("pool", GPU_POOL)
-            kwargs.setdefault("queue", os.environ.get(GPU_QUEUE_ENV) or "default")
+            kwargs.setdefault("queue", os.environ.get(QUEUE_ENV) or "default")
         super().__init__(**kwargs)
         self.workload = workload
         self.validated = validated
