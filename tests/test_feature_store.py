@@ -141,6 +141,10 @@ def test_the_next_days_run_computes_exactly_one_day(spark, root: Path, tmp_path:
     messages = [r.getMessage() for r in caplog.records]
     assert any(f"1 day(s) computed ({new_day}..{new_day}), 6 reused" in m for m in messages)
     assert sum("feature store: computed" in m for m in messages) == 1  # one Spark job for the one day
+    (batch,) = [m for m in messages if "feature store: computed" in m]
+    landed = raw_partition(root, "flights", dt.date.fromisoformat(new_day))
+    flights = len(landed.read_text().splitlines()) - 1  # the landed CSV, without its header
+    assert f"rows in (those days, as the raw gate counted them) flights {flights:,}, weather " in batch, batch
     store = store_for(spark, root)
     assert all(store.is_current(d, store.inputs_of(d, store.dimension_digests())) for d in cfg.window.days())
     assert not list(store.root.glob("_staging-*"))

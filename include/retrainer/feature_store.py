@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from retrainer import atomic, locks
 from retrainer.calendar import days_between
 from retrainer.fingerprint import dict_fingerprint
-from retrainer.layout import raw_dim
+from retrainer.layout import raw_dim, raw_gate_record
 from retrainer.raw_inputs import file_digest
 from retrainer.spark_io import RawReader
 from retrainer.workloads import Workload
@@ -131,10 +131,20 @@ class FeatureStore:
                 atomic.replace_dir(part, self.day_dir(day))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        rows_in = ", ".join(f"{source} {n:,}" for source, n in self.raw_rows(batch).items())
         log.info(
-            "feature store: computed %d day(s) %s..%s from %d raw day(s): %d rows out in %.1f s",
-            len(batch), start, batch[-1], len(raw_days), sum(written.values()), time.perf_counter() - t0,
+            "feature store: computed %d day(s) %s..%s from %d raw day(s): rows in (those days, as the raw gate "
+            "counted them) %s; %d rows out in %.1f s",
+            len(batch), start, batch[-1], len(raw_days), rows_in, sum(written.values()), time.perf_counter() - t0,
         )  # fmt: skip
+
+    def raw_rows(self, days: Sequence[dt.date]) -> dict[str, int]:
+        """Landed rows of ``days`` per daily source, from the raw gate's records (no Spark job)."""
+        out = {}
+        for source in self.workload.daily_sources:
+            records = (raw_gate_record(self.data_root, source, d, self.workload.raw.name) for d in days)
+            out[source] = sum(int(atomic.read_json(r).get("rows", 0)) for r in records if r.exists())
+        return out
 
     def read(self, days: Iterable[dt.date]) -> DataFrame:
         """The stored rows of ``days`` (each must be current: call :meth:`ensure` first), typed by the contract."""
