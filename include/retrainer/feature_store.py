@@ -134,8 +134,8 @@ class FeatureStore:
         rows_in = ", ".join(f"{source} {n:,}" for source, n in self.raw_rows(batch).items())
         log.info(
             "feature store: computed %d day(s) %s..%s from %d raw day(s): rows in (those days, as the raw gate "
-            "counted them) %s; %d rows out in %.1f s",
-            len(batch), start, batch[-1], len(raw_days), rows_in, sum(written.values()), time.perf_counter() - t0,
+            "counted them) %s; %s rows out in %.1f s",
+            len(batch), start, batch[-1], len(raw_days), rows_in, f"{sum(written.values()):,}", time.perf_counter() - t0,
         )  # fmt: skip
 
     def raw_rows(self, days: Sequence[dt.date]) -> dict[str, int]:
