@@ -132,10 +132,11 @@ class FeatureStore:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         rows_in = ", ".join(f"{source} {n:,}" for source, n in self.raw_rows(batch).items())
+        rows_out = f"{sum(written.values()):,}"
         log.info(
             "feature store: computed %d day(s) %s..%s from %d raw day(s): rows in (those days, as the raw gate "
             "counted them) %s; %s rows out in %.1f s",
-            len(batch), start, batch[-1], len(raw_days), rows_in, f"{sum(written.values()):,}", time.perf_counter() - t0,
+            len(batch), start, batch[-1], len(raw_days), rows_in, rows_out, time.perf_counter() - t0,
         )  # fmt: skip
 
     def raw_rows(self, days: Sequence[dt.date]) -> dict[str, int]:
