@@ -72,20 +72,15 @@ def land(root: Path, scale: int) -> int:
 
 def spark_one(root: Path) -> dict[str, Any]:
     from retrainer.feature_store import FeatureStore
-    from retrainer.layout import raw_partition
-    from retrainer.raw_inputs import file_digest
+    from retrainer.raw_inputs import landed_digests
     from retrainer.spark_session import get_spark
     from retrainer.workloads import get_workload
 
     workload = get_workload("flight_delay")
     t0 = time.perf_counter()
     spark = get_spark("local[*]", app_name="bench-spark-features")
-    digests = {
-        f"{s}/{d.isoformat()}": file_digest(raw_partition(root, s, d))
-        for s in workload.daily_sources
-        for d in [YEAR_START + dt.timedelta(days=i) for i in range((YEAR_END - YEAR_START).days + 1)]
-        if raw_partition(root, s, d).exists()
-    }
+    year = [YEAR_START + dt.timedelta(days=i) for i in range((YEAR_END - YEAR_START).days + 1)]
+    digests = landed_digests(root, workload.daily_sources, year)
     store = FeatureStore(spark, workload, str(root), digests)
     shutil.rmtree(store.root, ignore_errors=True)
     days = _days()

@@ -14,7 +14,7 @@ import pytest
 from conftest import RUN_DATE, small_config
 from retrainer.calendar import days_between
 from retrainer.layout import raw_partition
-from retrainer.raw_inputs import file_digest
+from retrainer.raw_inputs import landed_digests
 from retrainer.workloads import get_workload
 
 WORKLOAD = get_workload("flight_delay")
@@ -32,11 +32,7 @@ def store_for(spark, root: Path):
     from retrainer.feature_store import FeatureStore
 
     first = DAYS[0] - dt.timedelta(days=WORKLOAD.history_days)
-    digests = {
-        f"{s}/{d.isoformat()}": file_digest(raw_partition(root, s, d))
-        for s in WORKLOAD.daily_sources
-        for d in days_between(first, DAYS[-1] + dt.timedelta(days=1))
-    }
+    digests = landed_digests(root, WORKLOAD.daily_sources, days_between(first, DAYS[-1] + dt.timedelta(days=1)))
     return FeatureStore(spark, WORKLOAD, str(root), digests)
 
 

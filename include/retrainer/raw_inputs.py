@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 from retrainer.config import RunConfig
@@ -67,6 +68,18 @@ def file_digest(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def landed_digests(data_root: str | Path, sources: Iterable[str], days: Iterable[dt.date]) -> dict[str, str]:
+    """``"<source>/<day>"`` -> SHA-256 of each of those landed daily files that exists: the map the raw gate
+    hands the feature store, for code that drives the store directly (its benchmark, its tests)."""
+    days = list(days)
+    return {
+        f"{source}/{day.isoformat()}": file_digest(path)
+        for source in sources
+        for day in days
+        if (path := raw_partition(data_root, source, day)).exists()
+    }
 
 
 def require_unchanged(gate: RawGateResult, cfg: RunConfig) -> None:
