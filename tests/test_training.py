@@ -48,6 +48,27 @@ def _train(
     )
 
 
+def test_a_change_to_the_checkpointed_code_gives_a_new_run_key(
+    validated: ValidationResult, stats: dict, chain_root: Path, chain_tracking: str, tmp_path: Path, monkeypatch
+) -> None:
+    """After an upgrade that changes the network (or the head, or what the loop saves), a retry of the same date
+    starts over in a new checkpoint folder instead of restoring old weights into a different graph."""
+    import shutil
+
+    from retrainer.training import worker
+
+    cfg = small_config(chain_root, chain_tracking)
+    before = worker.run_key(validated, stats, cfg)
+    for name in worker.CHECKPOINT_CODE:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(worker.CODE_ROOT / name, tmp_path / name)
+    monkeypatch.setattr(worker, "CODE_ROOT", tmp_path)
+    assert worker.run_key(validated, stats, cfg) == before  # the same code: the same key, so a retry resumes
+    with (tmp_path / "training" / "model.py").open("a") as fh:
+        fh.write("\n# a third hidden layer\n")
+    assert worker.run_key(validated, stats, cfg) != before
+
+
 def test_model_inputs_are_the_contract_features(stats: dict) -> None:
     import tensorflow as tf
 

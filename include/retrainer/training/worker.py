@@ -8,8 +8,10 @@ launcher calls :func:`run` directly; process launchers start :func:`main`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from retrainer import atomic
@@ -20,9 +22,17 @@ from retrainer.results import TrainingResult, ValidationResult
 from retrainer.workloads import get_workload
 
 log = logging.getLogger(__name__)
-# Bumped when checkpoints of the same parameters stop fitting the model code (2: the network alone is
-# checkpointed, wide and deep, two phases): a retry never restores weights into a different graph.
-MODEL_FORMAT = 2
+# The code that decides what a checkpoint holds (the network, the objective's head, what the loop saves): its
+# digest is part of the run key, so after an upgrade that changes any of it a retry starts over instead of
+# restoring weights into a different graph. No version number to remember to bump.
+CODE_ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT_CODE = ("training/model.py", "training/loop.py", "objectives.py")
+
+
+def checkpoint_code_fingerprint() -> str:
+    return dict_fingerprint(
+        {name: hashlib.sha256((CODE_ROOT / name).read_bytes()).hexdigest() for name in CHECKPOINT_CODE}
+    )
 
 
 def run_key(validated: ValidationResult, stats: dict[str, Any], cfg: RunConfig) -> str:
@@ -35,7 +45,7 @@ def run_key(validated: ValidationResult, stats: dict[str, Any], cfg: RunConfig) 
             "params": cfg.tuning.model_defining(),
             "contract": repr(workload.contract),
             "objective": repr(workload.objective),
-            "model_format": MODEL_FORMAT,
+            "checkpoint_code": checkpoint_code_fingerprint(),
         }
     )
 
