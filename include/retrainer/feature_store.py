@@ -30,9 +30,8 @@ from typing import TYPE_CHECKING
 
 from retrainer import atomic, locks
 from retrainer.calendar import days_between
-from retrainer.fingerprint import dict_fingerprint
+from retrainer.fingerprint import dict_fingerprint, file_digest
 from retrainer.layout import raw_dim, raw_gate_record
-from retrainer.raw_inputs import file_digest
 from retrainer.spark_io import RawReader
 from retrainer.workloads import Workload
 

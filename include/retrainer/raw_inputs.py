@@ -8,12 +8,12 @@ come from the run calendar, the sources from the workload.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
 from retrainer.config import RunConfig
 from retrainer.errors import BadData
+from retrainer.fingerprint import file_digest
 from retrainer.layout import raw_dim, raw_partition
 from retrainer.results import RawGateResult
 from retrainer.workloads import get_workload
@@ -60,14 +60,6 @@ def check_raw_inputs(cfg: RunConfig) -> list[dt.date]:
 
 class ChangedAfterGate(BadData):
     """A landed file changed between the raw gate and a stage that reads it."""
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def landed_digests(data_root: str | Path, sources: Iterable[str], days: Iterable[dt.date]) -> dict[str, str]:

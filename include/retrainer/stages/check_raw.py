@@ -24,10 +24,10 @@ from retrainer import atomic
 from retrainer.config import RunConfig
 from retrainer.contract import RawContract, RawSource, expectation_spec
 from retrainer.errors import BadData
-from retrainer.fingerprint import dict_fingerprint
+from retrainer.fingerprint import dict_fingerprint, file_digest
 from retrainer.gx_suites import Suite, run_suites
 from retrainer.layout import RunLayout, ValidationFiles, quarantine_file, raw_gate_record, raw_partition
-from retrainer.raw_inputs import check_raw_inputs, file_digest
+from retrainer.raw_inputs import check_raw_inputs
 from retrainer.results import RawGateResult
 from retrainer.workloads import get_workload
 

@@ -8,7 +8,6 @@ launcher calls :func:`run` directly; process launchers start :func:`main`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 from retrainer import atomic
 from retrainer.config import RunConfig
-from retrainer.fingerprint import dict_fingerprint
+from retrainer.fingerprint import dict_fingerprint, file_digest
 from retrainer.layout import RunLayout
 from retrainer.results import TrainingResult, ValidationResult
 from retrainer.workloads import get_workload
@@ -30,9 +29,7 @@ CHECKPOINT_CODE = ("training/model.py", "training/loop.py", "objectives.py")
 
 
 def checkpoint_code_fingerprint() -> str:
-    return dict_fingerprint(
-        {name: hashlib.sha256((CODE_ROOT / name).read_bytes()).hexdigest() for name in CHECKPOINT_CODE}
-    )
+    return dict_fingerprint({name: file_digest(CODE_ROOT / name) for name in CHECKPOINT_CODE})
 
 
 def run_key(validated: ValidationResult, stats: dict[str, Any], cfg: RunConfig) -> str:
