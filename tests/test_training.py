@@ -69,6 +69,21 @@ def test_a_change_to_the_checkpointed_code_gives_a_new_run_key(
     assert worker.run_key(validated, stats, cfg) != before
 
 
+def test_a_measurement_beside_the_run_trains_its_own_checkpoints_and_leaves_the_runs_result_alone(
+    validated: ValidationResult, chain_root: Path, chain_tracking: str
+) -> None:
+    """``bench/model_seeds.py`` trains the run's model with other seeds: never the run's ``training.json``."""
+    from retrainer.training import worker
+
+    cfg = small_config(chain_root, chain_tracking)
+    layout = RunLayout.of(cfg)
+    before = layout.load_optional(TrainingResult)
+    other = worker.run(cfg.replace(seed=7), save=False)
+    assert other.hyperparameters["seed"] == 7 and Path(other.checkpoint + ".index").exists()
+    assert other.run_key != worker.current_run_key(cfg)  # its own checkpoint folder, beside the run's
+    assert layout.load_optional(TrainingResult) == before
+
+
 def test_model_inputs_are_the_contract_features(stats: dict) -> None:
     import tensorflow as tf
 

@@ -53,7 +53,9 @@ def current_run_key(cfg: RunConfig) -> str:
     return run_key(validated, atomic.read_json(validated.files.stats), cfg)
 
 
-def run(cfg: RunConfig) -> TrainingResult:
+def run(cfg: RunConfig, save: bool = True) -> TrainingResult:
+    """Train (or resume) this run's model; the chief saves the result as the run's ``training.json`` unless
+    ``save`` is false (a measurement beside the run, such as ``bench/model_seeds.py``)."""
     from retrainer.training.loop import train
 
     workload = get_workload(cfg.run.workload)
@@ -104,7 +106,7 @@ def run(cfg: RunConfig) -> TrainingResult:
         best_validation=summary["best_validation"],
         tensorboard_dir=summary["tensorboard_dir"],
     )
-    if summary["chief"]:
+    if summary["chief"] and save:
         layout.save(result)
     log.info("worker done (chief: %s): %s x%d", summary["chief"], result.strategy, result.replicas)
     return result
