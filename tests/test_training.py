@@ -17,13 +17,20 @@ from retrainer.atomic import read_json
 from retrainer.fingerprint import parquet_parts
 from retrainer.layout import RunLayout
 from retrainer.results import TrainingResult, ValidationResult
+from retrainer.training.model import MEMBERS
 from retrainer.training.strategy import is_chief_from_env, tf_config
 from retrainer.workloads.flight_delay import CONTRACT, WORKLOAD
+
+NAMES = [m.name for m in MEMBERS]
 
 
 @pytest.fixture(scope="module")
 def stats(validated: ValidationResult) -> dict:
     return read_json(validated.files.stats)
+
+
+def _epochs(out: dict, member: str, phase: str | None = None) -> list[int]:
+    return [h["epoch"] for h in out["history"] if h["member"] == member and phase in (None, h["phase"])]
 
 
 def _train(
@@ -119,15 +126,45 @@ def test_training_logs_each_epoch_and_checkpoints(
 ) -> None:
     caplog.set_level(logging.INFO, logger="retrainer.training.loop")
     out = _train(validated, stats, tmp_path / "ckpt", "key-a", epochs=2)
-    assert [h["epoch"] for h in out["history"]] == [1, 2]
+    assert [h["member"] for h in out["history"]] == [n for n in NAMES for _ in (1, 2)]  # one member after the other
+    assert all(_epochs(out, name) == [1, 2] for name in NAMES) and out["member_epochs"] == dict.fromkeys(NAMES, 2)
     assert out["history"][1]["loss"] < out["history"][0]["loss"] * 1.5
-    assert [r.message.split(" loss")[0] for r in caplog.records if "epoch" in r.message] == [
-        "final epoch 1/2",
-        "final epoch 2/2",
+    assert [r.message.split(" loss")[0] for r in caplog.records if " epoch " in r.message] == [
+        f"{name} final epoch {e}/2" for name in NAMES for e in (1, 2)
     ]
-    assert out["checkpoint"] == str(tmp_path / "ckpt" / "final" / "ckpt-2")
-    events = list((tmp_path / "ckpt" / "tensorboard" / "final").glob("events.out.tfevents.*"))
-    assert events and events[0].stat().st_size > 0  # TensorBoard's event file, with the epochs' scalars
+    warm = [m for m in MEMBERS if m.warm_start_epochs]
+    assert warm and sum("warm start, the wide part alone" in r.message for r in caplog.records) == len(warm)
+    assert out["checkpoint"] == str(tmp_path / "ckpt" / "ensemble" / "ckpt-1")
+    for name in NAMES:
+        assert (tmp_path / "ckpt" / name / "final" / "ckpt-2.index").exists()
+        events = list((tmp_path / "ckpt" / "tensorboard" / name / "final").glob("events.out.tfevents.*"))
+        assert events and events[0].stat().st_size > 0  # TensorBoard's event file, with the epochs' scalars
+
+
+def test_the_ensemble_checkpoint_holds_each_members_final_weights(
+    validated: ValidationResult, stats: dict, tmp_path: Path
+) -> None:
+    """Serving restores one checkpoint; its members must be the ones each final fit ended with, and the
+    ensemble's output must be the objective's output of the members' mean logit."""
+    import tensorflow as tf
+
+    from retrainer.training.data import arrow_to_inputs, iter_record_batches
+    from retrainer.training.model import build_model
+
+    out = _train(validated, stats, tmp_path / "ckpt", "key-ens", epochs=1)
+    batch = arrow_to_inputs(next(iter_record_batches(parquet_parts(validated.files.eval), CONTRACT)), CONTRACT)
+    model = build_model(CONTRACT, WORKLOAD.objective, stats, hidden_units=8)
+    tf.train.Checkpoint(model=model.network).restore(out["checkpoint"]).assert_existing_objects_matched()
+    members = []
+    for name in NAMES:
+        alone = build_model(CONTRACT, WORKLOAD.objective, stats, hidden_units=8)
+        weights = tf.train.latest_checkpoint(str(tmp_path / "ckpt" / name / "final"))
+        tf.train.Checkpoint(model=alone.network.get_layer(name)).restore(weights).expect_partial()
+        members.append(alone.members[name](batch).numpy())
+        np.testing.assert_allclose(model.members[name](batch).numpy(), members[-1], atol=1e-6)
+    assert not np.allclose(members[0], members[1], atol=1e-3)  # two different models, not one twice
+    logit = np.mean([np.log(p / (1 - p)) for p in members], axis=0)
+    np.testing.assert_allclose(model(batch).numpy(), 1 / (1 + np.exp(-logit)), atol=1e-5)
 
 
 def test_a_retry_resumes_from_the_last_checkpoint(validated: ValidationResult, stats: dict, tmp_path: Path) -> None:
@@ -136,7 +173,8 @@ def test_a_retry_resumes_from_the_last_checkpoint(validated: ValidationResult, s
     resumed = _train(validated, stats, ckpt, "key-b", epochs=3)
     assert first["resumed_from_epoch"] == 0
     assert resumed["resumed_from_epoch"] == 1
-    assert [h["epoch"] for h in resumed["history"]] == [2, 3]
+    assert all(_epochs(resumed, name) == [2, 3] for name in NAMES)
+    assert resumed["epochs_trained"] == 3 * len(NAMES)
     finished = _train(validated, stats, ckpt, "key-b", epochs=3)  # a retry after success trains nothing
     assert finished["resumed_from_epoch"] == 3 and finished["history"] == []
 
@@ -145,7 +183,7 @@ def test_checkpoints_of_another_run_are_not_resumed(validated: ValidationResult,
     ckpt = tmp_path / "ckpt"
     _train(validated, stats, ckpt, "key-c", epochs=1)
     other = _train(validated, stats, ckpt, "key-d", epochs=1)
-    assert other["resumed_from_epoch"] == 0 and len(other["history"]) == 1
+    assert other["resumed_from_epoch"] == 0 and len(other["history"]) == len(NAMES)
     assert read_json(ckpt / "run_key.json") == {"run_key": "key-d"}
 
 
@@ -158,30 +196,37 @@ def test_early_stopping_picks_the_epochs_and_the_final_model_also_learns_from_th
     fit, held_out = ("2013-01-29", "2013-02-02"), ("2013-02-02", "2013-02-03")
     out = _train(validated, stats, tmp_path / "ckpt", "key-es", epochs=6, fit_days=fit, validation_days=held_out,
                  patience=1, learning_rate=0.05)  # fmt: skip
-    select = [h for h in out["history"] if h["phase"] == "select"]
-    final = [h for h in out["history"] if h["phase"] == "final"]
-    scores = [h["val_auc"] for h in select]
-    best = 1 + scores.index(max(scores))
-    assert out["best_validation"]["val_auc"] == pytest.approx(max(scores))
-    # stopped one epoch after the best (patience 1) unless the last epoch was the best
-    assert len(select) == min(6, best + 1)
-    assert [h["epoch"] for h in final] == list(range(1, best + 1)) and out["best_epoch"] == best
+    for name in NAMES:  # each member early-stops on its own validation score
+        scores = [h["val_auc"] for h in out["history"] if h["member"] == name and h["phase"] == "select"]
+        best = 1 + scores.index(max(scores))
+        assert out["best_validation"][f"{name}_val_auc"] == pytest.approx(max(scores))
+        # stopped one epoch after the best (patience 1) unless the last epoch was the best
+        assert len(scores) == min(6, best + 1)
+        assert _epochs(out, name, "final") == list(range(1, best + 1)) and out["member_epochs"][name] == best
+        assert (tmp_path / "ckpt" / name / "final" / f"ckpt-{best}.index").exists()
+    assert out["best_epoch"] == max(out["member_epochs"].values())
     whole = count_rows(files, CONTRACT, ("2013-01-29", "2013-02-03"))
     assert out["fit_rows"] == whole == validated.features.rows["train"] > count_rows(files, CONTRACT, fit)
-    assert out["checkpoint"] == str(tmp_path / "ckpt" / "final" / f"ckpt-{best}")
-    assert out["epochs_trained"] == len(select) + len(final)
+    assert out["epochs_trained"] == len(out["history"])
 
 
 def test_a_diverged_epoch_fails_before_anything_is_saved(
-    validated: ValidationResult, stats: dict, tmp_path: Path
+    validated: ValidationResult, stats: dict, tmp_path: Path, monkeypatch
 ) -> None:
     import copy
 
+    from retrainer.training import loop
+
     broken = copy.deepcopy(stats)
     broken["numeric"]["distance"]["mean"] = float("inf")  # every row's normalised distance is -inf
-    with pytest.raises(FloatingPointError, match="diverged in epoch 1 .final.: loss nan; nothing of this epoch"):
+    with pytest.raises(FloatingPointError, match=f"{NAMES[0]}: the warm start of the wide part diverged: loss nan"):
         _train(validated, broken, tmp_path / "ckpt", "key-nan", epochs=2)
     assert not list((tmp_path / "ckpt").rglob("ckpt-*")), "a checkpoint of diverged weights was saved"
+    cold = next(m for m in MEMBERS if not m.warm_start_epochs)  # no warm start: the epoch's own check
+    monkeypatch.setattr(loop, "MEMBERS", (cold,))
+    with pytest.raises(FloatingPointError, match=rf"diverged in epoch 1 \({cold.name} final\): loss nan; nothing of"):
+        _train(validated, broken, tmp_path / "cold", "key-nan", epochs=2)
+    assert not list((tmp_path / "cold").rglob("ckpt-*")), "a checkpoint of diverged weights was saved"
 
 
 def test_a_model_loads_only_from_the_training_run_it_belongs_to(
@@ -279,15 +324,18 @@ def test_multi_worker_strategy_on_two_local_processes(
     out = train_model(validated, cfg)  # two `python -m retrainer.training.worker` processes
     assert out.strategy == "CollectiveAllReduceStrategy" and out.replicas == 2
     assert (out.launcher, out.num_workers, out.global_batch_size) == ("local_processes", 2, 256)
-    assert [(h["phase"], h["epoch"]) for h in out.history][:2] == [("select", 1), ("select", 2)]
+    assert [(h["member"], h["phase"], h["epoch"]) for h in out.history][:2] == [
+        (NAMES[0], "select", 1),
+        (NAMES[0], "select", 2),
+    ]
     assert out.hyperparameters["seed"] == 7  # the worker rebuilt the whole config from its argv
     layout = RunLayout.of(cfg)
-    assert out.checkpoint == str(layout.checkpoints_of(out.run_key) / "final" / f"ckpt-{out.best_epoch}")
+    assert out.checkpoint == str(layout.checkpoints_of(out.run_key) / "ensemble" / "ckpt-1")
     assert layout.load(TrainingResult) == out
     assert not list(layout.checkpoints_of(out.run_key).glob("_worker-*")), "worker 1's own checkpoints were left"
     assert "worker done (chief: False)" in (layout.worker_logs / "worker-1.log").read_text()
     streamed = [r.getMessage() for r in caplog.records]
-    assert any(m.startswith("[worker 1] ") and "select epoch 2/2" in m for m in streamed), "worker output not streamed"
+    assert any(m.startswith("[worker 1] ") and f"{NAMES[0]} select epoch 2/2" in m for m in streamed), "not streamed"
 
 
 def test_the_tpu_input_path_preprocesses_on_the_host_and_trains_the_same_network(
@@ -322,7 +370,7 @@ def test_mixed_precision_and_xla_switches_train(validated: ValidationResult, sta
         from retrainer.training.model import build_model
 
         model = build_model(CONTRACT, WORKLOAD.objective, stats, hidden_units=8)
-        assert model.network.get_layer("hidden_1").compute_dtype == "float16"
+        assert model.network.get_layer(NAMES[0]).get_layer("hidden_1").compute_dtype == "float16"
         assert model.output.dtype == "float32"  # a float16 probability would round away what AUC ranks
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -17,6 +17,7 @@ import pytest
 from conftest import ROOT, RUN_DATE
 from retrainer.layout import RunLayout
 from retrainer.results import TrainingResult, ValidationResult
+from retrainer.training.model import MEMBERS
 
 pytestmark = pytest.mark.e2e
 EPOCHS = 4
@@ -76,7 +77,8 @@ def test_a_killed_chief_is_resumed_by_the_retry_at_the_next_epoch(
 
     first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
-    while not (states := list(layout.checkpoints.glob("*/final/checkpoint"))):  # the chief's first epoch saved
+    first_member = MEMBERS[0].name  # killed while the first member trains
+    while not (states := list(layout.checkpoints.glob(f"*/{first_member}/final/checkpoint"))):  # an epoch saved
         assert first.poll() is None, f"the task ended before a checkpoint:\n{first.stdout.read()[-3000:]}"
         assert time.monotonic() < deadline, "no checkpoint within 300 s"
         time.sleep(0.05)
@@ -94,8 +96,12 @@ def test_a_killed_chief_is_resumed_by_the_retry_at_the_next_epoch(
     assert retry.returncode == 0, retry.stdout[-3000:] + retry.stderr[-3000:]
     result = TrainingResult.from_dict(json.loads(retry.stdout.split("RESULT ", 1)[1]))
     assert result.resumed_from_epoch == saved[-1]  # the next epoch after the last checkpoint, not epoch 1
-    assert [h["epoch"] for h in result.history] == list(range(saved[-1] + 1, EPOCHS + 1))
-    assert result.epochs_trained == EPOCHS and result.num_workers == 2
-    assert result.checkpoint == str(state.parent / f"ckpt-{EPOCHS}")
+    trained = [h["epoch"] for h in result.history if h["member"] == first_member]
+    assert trained == list(range(saved[-1] + 1, EPOCHS + 1))
+    assert all([h["epoch"] for h in result.history if h["member"] == m.name] == list(range(1, EPOCHS + 1))
+               for m in MEMBERS[1:])  # fmt: skip
+    assert result.epochs_trained == EPOCHS * len(MEMBERS) and result.num_workers == 2
+    assert result.member_epochs == {m.name: EPOCHS for m in MEMBERS}
+    assert result.checkpoint == str(state.parent.parent.parent / "ensemble" / "ckpt-1")
     assert not _training_workers(), "training workers left running after the retry"
-    assert not list(state.parent.parent.glob("_worker-*")), "worker 1's own checkpoints were left"
+    assert not list(state.parent.parent.parent.glob("_worker-*")), "worker 1's own checkpoints were left"

@@ -1,4 +1,4 @@
-"""What a model is trained to do: its output head, loss, metrics and the gate's headline metric.
+"""What a model is trained to do: its output layer, loss, metrics and the gate's headline metric.
 
 A workload picks an objective; the model builder, the training loop, evaluation, registration and
 the summary ask it instead of assuming one. Keras is imported inside the methods, so a workload
@@ -20,8 +20,9 @@ class Objective(abc.ABC):
     train_metric_name: str  # the metric logged per epoch during training
 
     @abc.abstractmethod
-    def head(self, x: Any, stats: dict[str, Any]) -> Any:
-        """The output layer(s) on top of the last hidden layer."""
+    def output(self, z: Any, stats: dict[str, Any]) -> Any:
+        """The model's output from its logit ``z`` (shape [N, 1]): a layer without trainable weights, so
+        the members of an ensemble share it and their mean logit maps to the output the same way."""
 
     @abc.abstractmethod
     def per_example_loss(self, y: Any, p: Any) -> Any:
@@ -67,11 +68,11 @@ class BinaryClassification(Objective):
     higher_is_better: bool = True
     train_metric_name: str = "auc"
 
-    def head(self, x: Any, stats: dict[str, Any]) -> Any:
+    def output(self, z: Any, stats: dict[str, Any]) -> Any:
         import keras
 
         # float32 whatever the dtype policy: a float16 probability rounds away what AUC ranks on
-        return keras.layers.Dense(1, activation="sigmoid", name=self.output_name, dtype="float32")(x)
+        return keras.layers.Activation("sigmoid", name=self.output_name, dtype="float32")(z)
 
     def per_example_loss(self, y: Any, p: Any) -> Any:
         import keras
@@ -108,7 +109,7 @@ class BinaryClassification(Objective):
 
 @dataclasses.dataclass(frozen=True)
 class Regression(Objective):
-    """A real-valued label. The head predicts a standardised value and rescales it with the training
+    """A real-valued label. The logit is a standardised value, rescaled with the training
     split's label mean and variance (saved with the features), so the model outputs the label's units
     and starts near the mean. Squared-error loss; gate on RMSE (lower is better)."""
 
@@ -119,12 +120,11 @@ class Regression(Objective):
     higher_is_better: bool = False
     train_metric_name: str = "rmse"
 
-    def head(self, x: Any, stats: dict[str, Any]) -> Any:
+    def output(self, z: Any, stats: dict[str, Any]) -> Any:
         import keras
 
         label = stats["label"]
         std = max(label["variance"], 1e-12) ** 0.5
-        z = keras.layers.Dense(1, name="standardised", dtype="float32")(x)
         return keras.layers.Rescaling(scale=std, offset=label["mean"], name=self.output_name, dtype="float32")(z)
 
     def per_example_loss(self, y: Any, p: Any) -> Any:

@@ -156,7 +156,8 @@ class TrainingResult(StageResult):
     fit_range: tuple[str, str] | None = None
     validation_range: tuple[str, str] | None = None  # early stopping's held-out days, or None
     epochs_trained: int = 0  # in total, over every attempt
-    best_epoch: int = 0  # the epoch whose weights ``checkpoint`` holds
+    best_epoch: int = 0  # the most epochs a member's final fit ran (each member's: ``member_epochs``)
+    member_epochs: dict[str, int] = dataclasses.field(default_factory=dict)  # each member's final epoch count
     best_validation: dict[str, float] = dataclasses.field(default_factory=dict)
     tensorboard_dir: str | None = None
 

@@ -88,10 +88,11 @@ def run_summary(cfg: RunConfig) -> str:
             f"({train.launcher}, {train.num_workers} worker(s)){last}"
         )
         if train.validation_range:
-            score = ", ".join(f"{k} {v:.4f}" for k, v in train.best_validation.items())
+            chosen = [f"{name} {epochs}" for name, epochs in train.member_epochs.items()]
+            scores = [f"{k} {v:.4f}" for k, v in train.best_validation.items()]
             lines.append(
-                f"              best epoch {train.best_epoch} by {score} on [{train.validation_range[0]}, "
-                f"{train.validation_range[1]}); fitted on {train.fit_rows:,} rows"
+                f"              epochs per member {', '.join(chosen)}, by {', '.join(scores)} on "
+                f"[{train.validation_range[0]}, {train.validation_range[1]}); fitted on {train.fit_rows:,} rows"
             )
     if ev:
         lines.append(f"  new model   {objective.describe(ev.new)}")

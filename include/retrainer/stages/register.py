@@ -115,9 +115,10 @@ def register_model(
                 mlflow.log_metrics({f"champion_{k}": v for k, v in evaluation.champion.items()})
             for baseline, metrics in evaluation.baselines.items():
                 mlflow.log_metrics({f"baseline_{baseline}_{k}": v for k, v in metrics.items()})
-            for h in training.history:
+            for h in training.history:  # one curve per member and metric; the final fit's steps follow the selection's
                 metrics = {"train_loss": h["loss"], **{k: v for k, v in h.items() if k.startswith(("train_", "val_"))}}
-                mlflow.log_metrics(metrics, step=int(h["epoch"]))
+                prefix = f"{h['member']}_" if "member" in h else ""
+                mlflow.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()}, step=int(h["epoch"]))
             if training.tensorboard_dir and Path(training.tensorboard_dir).is_dir():
                 mlflow.log_artifacts(training.tensorboard_dir, "tensorboard")
             report = validated.report

@@ -8,6 +8,10 @@ the latest checkpoint and continues from the next epoch. A non-finite loss or we
 before anything is saved. Only the chief writes to the real checkpoint folder (and TensorBoard's
 event files); other workers save to a temporary one (required by MWMS). Every worker scores the same
 validation rows with the same weights, so all of them take the same early-stopping decision.
+
+The model's members (``model.MEMBERS``) train one after the other, each on its own loss, with its own
+early stopping and checkpoint folder (``<member>/<phase>``); at the end one checkpoint of the whole
+ensemble (``ensemble/``) holds each member's final weights, and that is what the run's result names.
 """
 
 from __future__ import annotations
@@ -33,7 +37,17 @@ from retrainer.training.data import (
     labels,
     make_dataset,
 )
-from retrainer.training.model import build_model, build_network, build_preprocessing, chain
+from retrainer.training.model import (
+    ADAGRAD_LEARNING_RATE,
+    MEMBERS,
+    WARM_START_LEARNING_RATE,
+    WIDE_LOGIT,
+    Member,
+    build_model,
+    build_network,
+    build_preprocessing,
+    chain,
+)
 from retrainer.training.strategy import (
     apply_compute_settings,
     choose_strategy,
@@ -48,6 +62,7 @@ log = logging.getLogger(__name__)
 RUN_KEY_FILE = "run_key.json"
 BEST = "best"  # the best epoch's weights (by validation metric), inside a phase's checkpoint folder
 TENSORBOARD = "tensorboard"  # the chief's TensorBoard event files, inside the checkpoint folder
+ENSEMBLE = "ensemble"  # every member's final weights in one checkpoint: what the run's result names
 
 
 def prepare_checkpoint_dir(checkpoint_dir: Path, run_key: str) -> bool:
@@ -112,13 +127,15 @@ def train(
     validation_days: DateRange | None = None,
     patience: int = 4,
 ) -> dict[str, Any]:
-    """Train (or resume) and return a small summary. ``batch_size`` is per replica.
+    """Train (or resume) each member, save the ensemble and return a small summary. ``batch_size`` is per
+    replica.
 
-    With ``validation_days`` training has two phases. *select*: fit on ``fit_days``, score the validation
-    days after every epoch, stop after ``patience`` epochs without a better score. *final*: a fresh
-    model fitted on the whole training range (validation days included: they are the most recent)
+    Per member, with ``validation_days`` training has two phases. *select*: fit on ``fit_days``, score the
+    validation days after every epoch, stop after ``patience`` epochs without a better score. *final*: a
+    fresh member fitted on the whole training range (validation days included: they are the most recent)
     for the best epoch count, on the same learning-rate schedule as *select* (a cosine over ``epochs``)
-    stopped at that epoch. Without, one phase of ``epochs`` epochs on the whole training range.
+    stopped at that epoch. Without, one phase of ``epochs`` epochs on the whole training range. A member
+    with a warm start fits its wide part alone first, in every phase that starts from scratch.
 
     ``host_preprocessing`` (default: only under TPUStrategy) maps the preprocessing model over the input
     pipeline and trains the network alone on its output, as a TPU needs (no string lookups on the TPU).
@@ -145,7 +162,7 @@ def train(
     val_key = f"val_{objective.headline}"
     better = (lambda a, b: a > b) if objective.higher_is_better else (lambda a, b: a < b)
 
-    def run_phase(phase: Phase) -> dict[str, Any]:
+    def run_phase(member: Member, phase: Phase) -> dict[str, Any]:
         rows = count_rows(files, contract, phase.days) if phase.days else int(stats["rows"])
         if rows == 0:
             raise ValueError(f"no training rows in {phase.days} of {train_uri}")
@@ -166,59 +183,101 @@ def train(
         dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
         with strategy.scope():
             if host is None:
-                model = build_model(contract, objective, stats, hidden_units, seed, dropout)
-                network = model.network
+                full = build_model(contract, objective, stats, hidden_units, seed, dropout)
+                model = full.members[member.name]  # raw features -> this member's output
+                weights = full.network.get_layer(member.name)
             else:
-                network = model = build_network(contract, objective, stats, hidden_units, seed, dropout)
+                network = build_network(contract, objective, stats, hidden_units, seed, dropout)
+                model = network.members[member.name]  # encoded features -> this member's output
+                weights = network.get_layer(member.name)
+            variables = weights.trainable_variables
+            wide = [v for v in variables if v.path.startswith(f"{WIDE_LOGIT}/")]
             # The cosine spans the configured epochs in both phases: the final fit follows the selection
             # fit's learning rates up to the chosen epoch, so "the best epoch count" means the same in both.
             schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps, alpha=0.05)
             optimizer = keras.optimizers.Adam(learning_rate=schedule)
             if policy == "mixed_float16":  # float16 gradients underflow without a dynamic loss scale
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            optimizer.build(model.trainable_variables)
+            optimizers = {"optimizer": optimizer}
+            if member.wide_optimizer == "adagrad":
+                adam_variables = [v for v in variables if all(v is not w for w in wide)]
+                optimizers["wide_optimizer"] = keras.optimizers.Adagrad(learning_rate=ADAGRAD_LEARNING_RATE)
+                optimizers["wide_optimizer"].build(wide)
+            elif member.wide_optimizer == "adam":
+                adam_variables = variables
+            else:
+                raise ValueError(f"member {member.name}: unknown wide optimizer {member.wide_optimizer!r}")
+            optimizer.build(adam_variables)
+            warm_steps = member.warm_start_epochs * steps
+            if warm_steps:
+                warm_schedule = keras.optimizers.schedules.CosineDecay(WARM_START_LEARNING_RATE, warm_steps, alpha=0.05)
+                warm_optimizer = keras.optimizers.Adam(learning_rate=warm_schedule)
+                warm_optimizer.build(wide)
             metric = objective.train_metric()
             epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             best_score = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="best_score")
             best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
             checkpoint = tf.train.Checkpoint(
-                model=network, optimizer=optimizer, epoch=epoch, best_score=best_score, best_epoch=best_epoch
+                model=weights, epoch=epoch, best_score=best_score, best_epoch=best_epoch, **optimizers
             )
-        scorer = model if host is None else chain(contract, host, network)  # raw features in
-        real_dir = ckpt_dir / phase.name
-        write_dir = real_dir if scratch is None else scratch / phase.name
+        scorer = model if host is None else chain(contract, host, model)  # raw features in
+        real_dir = ckpt_dir / member.name / phase.name
+        write_dir = real_dir if scratch is None else scratch / member.name / phase.name
         manager = tf.train.CheckpointManager(checkpoint, str(write_dir), max_to_keep=2)
-        best = tf.train.CheckpointManager(tf.train.Checkpoint(model=network), str(write_dir / BEST), max_to_keep=1)
+        best = tf.train.CheckpointManager(tf.train.Checkpoint(model=weights), str(write_dir / BEST), max_to_keep=1)
         latest = tf.train.latest_checkpoint(str(real_dir))
         if latest:
             checkpoint.restore(latest).assert_existing_objects_matched()
-            log.info("%s: resumed from %s at epoch %d", phase.name, latest, int(epoch.numpy()))
+            log.info("%s %s: resumed from %s at epoch %d", member.name, phase.name, latest, int(epoch.numpy()))
         board = (
-            tf.summary.create_file_writer(str(ckpt_dir / TENSORBOARD / phase.name))
+            tf.summary.create_file_writer(str(ckpt_dir / TENSORBOARD / member.name / phase.name))
             if chief
             else tf.summary.create_noop_writer()
         )
 
+        def member_loss(x: dict[str, tf.Tensor], y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            p = tf.cast(model(x, training=True), tf.float32)
+            return p, tf.nn.compute_average_loss(objective.per_example_loss(y, p), global_batch_size=global_batch)
+
         def step(x: dict[str, tf.Tensor], y: tf.Tensor) -> tf.Tensor:
-            with tf.GradientTape() as tape:
-                p = tf.cast(model(x, training=True), tf.float32)
-                per_example = objective.per_example_loss(y, p)
-                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            with tf.GradientTape(persistent="wide_optimizer" in optimizers) as tape:
+                p, loss = member_loss(x, y)
                 scaled = optimizer.scale_loss(loss)  # the loss itself unless a LossScaleOptimizer
-            grads = tape.gradient(scaled, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            grads = tape.gradient(scaled, adam_variables)
+            optimizer.apply_gradients(zip(grads, adam_variables, strict=True))
+            if "wide_optimizer" in optimizers:  # float32 layers: the unscaled loss's gradients
+                optimizers["wide_optimizer"].apply_gradients(zip(tape.gradient(loss, wide), wide, strict=True))
             metric.update_state(y, p)
             return loss
 
-        @tf.function
-        def distributed_step(iterator: Any) -> tf.Tensor:
-            x, y = next(iterator)
-            per_replica = strategy.run(step, args=(x, y))
-            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        def warm_step(x: dict[str, tf.Tensor], y: tf.Tensor) -> tf.Tensor:
+            with tf.GradientTape() as tape:
+                _, loss = member_loss(x, y)
+            warm_optimizer.apply_gradients(zip(tape.gradient(loss, wide), wide, strict=True))
+            return loss
 
+        def distributed(fn: Any) -> Any:
+            @tf.function
+            def run(iterator: Any) -> tf.Tensor:
+                x, y = next(iterator)
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(fn, args=(x, y)), axis=None)
+
+            return run
+
+        distributed_step = distributed(step)
         iterator = iter(dist_ds)
         history = []
         start_epoch = int(epoch.numpy())
+        if warm_steps and start_epoch == 0:  # a resumed attempt restores weights that were warm-started
+            t0 = time.perf_counter()
+            warm = distributed(warm_step)
+            losses = [float(warm(iterator)) for _ in range(warm_steps)]
+            if not math.isfinite(losses[-1]) or not _all_finite(wide):
+                raise FloatingPointError(f"{member.name}: the warm start of the wide part diverged: loss {losses[-1]}")
+            log.info(
+                "%s %s: warm start, the wide part alone for %d epochs: loss %.4f -> %.4f (%.1fs)",
+                member.name, phase.name, member.warm_start_epochs, losses[0], losses[-1], time.perf_counter() - t0,
+            )  # fmt: skip
         for e in range(start_epoch, phase.max_epochs):
             if phase.validation and int(best_epoch.numpy()) > 0 and e - int(best_epoch.numpy()) >= patience:
                 break  # stopped early (a resumed attempt finds it so from the restored state)
@@ -230,12 +289,14 @@ def train(
             seconds = time.perf_counter() - t0
             loss = total / steps
             # Before anything is saved: a retry must never resume from (or export) diverged weights.
-            if not math.isfinite(loss) or not _all_finite(model.trainable_variables):
+            if not math.isfinite(loss) or not _all_finite(variables):
                 raise FloatingPointError(
-                    f"training diverged in epoch {e + 1} ({phase.name}): loss {loss}; nothing of this epoch was "
+                    f"training diverged in epoch {e + 1} ({member.name} {phase.name}): loss {loss}; nothing of "
+                    "this epoch was "
                     f"saved (lower the learning rate {learning_rate}?)"
                 )
             row: dict[str, Any] = {
+                "member": member.name,
                 "phase": phase.name,
                 "epoch": e + 1,
                 "loss": loss,
@@ -254,13 +315,13 @@ def train(
             manager.save(checkpoint_number=e + 1)
             with board.as_default(step=e + 1):
                 for name, value in row.items():
-                    if name not in ("phase", "epoch"):
+                    if name not in ("member", "phase", "epoch"):
                         tf.summary.scalar(name, value)
             board.flush()
             history.append(row)
             log.info(
-                "%s epoch %d/%d loss=%.4f %s=%.4f%s %.1fs %.0f ex/s",
-                phase.name, e + 1, phase.max_epochs, loss, metric_key, row[metric_key],
+                "%s %s epoch %d/%d loss=%.4f %s=%.4f%s %.1fs %.0f ex/s",
+                member.name, phase.name, e + 1, phase.max_epochs, loss, metric_key, row[metric_key],
                 f" {val_key}={row[val_key]:.4f}" if val_key in row else "", seconds, row["examples_per_second"],
             )  # fmt: skip
         return {
@@ -271,34 +332,54 @@ def train(
             "best_epoch": int(best_epoch.numpy()),
             "best_score": float(best_score.numpy()),
             "history": history,
-            "checkpoint": tf.train.latest_checkpoint(str(real_dir)) if chief else None,
+            "weights": tf.train.latest_checkpoint(str(write_dir)),
         }
 
-    phases = []
-    if validation_days:
-        select = run_phase(Phase("select", fit_days, epochs, validation_days))
-        phases.append(select)
-        whole = (fit_days[0], validation_days[1]) if fit_days else None
-        final = run_phase(Phase("final", whole, max(1, select["best_epoch"])))
-    else:
-        final = run_phase(Phase("final", fit_days, epochs))
-    phases.append(final)
+    phases, finals, best_validation = [], {}, {}
+    for member in MEMBERS:
+        if validation_days:
+            select = run_phase(member, Phase("select", fit_days, epochs, validation_days))
+            phases.append(select)
+            best_validation[f"{member.name}_{val_key}"] = select["best_score"]
+            whole = (fit_days[0], validation_days[1]) if fit_days else None
+            finals[member.name] = run_phase(member, Phase("final", whole, max(1, select["best_epoch"])))
+        else:
+            finals[member.name] = run_phase(member, Phase("final", fit_days, epochs))
+        phases.append(finals[member.name])
+
+    # One checkpoint of the whole ensemble, each member at the end of its final fit: what serving restores.
+    with strategy.scope():
+        ensemble = (
+            build_model(contract, objective, stats, hidden_units, seed, dropout).network
+            if not host_preprocessing
+            else build_network(contract, objective, stats, hidden_units, seed, dropout)
+        )
+    for name, final in finals.items():
+        restored = tf.train.Checkpoint(model=ensemble.get_layer(name)).restore(final["weights"])
+        restored.expect_partial().assert_existing_objects_matched()
+    ensemble_dir = ckpt_dir / ENSEMBLE if scratch is None else scratch / ENSEMBLE
+    saved = tf.train.CheckpointManager(tf.train.Checkpoint(model=ensemble), str(ensemble_dir), max_to_keep=1).save(
+        checkpoint_number=1
+    )
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
+    # The attempt resumed where the first phase with epochs left to train started (all done: the last phase).
+    resumed = next((p for p in phases if p["history"]), phases[-1])["resumed_from_epoch"]
     return {
         "chief": chief,
         "strategy": type(strategy).__name__,
         "replicas": replicas,
         "dtype_policy": policy,
         "global_batch_size": global_batch,
-        "steps_per_epoch": final["steps_per_epoch"],
-        "fit_rows": final["rows"],
-        "resumed_from_epoch": phases[0]["resumed_from_epoch"],
+        "steps_per_epoch": phases[-1]["steps_per_epoch"],
+        "fit_rows": phases[-1]["rows"],
+        "resumed_from_epoch": resumed,
         "epochs_trained": sum(p["epochs"] for p in phases),
-        "best_epoch": final["epochs"],
-        "best_validation": {val_key: phases[0]["best_score"]} if validation_days else {},
+        "best_epoch": max(f["epochs"] for f in finals.values()),
+        "member_epochs": {name: f["epochs"] for name, f in finals.items()},
+        "best_validation": best_validation,
         "history": [row for p in phases for row in p["history"]],
-        "checkpoint": final["checkpoint"],
+        "checkpoint": saved if chief else None,
         "tensorboard_dir": str(ckpt_dir / TENSORBOARD),
     }
 

@@ -1,21 +1,25 @@
 """The model: raw features in, the output of the workload's objective out.
 
-Wide and deep: the objective's head reads the deep part (embeddings and numbers through two ReLU
-layers with dropout) beside the wide part (the normalised numbers and a one-hot of every category),
-so the network starts from what a linear model can do and the deep part adds interactions. On the
-flights data the deep part alone overfits within a few epochs and loses to logistic regression.
+An ensemble of wide-and-deep members (:data:`MEMBERS`). Each member's logit is a linear function of
+the wide part (the normalised numbers and a one-hot of every category) plus the deep part's output
+(embeddings and numbers through two ReLU layers with dropout), which starts at zero: a member starts
+as a linear model and the deep part adds interactions. The objective's output reads the members' mean
+logit. The loop trains and early-stops each member on its own loss; the members differ in how their
+wide part is fitted. On the flights data the deep part alone overfits within a few epochs and loses
+to logistic regression, and one member alone is ahead of the baselines on some weeks and behind on others.
 
 Preprocessing (imputation, normalisation, lookups) is a model of its own chained in front of the
 network, so the exported SavedModel takes raw features, and on a TPU (which cannot run string
 lookups) the same preprocessing runs on the host inside ``tf.data`` while the TPU trains the network.
 Checkpoints hold the network's weights only. The preprocessing's tables come from the statistics
 and vocabularies the features stage computed, never from ``adapt`` at train time: every worker and retry builds the
-same model. The output head is the objective's. :func:`build_model` is the one public entry point;
+same model. The output layer is the objective's. :func:`build_model` is the one public entry point;
 call it under ``strategy.scope()``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -65,22 +69,41 @@ def vocabulary_sizes(contract: Contract, stats: dict[str, Any]) -> dict[str, int
     return {c.name: len(stats["vocabulary"][c.name]) + 1 for c in contract.by_role(Role.CATEGORICAL)}
 
 
-def build_network(
-    contract: Contract,
-    objective: Objective,
-    stats: dict[str, Any],
-    hidden_units: int = 64,
-    seed: int = 42,
-    dropout: float = 0.0,
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One wide-and-deep network of the ensemble, and how its wide (linear) part is fitted.
+
+    ``warm_start_epochs``: epochs fitting the wide part alone (Adam at ``WARM_START_LEARNING_RATE``, cosine)
+    before the whole member trains, so that early stopping, which ends when the deep part overfits, finds
+    a converged linear model to build on. ``wide_optimizer``: ``adam`` (the deep part's, at the run's
+    learning rate) or ``adagrad`` (per-coordinate steps that shrink as evidence accumulates, as the
+    original wide-and-deep paper fitted its wide part; ``ADAGRAD_LEARNING_RATE``).
+    """
+
+    name: str
+    wide_optimizer: str = "adam"
+    warm_start_epochs: int = 0
+
+
+# Two members that err differently: the first is ahead on weeks where logistic regression is, the second
+# where the deep part's interactions pay; their average beat both baselines where neither alone did
+# (README: "Is the network worth it?").
+MEMBERS: tuple[Member, ...] = (
+    Member("warm_linear", wide_optimizer="adam", warm_start_epochs=30),
+    Member("adagrad_wide", wide_optimizer="adagrad"),
+)
+WARM_START_LEARNING_RATE = 0.05
+ADAGRAD_LEARNING_RATE = 0.1
+WIDE_LOGIT = "wide_logit"  # the layer holding a member's wide weights (the ones ``wide_optimizer`` fits)
+
+
+def _member_logit(
+    inputs: dict[str, Any], numeric: list[str], sizes: dict[str, int], hidden_units: int, seed: int, dropout: float
 ) -> Any:
-    """Encoded features -> the objective's output: every trainable weight of the model."""
+    """The member's logit: a linear function of the wide features plus the deep part's output, which starts
+    at zero (its weight is initialised to zero), so the member starts as the linear model it warm-starts."""
     import keras
 
-    keras.utils.set_random_seed(seed)
-    sizes = vocabulary_sizes(contract, stats)
-    numeric = [c.name for c in contract.by_role(Role.NUMERIC)]
-    inputs = {n: keras.Input(shape=(1,), name=n, dtype="float32") for n in numeric}
-    inputs |= {n: keras.Input(shape=(1,), name=n, dtype="int64") for n in sizes}
     encoded, wide = [inputs[n] for n in numeric], [inputs[n] for n in numeric]
     for name, size in sizes.items():
         x = keras.layers.Embedding(size, _embedding_dim(size), name=f"embed_{name}")(inputs[name])
@@ -91,8 +114,44 @@ def build_network(
     x = keras.layers.Dropout(dropout, seed=seed, name="dropout_1")(x)
     x = keras.layers.Dense(max(4, hidden_units // 2), activation="relu", name="hidden_2")(x)
     x = keras.layers.Dropout(dropout, seed=seed + 1, name="dropout_2")(x)
-    x = keras.layers.Concatenate(name="wide_and_deep")([x, *wide])
-    return keras.Model(inputs=inputs, outputs=objective.head(x, stats), name=f"{contract.name}_network")
+    deep = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros", name="deep_logit", dtype="float32")(x)
+    linear = keras.layers.Dense(1, name=WIDE_LOGIT, dtype="float32")(keras.layers.Concatenate(name="wide")(wide))
+    return keras.layers.Add(name="logit")([linear, deep])
+
+
+def build_network(
+    contract: Contract,
+    objective: Objective,
+    stats: dict[str, Any],
+    hidden_units: int = 64,
+    seed: int = 42,
+    dropout: float = 0.0,
+) -> Any:
+    """Encoded features -> the objective's output of the members' mean logit: every trainable weight.
+
+    ``network.members`` maps each member's name to a model of its own output (encoded features in), sharing
+    the member's weights: what the loop trains and early-stops one member at a time.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    sizes = vocabulary_sizes(contract, stats)
+    numeric = [c.name for c in contract.by_role(Role.NUMERIC)]
+    inputs = {n: keras.Input(shape=(1,), name=n, dtype="float32") for n in numeric}
+    inputs |= {n: keras.Input(shape=(1,), name=n, dtype="int64") for n in sizes}
+    logits, members = [], {}
+    for k, member in enumerate(MEMBERS):
+        member_inputs = {n: keras.Input(shape=(1,), name=n, dtype=t.dtype) for n, t in inputs.items()}
+        logit = keras.Model(
+            member_inputs, _member_logit(member_inputs, numeric, sizes, hidden_units, seed + 10 * k, dropout),
+            name=member.name,
+        )  # fmt: skip
+        logits.append(logit(inputs))
+        members[member.name] = keras.Model(inputs, objective.output(logits[-1], stats), name=f"{member.name}_output")
+    mean = logits[0] if len(logits) == 1 else keras.layers.Average(name="mean_logit")(logits)
+    network = keras.Model(inputs=inputs, outputs=objective.output(mean, stats), name=f"{contract.name}_network")
+    network.members = members
+    return network
 
 
 def chain(contract: Contract, preprocessing: Any, network: Any) -> Any:
@@ -112,8 +171,11 @@ def build_model(
     dropout: float = 0.0,
 ) -> Any:
     """Raw features in, the objective's output out; call it under ``strategy.scope()``. Its ``network``
-    attribute holds every trainable weight (what checkpoints save)."""
+    attribute holds every trainable weight (what checkpoints save); ``members`` maps each member's name
+    to a raw-features model of that member's own output."""
     network = build_network(contract, objective, stats, hidden_units, seed, dropout)
-    model = chain(contract, build_preprocessing(contract, stats), network)
+    preprocessing = build_preprocessing(contract, stats)
+    model = chain(contract, preprocessing, network)
     model.network = network
+    model.members = {name: chain(contract, preprocessing, m) for name, m in network.members.items()}
     return model

@@ -103,6 +103,7 @@ def run(cfg: RunConfig, save: bool = True) -> TrainingResult:
         validation_range=cfg.window.validation_range,
         epochs_trained=summary["epochs_trained"],
         best_epoch=summary["best_epoch"],
+        member_epochs=summary["member_epochs"],
         best_validation=summary["best_validation"],
         tensorboard_dir=summary["tensorboard_dir"],
     )
