@@ -156,8 +156,11 @@ def test_baselines_are_scored_on_the_same_rows_and_reach_mlflow_with_tensorboard
     client = registry.configure(cfg.engines.tracking_uri)
     run = client.get_run(first["registration"].mlflow_run_id)
     assert run.data.metrics["baseline_logistic_regression_auc"] == ev.baselines["logistic_regression"]["auc"]
-    logged = [a.path for a in client.list_artifacts(run.info.run_id, "tensorboard/final")]
-    assert any("events.out.tfevents" in p for p in logged), logged
+    from retrainer.training.model import MEMBERS
+
+    for member in MEMBERS:
+        logged = [a.path for a in client.list_artifacts(run.info.run_id, f"tensorboard/{member.name}/final")]
+        assert any("events.out.tfevents" in p for p in logged), logged
 
 
 def test_baselines_keep_at_most_max_rows_of_a_long_window(validated: ValidationResult) -> None:

@@ -292,8 +292,7 @@ def train(
             if not math.isfinite(loss) or not _all_finite(variables):
                 raise FloatingPointError(
                     f"training diverged in epoch {e + 1} ({member.name} {phase.name}): loss {loss}; nothing of "
-                    "this epoch was "
-                    f"saved (lower the learning rate {learning_rate}?)"
+                    f"this epoch was saved (lower the learning rate {learning_rate}?)"
                 )
             row: dict[str, Any] = {
                 "member": member.name,
