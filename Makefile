@@ -58,7 +58,7 @@ $(VENV)/.installed: $(BIN)/python requirements.txt requirements-nodeps.txt const
 install: $(VENV)/.installed
 
 $(SECRETS): | $(VENV)/.installed
-	$(BIN)/python -m retrainer.stack secrets
+	$(BIN)/python -m retrainer.devtools.local_stack secrets
 
 secrets: $(SECRETS)
 
@@ -75,7 +75,7 @@ $(RETRAINER_DATA_ROOT)/raw/_LANDED.json: | $(VENV)/.installed
 data: $(RETRAINER_DATA_ROOT)/raw/_LANDED.json
 
 $(AIRFLOW_HOME)/airflow.db: | $(VENV)/.installed $(SECRETS)
-	$(BIN)/python -m retrainer.stack prepare
+	$(BIN)/python -m retrainer.devtools.local_stack prepare
 
 airflow-db: $(AIRFLOW_HOME)/airflow.db
 
@@ -117,7 +117,7 @@ mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
 airflow: install data $(SECRETS)
-	$(BIN)/python -m retrainer.stack up
+	$(BIN)/python -m retrainer.devtools.local_stack up
 
 airflow-ui: airflow
 

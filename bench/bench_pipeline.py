@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from retrainer.layout import RunLayout
-from retrainer.results import FeaturesResult, TrainingResult
+from retrainer.core.layout import RunLayout
+from retrainer.core.results import FeaturesResult, TrainingResult
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,7 +29,7 @@ def run_stage(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(seconds, peak RSS in MiB) of one ``retrainer`` subcommand."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "retrainer.cli", "--log-level", "WARNING", *args],
+        [sys.executable, "-m", "retrainer.runners.cli", "--log-level", "WARNING", *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

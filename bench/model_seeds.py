@@ -17,10 +17,10 @@ import argparse
 import json
 import statistics
 
-from retrainer.config import add_config_arguments, config_from_namespace
-from retrainer.fingerprint import parquet_parts
-from retrainer.layout import RunLayout
-from retrainer.results import EvaluationResult, ValidationResult
+from retrainer.core.config import add_config_arguments, config_from_namespace
+from retrainer.core.fingerprint import parquet_parts
+from retrainer.core.layout import RunLayout
+from retrainer.core.results import EvaluationResult, ValidationResult
 from retrainer.workloads import get_workload
 
 

@@ -32,7 +32,7 @@ FIRST_DAY = YEAR_START + dt.timedelta(days=7)  # the first day with its 7 days o
 
 
 def _days() -> list[dt.date]:
-    from retrainer.calendar import days_between
+    from retrainer.core.run_window import days_between
 
     return days_between(FIRST_DAY, YEAR_END)  # the weather of 12-31 (local) is not in the package
 
@@ -57,10 +57,10 @@ def _self_peak_mib() -> float:
 
 def land(root: Path, scale: int) -> int:
     """Landed flights rows (lands the year first unless this scale is already there)."""
-    from retrainer import atomic
-    from retrainer.landing import land as land_days
-    from retrainer.landing import write_landed_marker
-    from retrainer.layout import landed_marker
+    from retrainer.core import atomic
+    from retrainer.core.layout import landed_marker
+    from retrainer.data.landing import land as land_days
+    from retrainer.data.landing import write_landed_marker
 
     marker = landed_marker(root)
     if not marker.exists() or atomic.read_json(marker).get("scale") != scale:
@@ -71,9 +71,9 @@ def land(root: Path, scale: int) -> int:
 
 
 def spark_one(root: Path) -> dict[str, Any]:
-    from retrainer.feature_store import FeatureStore
-    from retrainer.raw_inputs import landed_digests
-    from retrainer.spark_session import get_spark
+    from retrainer.data.feature_store import FeatureStore
+    from retrainer.data.landed_files import landed_digests
+    from retrainer.spark.session import get_spark
     from retrainer.workloads import get_workload
 
     workload = get_workload("flight_delay")
@@ -169,9 +169,9 @@ def daily_stage(root: Path) -> dict[str, Any]:
     submitted with spark-submit through the provider's hook to local[*] and to a running standalone cluster."""
     from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
-    from retrainer import spark_submit
-    from retrainer.config import RunConfig
-    from retrainer.spark_standalone import StandaloneCluster
+    from retrainer.core.config import RunConfig
+    from retrainer.data import features_submission
+    from retrainer.devtools.spark_standalone import StandaloneCluster
     from retrainer.stages.check_raw import check_raw_days
 
     cfg = RunConfig.build(date=DAILY_RUN, data_root=str(root), spark_master="local[*]")
@@ -181,12 +181,12 @@ def daily_stage(root: Path) -> dict[str, Any]:
         targets = {"local": '{"conn_type": "spark", "host": "local[*]"}', "standalone": cluster.master_url}
         for name, uri in targets.items():
             os.environ["AIRFLOW_CONN_BENCH_SPARK"] = uri
-            spark_submit.before_submit(cfg)
+            features_submission.before_submit(cfg)
             t0 = time.perf_counter()
-            hook = SparkSubmitHook(conn_id="bench_spark", **spark_submit.submit_settings(cfg))
-            hook.submit(spark_submit.application())
+            hook = SparkSubmitHook(conn_id="bench_spark", **features_submission.submit_settings(cfg))
+            hook.submit(features_submission.application())
             out[name] = round(time.perf_counter() - t0, 1)
-            out[f"{name}_days_computed"] = len(spark_submit.result_of(cfg).store_days_computed)
+            out[f"{name}_days_computed"] = len(features_submission.result_of(cfg).store_days_computed)
     return out
 
 

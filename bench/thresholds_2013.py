@@ -18,9 +18,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from retrainer import atomic
-from retrainer.config import RunConfig
-from retrainer.layout import FeatureFiles, raw_gate_record
+from retrainer.core import atomic
+from retrainer.core.config import RunConfig
+from retrainer.core.feature_files import FeatureFiles
+from retrainer.core.layout import raw_gate_record
 from retrainer.stages import check_raw
 from retrainer.stages.features import build_features
 from retrainer.workloads import get_workload

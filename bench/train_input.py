@@ -1,5 +1,5 @@
 """Benchmark: does streaming Parquet into tf.data keep up with the model? Examples per second of the
-real training step fed from the run's Parquet part files (``retrainer.training.data.make_dataset``:
+real training step fed from the run's Parquet part files (``retrainer.training.dataset.make_dataset``:
 record batches, shuffled per chunk, re-batched, prefetched) against the same model fed from tensors
 already in memory (``Dataset.from_tensor_slices``), at 1x and 10x the run's training split, in one process.
 
@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from retrainer import atomic
-from retrainer.config import RunConfig
-from retrainer.fingerprint import parquet_parts
-from retrainer.layout import RunLayout
-from retrainer.results import ValidationResult
+from retrainer.core import atomic
+from retrainer.core.config import RunConfig
+from retrainer.core.fingerprint import parquet_parts
+from retrainer.core.layout import RunLayout
+from retrainer.core.results import ValidationResult
 from retrainer.workloads import get_workload
 
 HERE = Path(__file__).resolve().parent
@@ -70,7 +70,7 @@ def _in_memory(files: list[str], contract: Any, passes: int, batch: int) -> Any:
     import numpy as np
     import tensorflow as tf
 
-    from retrainer.training.data import iter_chunks
+    from retrainer.training.dataset import iter_chunks
 
     chunks = list(iter_chunks(files, contract))
     x = {k: np.concatenate([c[0][k] for c in chunks]) for k in chunks[0][0]}
@@ -83,7 +83,7 @@ def _in_memory(files: list[str], contract: Any, passes: int, batch: int) -> Any:
 
 
 def measure(date: dt.date, window_days: int, eval_days: int, scales: list[int], batch: int) -> list[dict[str, Any]]:
-    from retrainer.training.data import make_dataset
+    from retrainer.training.dataset import make_dataset
     from retrainer.training.model import build_model
 
     cfg = RunConfig.build(date, window_days=window_days, eval_days=eval_days)

@@ -16,7 +16,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
-from retrainer.promotion import POOL as PROMOTION_POOL
+from retrainer.registry.promotion import POOL as PROMOTION_POOL
 from retrainer_plugins.failures import no_retry_on_bad_data
 from retrainer_plugins.notifiers import notifiers
 from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
@@ -49,7 +49,7 @@ def champion_asset(workload: str) -> Asset:
 
 def trigger_params() -> dict[str, Param]:
     """The UI's trigger form, generated from the declared tuning parameters."""
-    from retrainer.airflow_adapter import trigger_form
+    from retrainer.runners.airflow_adapter import trigger_form
 
     return {name: Param(default, **schema) for name, (default, schema) in trigger_form().items()}
 
@@ -83,7 +83,7 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
 
         @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
         def check_raw(**context: Any) -> dict[str, Any]:
-            from retrainer.airflow_adapter import run_config
+            from retrainer.runners.airflow_adapter import run_config
             from retrainer.stages.check_raw import check_raw_days
 
             with no_retry_on_bad_data():
@@ -97,8 +97,8 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
 
         @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
         def validate(features: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from retrainer.airflow_adapter import run_config
-            from retrainer.results import FeaturesResult
+            from retrainer.core.results import FeaturesResult
+            from retrainer.runners.airflow_adapter import run_config
             from retrainer.stages.validate import validate_features
 
             with no_retry_on_bad_data():
@@ -117,8 +117,8 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
 
         @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
         def evaluate(validated: dict[str, Any], training: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from retrainer.airflow_adapter import run_config
-            from retrainer.results import TrainingResult, ValidationResult
+            from retrainer.core.results import TrainingResult, ValidationResult
+            from retrainer.runners.airflow_adapter import run_config
             from retrainer.stages.evaluate import evaluate_models
 
             with no_retry_on_bad_data():
@@ -130,8 +130,8 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
 
         @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
         def export(validated: dict[str, Any], training: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from retrainer.airflow_adapter import run_config
-            from retrainer.results import TrainingResult, ValidationResult
+            from retrainer.core.results import TrainingResult, ValidationResult
+            from retrainer.runners.airflow_adapter import run_config
             from retrainer.stages.export import export_model
 
             with no_retry_on_bad_data():
@@ -151,8 +151,8 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
             exported: dict[str, Any],
             **context: Any,
         ) -> dict[str, Any]:
-            from retrainer.airflow_adapter import run_config
-            from retrainer.results import EvaluationResult, ExportResult, TrainingResult, ValidationResult
+            from retrainer.core.results import EvaluationResult, ExportResult, TrainingResult, ValidationResult
+            from retrainer.runners.airflow_adapter import run_config
             from retrainer.stages.register import register_model
 
             with no_retry_on_bad_data():
@@ -175,8 +175,8 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
             on_success_callback=notifiers("champion_changed"),
         )
         def publish_champion(registration: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from retrainer.airflow_adapter import publish_champion as publish
-            from retrainer.results import RegistrationResult
+            from retrainer.core.results import RegistrationResult
+            from retrainer.runners.airflow_adapter import publish_champion as publish
 
             return publish(context, RegistrationResult.from_dict(registration), champion, workload)
 
@@ -209,9 +209,9 @@ def on_new_champion_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (
     def on_new_champion() -> None:
         @task(execution_timeout=timedelta(minutes=10))
         def record_champion(**context: Any) -> list[str]:
-            from retrainer.airflow_adapter import champion_events
-            from retrainer.champion_log import record_champions
-            from retrainer.config import default_data_root
+            from retrainer.core.config import default_data_root
+            from retrainer.registry.champion_log import record_champions
+            from retrainer.runners.airflow_adapter import champion_events
 
             return [str(p) for p in record_champions(champion_events(context), default_data_root())]
 

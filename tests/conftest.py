@@ -6,7 +6,6 @@ that ``dag.test()`` runs in this process) sees the same embedded engines under a
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import secrets
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import LAND_END, LAND_START, ROOT, TIERS, small_config
+
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="retrainer-tests-"))
 
 os.environ.update(
@@ -44,13 +44,6 @@ os.environ.update(
 # py4j logs while the interpreter shuts down, after pytest closed the captured streams.
 logging.getLogger("py4j").setLevel(logging.WARNING)
 
-# The landed days every test shares: enough for a run dated 2013-02-05 with a 7-day window
-# (train 01-29..02-02, eval 02-03..02-04) plus 7 days of history for lagged rates. The date is after
-# the DAG's start_date (2013-01-29): Airflow creates no task instances for runs before it.
-LAND_START = dt.date(2013, 1, 21)
-LAND_END = dt.date(2013, 2, 6)
-RUN_DATE = dt.date(2013, 2, 5)
-
 
 @pytest.fixture(scope="session")
 def session_dir() -> Path:
@@ -60,7 +53,7 @@ def session_dir() -> Path:
 @pytest.fixture(scope="session")
 def landed(session_dir: Path) -> Path:
     """A data root with raw partitions for LAND_START..LAND_END (shared; tests must not modify it)."""
-    from retrainer.landing import land
+    from retrainer.data.landing import land
 
     root = session_dir / "landed"
     land(root, LAND_START, LAND_END)
@@ -69,7 +62,7 @@ def landed(session_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def spark():
-    from retrainer.spark_session import get_spark
+    from retrainer.spark.session import get_spark
 
     session = get_spark("local[2]", app_name="retrainer-tests")
     yield session
@@ -80,27 +73,6 @@ def spark():
 def airflow_db(session_dir: Path) -> Path:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ)
     return session_dir / "airflow"
-
-
-def small_config(data_root: Path, tracking_uri: str, workload: str = "flight_delay", **overrides):
-    """A tiny run: 7-day window, 2 evaluation days (1 validation day), 1 epoch, small model."""
-    from retrainer.config import RunConfig
-
-    base = {
-        "date": RUN_DATE,
-        "workload": workload,
-        "window_days": 7,
-        "eval_days": 2,
-        "validation_days": 1,
-        "epochs": 1,
-        "batch_size": 256,
-        "hidden_units": 8,
-        "part_files": 2,
-        "data_root": str(data_root),
-        "tracking_uri": tracking_uri,
-        "spark_master": "local[2]",
-    }
-    return RunConfig.build(**(base | overrides))
 
 
 @pytest.fixture(scope="session")
@@ -127,3 +99,18 @@ def validated(spark, chain_root: Path, chain_tracking: str):
 
     cfg = small_config(chain_root, chain_tracking)
     return validate_features(build_features(check_raw_days(cfg), cfg), cfg)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for tier, what in TIERS.items():
+        config.addinivalue_line("markers", f"{tier}: {what}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test is marked with its tier, the folder it lives in, so ``-m`` selects tiers."""
+    tests_dir = Path(__file__).parent
+    for item in items:
+        tier = Path(item.fspath).relative_to(tests_dir).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in a tier folder ({', '.join(TIERS)})")
+        item.add_marker(getattr(pytest.mark, tier))

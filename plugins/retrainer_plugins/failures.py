@@ -12,8 +12,8 @@ def no_retry_on_bad_data() -> Generator[None, None, None]:
     Everything else propagates, so transient errors still use the task's retries."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from retrainer.config import ConfigError
-    from retrainer.errors import BadData
+    from retrainer.core.config import ConfigError
+    from retrainer.core.errors import BadData
 
     try:
         yield

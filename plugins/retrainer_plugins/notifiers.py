@@ -27,7 +27,7 @@ BODIES = {
 
 
 class RetrainerNotifier(BaseNotifier):
-    """Logs the alert in the task's log and keeps it as JSON under the data root (``retrainer.alerts``)."""
+    """Logs the alert in the task's log and keeps it as JSON under the data root (``retrainer.runners.alerts``)."""
 
     template_fields = ()
 
@@ -38,9 +38,9 @@ class RetrainerNotifier(BaseNotifier):
         self.event = event
 
     def notify(self, context: Any) -> None:
-        from retrainer.airflow_adapter import alert_from_context
-        from retrainer.alerts import record
-        from retrainer.config import default_data_root
+        from retrainer.core.config import default_data_root
+        from retrainer.runners.airflow_adapter import alert_from_context
+        from retrainer.runners.alerts import record
 
         record(alert_from_context(context, self.event), default_data_root())
 

@@ -11,7 +11,7 @@ from retrainer_plugins.failures import no_retry_on_bad_data
 
 
 class RawPartitionsSensor(BaseSensorOperator):
-    """Pokes for every raw file the run's workload reads (``retrainer.raw_inputs``, the same rule the
+    """Pokes for every raw file the run's workload reads (``retrainer.data.landed_files``, the same rule the
     local runner checks): each daily partition of the window and its history, and the dimension tables.
 
     Meant for ``mode="reschedule"``: between pokes the worker slot is free.
@@ -25,8 +25,8 @@ class RawPartitionsSensor(BaseSensorOperator):
         self._missing: dict[str, list[str]] = {}
 
     def poke(self, context: Any) -> bool:
-        from retrainer.airflow_adapter import run_config
-        from retrainer.raw_inputs import describe_missing, missing_raw_inputs, raw_days
+        from retrainer.data.landed_files import describe_missing, missing_raw_inputs, raw_days
+        from retrainer.runners.airflow_adapter import run_config
 
         with no_retry_on_bad_data():  # a bad conf does not get better while waiting
             cfg = run_config(context, self.workload)
@@ -44,6 +44,6 @@ class RawPartitionsSensor(BaseSensorOperator):
         try:
             return super().execute(context)
         except AirflowSensorTimeout as exc:
-            from retrainer.raw_inputs import describe_missing
+            from retrainer.data.landed_files import describe_missing
 
             raise AirflowSensorTimeout(f"{exc} Missing raw partitions: {describe_missing(self._missing)}") from exc

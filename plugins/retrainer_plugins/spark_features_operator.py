@@ -20,8 +20,8 @@ class SparkFeaturesOperator(SparkSubmitOperator):
     def __init__(self, *, workload: str, gate: Any, conn_id: str | None = None, **kwargs: Any) -> None:
         import os
 
-        from retrainer.spark_submit import DRIVER_MEMORY_ENV
-        from retrainer.spark_submit import conn_id as default_conn_id
+        from retrainer.data.features_submission import DRIVER_MEMORY_ENV
+        from retrainer.data.features_submission import conn_id as default_conn_id
 
         kwargs.setdefault("driver_memory", os.environ.get(DRIVER_MEMORY_ENV, "2g"))
         super().__init__(conn_id=conn_id or default_conn_id(), **kwargs)
@@ -31,11 +31,11 @@ class SparkFeaturesOperator(SparkSubmitOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk import BaseHook
 
-        from retrainer import spark_submit
-        from retrainer.airflow_adapter import run_config
-        from retrainer.config import ConfigError
-        from retrainer.layout import RunLayout
-        from retrainer.results import RawGateResult
+        from retrainer.core.config import ConfigError
+        from retrainer.core.layout import RunLayout
+        from retrainer.core.results import RawGateResult
+        from retrainer.data import features_submission
+        from retrainer.runners.airflow_adapter import run_config
         from retrainer_plugins.failures import no_retry_on_bad_data
 
         with no_retry_on_bad_data():
@@ -46,18 +46,18 @@ class SparkFeaturesOperator(SparkSubmitOperator):
                 raise ConfigError(
                     f"no Airflow connection {self._conn_id!r} for the Spark master: define it (for example "
                     f'AIRFLOW_CONN_{self._conn_id.upper()}=\'{{"conn_type": "spark", "host": "local[*]"}}\') '
-                    f"or set {spark_submit.CONN_ID_ENV}"
+                    f"or set {features_submission.CONN_ID_ENV}"
                 ) from exc
             if RunLayout.of(cfg).load(RawGateResult).files != RawGateResult.from_dict(self.gate).files:
                 raise ValueError("the raw gate's result in the run folder is not check_raw's: rerun check_raw")
-            settings = spark_submit.submit_settings(cfg)
-            self.application = spark_submit.application()
+            settings = features_submission.submit_settings(cfg)
+            self.application = features_submission.application()
             self.name, self.application_args = settings["name"], settings["application_args"]
             self.conf = (self.conf or {}) | settings["conf"]
             self.env_vars = (self.env_vars or {}) | settings["env_vars"]
-            spark_submit.before_submit(cfg)
+            features_submission.before_submit(cfg)
             try:
                 super().execute(context)
             except Exception as exc:
-                return spark_submit.result_of(cfg, exc).to_dict()
-            return spark_submit.result_of(cfg).to_dict()
+                return features_submission.result_of(cfg, exc).to_dict()
+            return features_submission.result_of(cfg).to_dict()

@@ -37,7 +37,7 @@ class TensorFlowTrainOperator(BaseOperator):
         gpus_per_worker: int | None = None,
         **kwargs: Any,
     ) -> None:
-        from retrainer.launchers import GPU_POOL
+        from retrainer.training.launchers import GPU_POOL
 
         gpu = (accelerator or os.environ.get("RETRAINER_ACCELERATOR", "cpu")) == "gpu"
         if gpu:  # the DAG author's pool or queue still wins
@@ -55,8 +55,8 @@ class TensorFlowTrainOperator(BaseOperator):
         }
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from retrainer.airflow_adapter import run_config
-        from retrainer.results import ValidationResult
+        from retrainer.core.results import ValidationResult
+        from retrainer.runners.airflow_adapter import run_config
         from retrainer.stages.train import train_model
         from retrainer_plugins.failures import no_retry_on_bad_data
 

@@ -20,15 +20,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from retrainer import atomic
-from retrainer.config import RunConfig
-from retrainer.contract import RawContract, RawSource, expectation_spec
-from retrainer.errors import BadData
-from retrainer.fingerprint import dict_fingerprint, file_digest
-from retrainer.gx_suites import Suite, run_suites
-from retrainer.layout import RunLayout, ValidationFiles, quarantine_file, raw_gate_record, raw_partition
-from retrainer.raw_inputs import check_raw_inputs
-from retrainer.results import RawGateResult
+from retrainer.core import atomic
+from retrainer.core.config import RunConfig
+from retrainer.core.errors import BadData
+from retrainer.core.fingerprint import dict_fingerprint, file_digest
+from retrainer.core.layout import RunLayout, ValidationFiles, quarantine_file, raw_gate_record, raw_partition
+from retrainer.core.results import RawGateResult
+from retrainer.data.gx_suites import Suite, run_suites
+from retrainer.data.landed_files import check_raw_inputs
+from retrainer.spec.contract import RawContract, RawSource, expectation_spec
 from retrainer.workloads import get_workload
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,8 @@ def _scan(cfg: RunConfig, source: RawSource, todo: dict[dt.date, str]) -> dict[s
     """Per-day statistics of the files in ``todo`` in two Spark aggregations; quarantine files written."""
     from pyspark.sql import functions as F
 
-    from retrainer.spark_io import DAY_COLUMN, LINE_COLUMN, PROBLEM_COLUMN, read_daily_rows, read_header
-    from retrainer.spark_session import get_spark
+    from retrainer.spark.raw_reader import DAY_COLUMN, LINE_COLUMN, PROBLEM_COLUMN, read_daily_rows, read_header
+    from retrainer.spark.session import get_spark
 
     spark = get_spark(cfg.engines.spark_master)
     root = cfg.engines.data_root
@@ -212,7 +212,7 @@ def _write_quarantine(rows: Any, source: RawSource, todo: dict[dt.date, str], st
     """Replace each scanned day's quarantine file: the unusable rows with their reason, or none."""
     from pyspark.sql import functions as F
 
-    from retrainer.spark_io import DAY_COLUMN, LINE_COLUMN, PROBLEM_COLUMN
+    from retrainer.spark.raw_reader import DAY_COLUMN, LINE_COLUMN, PROBLEM_COLUMN
 
     bad_days = [d for d in todo if int((stats.get(d.isoformat()) or {}).get("quarantined") or 0)]
     for day in todo:

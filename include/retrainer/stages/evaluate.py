@@ -4,7 +4,7 @@ Both are scored batch by batch from the Parquet files (bounded memory), with the
 objective's metrics. The gate, like TFX's Evaluator blessing: promote when there is no champion, or
 when the new model beats the champion on the objective's headline metric by at
 least ``min_gain`` in that metric's direction, and the run is not older than the champion
-(:mod:`retrainer.promotion`). scikit-learn baselines (:mod:`retrainer.baselines`) trained on the
+(:mod:`retrainer.registry.promotion`). scikit-learn baselines (:mod:`retrainer.training.baselines`) trained on the
 whole training split are scored on the same rows and reported beside it; they never gate. The
 decision records which champion version it was compared with, so registration can tell whether
 the champion moved in between.
@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import logging
 
-from retrainer import atomic, baselines, promotion, registry
-from retrainer.config import RunConfig
-from retrainer.fingerprint import parquet_parts
-from retrainer.layout import RunLayout
-from retrainer.results import EvaluationResult, TrainingResult, ValidationResult
-from retrainer.training.data import arrow_to_inputs, iter_record_batches, labels
+from retrainer import registry
+from retrainer.core import atomic
+from retrainer.core.config import RunConfig
+from retrainer.core.fingerprint import parquet_parts
+from retrainer.core.layout import RunLayout
+from retrainer.core.results import EvaluationResult, TrainingResult, ValidationResult
+from retrainer.registry import promotion
+from retrainer.training import baselines
+from retrainer.training.dataset import arrow_to_inputs, iter_record_batches, labels
 from retrainer.workloads import get_workload
 
 log = logging.getLogger(__name__)

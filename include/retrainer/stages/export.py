@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from retrainer import atomic
-from retrainer.config import RunConfig
-from retrainer.fingerprint import parquet_parts
-from retrainer.layout import ExportFiles, RunLayout
-from retrainer.results import ExportResult, TrainingResult, ValidationResult
-from retrainer.training.data import arrow_to_inputs
+from retrainer.core import atomic
+from retrainer.core.config import RunConfig
+from retrainer.core.fingerprint import parquet_parts
+from retrainer.core.layout import ExportFiles, RunLayout
+from retrainer.core.results import ExportResult, TrainingResult, ValidationResult
+from retrainer.training.dataset import arrow_to_inputs
 from retrainer.workloads import get_workload
 
 log = logging.getLogger(__name__)

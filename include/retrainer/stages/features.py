@@ -14,15 +14,17 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retrainer import atomic, drift
-from retrainer.config import RunConfig
-from retrainer.contract import NULL_FRACTION, Contract, Role
-from retrainer.feature_store import FeatureStore
-from retrainer.fingerprint import folder_fingerprint
-from retrainer.layout import FeatureFiles, RunLayout
-from retrainer.raw_inputs import require_unchanged
-from retrainer.results import FeaturesResult, RawGateResult
-from retrainer.spark_session import get_spark
+from retrainer.core import atomic
+from retrainer.core.config import RunConfig
+from retrainer.core.feature_files import FeatureFiles
+from retrainer.core.fingerprint import folder_fingerprint
+from retrainer.core.layout import RunLayout
+from retrainer.core.results import FeaturesResult, RawGateResult
+from retrainer.data import drift
+from retrainer.data.feature_store import FeatureStore
+from retrainer.data.landed_files import require_unchanged
+from retrainer.spark.session import get_spark
+from retrainer.spec.contract import NULL_FRACTION, Contract, Role
 from retrainer.workloads import get_workload
 
 if TYPE_CHECKING:

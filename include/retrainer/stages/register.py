@@ -4,7 +4,7 @@ The SavedModel is registered as itself (a pyfunc "model from code" that serves t
 MLflow signature built here (:func:`mlflow_signature`) from the contract's features and the
 objective's output. A version is registered once per training run key: a rerun reuses it, and
 completes any version tag a crash left out. The aliases move under the promotion lock
-(:mod:`retrainer.promotion`): ``challenger`` follows the newest-dated version; ``champion`` moves
+(:mod:`retrainer.registry.promotion`): ``challenger`` follows the newest-dated version; ``champion`` moves
 only when the evaluation said promote against the champion of the moment, re-evaluating first if the
 champion moved since; neither ever moves back in time.
 """
@@ -16,12 +16,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from retrainer import atomic, promotion, registry
-from retrainer.config import RunConfig
-from retrainer.contract import Contract, DType
-from retrainer.layout import FeatureFiles, RunLayout
-from retrainer.objectives import Objective
-from retrainer.results import EvaluationResult, ExportResult, RegistrationResult, TrainingResult, ValidationResult
+from retrainer import registry
+from retrainer.core import atomic
+from retrainer.core.config import RunConfig
+from retrainer.core.feature_files import FeatureFiles
+from retrainer.core.layout import RunLayout
+from retrainer.core.results import EvaluationResult, ExportResult, RegistrationResult, TrainingResult, ValidationResult
+from retrainer.registry import promotion
+from retrainer.spec.contract import Contract, DType
+from retrainer.spec.objectives import Objective
 from retrainer.stages.evaluate import evaluate_models
 from retrainer.workloads import get_workload
 

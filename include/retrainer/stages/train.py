@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 
-from retrainer.config import RunConfig
-from retrainer.launchers import get_launcher
-from retrainer.layout import RunLayout
-from retrainer.results import TrainingResult, ValidationResult
+from retrainer.core.config import RunConfig
+from retrainer.core.layout import RunLayout
+from retrainer.core.results import TrainingResult, ValidationResult
+from retrainer.training.launchers import get_launcher
 
 log = logging.getLogger(__name__)
 ENTRYPOINT = "retrainer.training.worker"

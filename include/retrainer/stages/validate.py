@@ -13,14 +13,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from retrainer import atomic, drift, registry
-from retrainer.config import RunConfig
-from retrainer.contract import NULL_FRACTION, PSI, Contract
-from retrainer.errors import BadData
-from retrainer.gx_suites import Suite, run_suites
-from retrainer.layout import FeatureFiles, RunLayout, ValidationFiles
-from retrainer.results import FeaturesResult, ValidationReport, ValidationResult
-from retrainer.spark_session import get_spark
+from retrainer import registry
+from retrainer.core import atomic
+from retrainer.core.config import RunConfig
+from retrainer.core.errors import BadData
+from retrainer.core.feature_files import FeatureFiles
+from retrainer.core.layout import RunLayout, ValidationFiles
+from retrainer.core.results import FeaturesResult, ValidationReport, ValidationResult
+from retrainer.data import drift
+from retrainer.data.gx_suites import Suite, run_suites
+from retrainer.spark.session import get_spark
+from retrainer.spec.contract import NULL_FRACTION, PSI, Contract
 from retrainer.workloads import get_workload
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ before anything is saved. Only the chief writes to the real checkpoint folder (a
 event files); other workers save to a temporary one (required by MWMS). Every worker scores the same
 validation rows with the same weights, so all of them take the same early-stopping decision.
 
-The model's members (``model.MEMBERS``) train one after the other, each on its own loss, with its own
+The members of the workload's model spec train one after the other, each on its own loss, with its own
 early stopping and checkpoint folder (``<member>/<phase>``); at the end one checkpoint of the whole
 ensemble (``ensemble/``) holds each member's final weights, and that is what the run's result names.
 """
@@ -24,12 +24,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retrainer import atomic
-from retrainer.contract import Contract
-from retrainer.fingerprint import parquet_parts
-from retrainer.objectives import Objective
-from retrainer.results import TrainingResult, ValidationResult
-from retrainer.training.data import (
+from retrainer.core import atomic
+from retrainer.core.fingerprint import parquet_parts
+from retrainer.core.results import TrainingResult, ValidationResult
+from retrainer.spec.contract import Contract
+from retrainer.spec.model_spec import ALL_MEMBERS, WIDE_AND_DEEP_ENSEMBLE, Member, ModelSpec
+from retrainer.spec.objectives import Objective
+from retrainer.training.dataset import (
     DateRange,
     arrow_to_inputs,
     count_rows,
@@ -38,11 +39,7 @@ from retrainer.training.data import (
     make_dataset,
 )
 from retrainer.training.model import (
-    ADAGRAD_LEARNING_RATE,
-    MEMBERS,
-    WARM_START_LEARNING_RATE,
     WIDE_LOGIT,
-    Member,
     build_model,
     build_network,
     build_preprocessing,
@@ -126,6 +123,7 @@ def train(
     fit_days: DateRange | None = None,
     validation_days: DateRange | None = None,
     patience: int = 4,
+    spec: ModelSpec = WIDE_AND_DEEP_ENSEMBLE,
 ) -> dict[str, Any]:
     """Train (or resume) each member, save the ensemble and return a small summary. ``batch_size`` is per
     replica.
@@ -183,11 +181,11 @@ def train(
         dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
         with strategy.scope():
             if host is None:
-                full = build_model(contract, objective, stats, hidden_units, seed, dropout)
+                full = build_model(contract, objective, stats, hidden_units, seed, dropout, spec)
                 model = full.members[member.name]  # raw features -> this member's output
                 weights = full.network.get_layer(member.name)
             else:
-                network = build_network(contract, objective, stats, hidden_units, seed, dropout)
+                network = build_network(contract, objective, stats, hidden_units, seed, dropout, spec)
                 model = network.members[member.name]  # encoded features -> this member's output
                 weights = network.get_layer(member.name)
             variables = weights.trainable_variables
@@ -201,7 +199,7 @@ def train(
             optimizers = {"optimizer": optimizer}
             if member.wide_optimizer == "adagrad":
                 adam_variables = [v for v in variables if all(v is not w for w in wide)]
-                optimizers["wide_optimizer"] = keras.optimizers.Adagrad(learning_rate=ADAGRAD_LEARNING_RATE)
+                optimizers["wide_optimizer"] = keras.optimizers.Adagrad(learning_rate=spec.adagrad_learning_rate)
                 optimizers["wide_optimizer"].build(wide)
             elif member.wide_optimizer == "adam":
                 adam_variables = variables
@@ -210,7 +208,9 @@ def train(
             optimizer.build(adam_variables)
             warm_steps = member.warm_start_epochs * steps
             if warm_steps:
-                warm_schedule = keras.optimizers.schedules.CosineDecay(WARM_START_LEARNING_RATE, warm_steps, alpha=0.05)
+                warm_schedule = keras.optimizers.schedules.CosineDecay(
+                    spec.warm_start_learning_rate, warm_steps, alpha=0.05
+                )
                 warm_optimizer = keras.optimizers.Adam(learning_rate=warm_schedule)
                 warm_optimizer.build(wide)
             metric = objective.train_metric()
@@ -335,7 +335,7 @@ def train(
         }
 
     phases, finals, best_validation = [], {}, {}
-    for member in MEMBERS:
+    for member in spec.members:
         if validation_days:
             select = run_phase(member, Phase("select", fit_days, epochs, validation_days))
             phases.append(select)
@@ -349,9 +349,9 @@ def train(
     # One checkpoint of the whole ensemble, each member at the end of its final fit: what serving restores.
     with strategy.scope():
         ensemble = (
-            build_model(contract, objective, stats, hidden_units, seed, dropout).network
+            build_model(contract, objective, stats, hidden_units, seed, dropout, spec).network
             if not host_preprocessing
-            else build_network(contract, objective, stats, hidden_units, seed, dropout)
+            else build_network(contract, objective, stats, hidden_units, seed, dropout, spec)
         )
     for name, final in finals.items():
         restored = tf.train.Checkpoint(model=ensemble.get_layer(name)).restore(final["weights"])
@@ -400,6 +400,7 @@ def load_trained_model(validated: ValidationResult, training: TrainingResult, wo
         raise FileNotFoundError(f"no checkpoint {weights} in {training.checkpoint_dir}: has train run for this date?")
     stats = atomic.read_json(validated.files.stats)
     hidden_units = training.hyperparameters["hidden_units"]
-    model = build_model(workload.contract, workload.objective, stats, hidden_units=hidden_units)
+    spec = workload.model.select(training.hyperparameters.get("members", ALL_MEMBERS))
+    model = build_model(workload.contract, workload.objective, stats, hidden_units=hidden_units, spec=spec)
     tf.train.Checkpoint(model=model.network).restore(weights).expect_partial().assert_existing_objects_matched()
     return model

@@ -1,6 +1,7 @@
 """The model: raw features in, the output of the workload's objective out.
 
-An ensemble of wide-and-deep members (:data:`MEMBERS`). Each member's logit is a linear function of
+An ensemble of wide-and-deep members (the workload's
+:class:`~retrainer.spec.model_spec.ModelSpec`). Each member's logit is a linear function of
 the wide part (the normalised numbers and a one-hot of every category) plus the deep part's output
 (embeddings and numbers through two ReLU layers with dropout), which starts at zero: a member starts
 as a linear model and the deep part adds interactions. The objective's output reads the members' mean
@@ -19,12 +20,12 @@ call it under ``strategy.scope()``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
-from retrainer.contract import Contract, DType, Role
-from retrainer.objectives import Objective
+from retrainer.spec.contract import Contract, DType, Role
+from retrainer.spec.model_spec import WIDE_AND_DEEP_ENSEMBLE, ModelSpec
+from retrainer.spec.objectives import Objective
 
 
 def _embedding_dim(vocab_size: int) -> int:
@@ -69,33 +70,6 @@ def vocabulary_sizes(contract: Contract, stats: dict[str, Any]) -> dict[str, int
     return {c.name: len(stats["vocabulary"][c.name]) + 1 for c in contract.by_role(Role.CATEGORICAL)}
 
 
-@dataclasses.dataclass(frozen=True)
-class Member:
-    """One wide-and-deep network of the ensemble, and how its wide (linear) part is fitted.
-
-    ``warm_start_epochs``: epochs fitting the wide part alone (Adam at ``WARM_START_LEARNING_RATE``, cosine)
-    before the whole member trains, so that early stopping, which ends when the deep part overfits, finds
-    a converged linear model to build on. ``wide_optimizer``: ``adam`` (the deep part's, at the run's
-    learning rate) or ``adagrad`` (per-coordinate steps that shrink as evidence accumulates, as the
-    original wide-and-deep paper fitted its wide part; ``ADAGRAD_LEARNING_RATE``).
-    """
-
-    name: str
-    wide_optimizer: str = "adam"
-    warm_start_epochs: int = 0
-
-
-# Three members that err differently: each alone is ahead of the baselines on some weeks and behind on
-# others (the warm start where logistic regression is strong, Adagrad and the joint fit where the deep
-# part's interactions pay); their mean logit was ahead on every date measured, over seeds (README: "Is the
-# network worth it?").
-MEMBERS: tuple[Member, ...] = (
-    Member("warm_linear", wide_optimizer="adam", warm_start_epochs=30),
-    Member("adagrad_wide", wide_optimizer="adagrad"),
-    Member("joint", wide_optimizer="adam"),
-)
-WARM_START_LEARNING_RATE = 0.05
-ADAGRAD_LEARNING_RATE = 0.1
 WIDE_LOGIT = "wide_logit"  # the layer holding a member's wide weights (the ones ``wide_optimizer`` fits)
 
 
@@ -128,6 +102,7 @@ def build_network(
     hidden_units: int = 64,
     seed: int = 42,
     dropout: float = 0.0,
+    spec: ModelSpec = WIDE_AND_DEEP_ENSEMBLE,
 ) -> Any:
     """Encoded features -> the objective's output of the members' mean logit: every trainable weight.
 
@@ -142,7 +117,7 @@ def build_network(
     inputs = {n: keras.Input(shape=(1,), name=n, dtype="float32") for n in numeric}
     inputs |= {n: keras.Input(shape=(1,), name=n, dtype="int64") for n in sizes}
     logits, members = [], {}
-    for k, member in enumerate(MEMBERS):
+    for k, member in enumerate(spec.members):
         member_inputs = {n: keras.Input(shape=(1,), name=n, dtype=t.dtype) for n, t in inputs.items()}
         logit = keras.Model(
             member_inputs, _member_logit(member_inputs, numeric, sizes, hidden_units, seed + 10 * k, dropout),
@@ -171,11 +146,12 @@ def build_model(
     hidden_units: int = 64,
     seed: int = 42,
     dropout: float = 0.0,
+    spec: ModelSpec = WIDE_AND_DEEP_ENSEMBLE,
 ) -> Any:
     """Raw features in, the objective's output out; call it under ``strategy.scope()``. Its ``network``
     attribute holds every trainable weight (what checkpoints save); ``members`` maps each member's name
     to a raw-features model of that member's own output."""
-    network = build_network(contract, objective, stats, hidden_units, seed, dropout)
+    network = build_network(contract, objective, stats, hidden_units, seed, dropout, spec)
     preprocessing = build_preprocessing(contract, stats)
     model = chain(contract, preprocessing, network)
     model.network = network

@@ -22,9 +22,9 @@ def tf_config(workers: list[str], index: int, task_type: str = "worker") -> dict
 
 
 def tf_config_from_pod_env(env: dict[str, str] | None = None) -> dict[str, Any] | None:
-    """TF_CONFIG for a pod of an Indexed Job (:mod:`retrainer.kubernetes_jobs`): the worker list the launcher
+    """TF_CONFIG for a pod of an Indexed Job (:mod:`retrainer.training.kubernetes_jobs`): the worker list the launcher
     wrote and the index Kubernetes gave the pod; None outside such a pod."""
-    from retrainer.kubernetes_jobs import INDEX_ENV, WORKERS_ENV
+    from retrainer.training.kubernetes_jobs import INDEX_ENV, WORKERS_ENV
 
     env = os.environ if env is None else env
     if not env.get(WORKERS_ENV) or env.get(INDEX_ENV) is None:

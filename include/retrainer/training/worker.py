@@ -8,28 +8,35 @@ launcher calls :func:`run` directly; process launchers start :func:`main`.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from retrainer import atomic
-from retrainer.config import RunConfig
-from retrainer.fingerprint import dict_fingerprint, file_digest
-from retrainer.layout import RunLayout
-from retrainer.results import TrainingResult, ValidationResult
+from retrainer.core import atomic
+from retrainer.core.config import ConfigError, RunConfig
+from retrainer.core.fingerprint import dict_fingerprint, file_digest
+from retrainer.core.layout import RunLayout
+from retrainer.core.results import TrainingResult, ValidationResult
+from retrainer.spec.model_spec import ModelSpec
 from retrainer.workloads import get_workload
 
 log = logging.getLogger(__name__)
 # The code that decides what a checkpoint holds (the network, the objective's head, what the loop saves): its
 # digest is part of the run key, so after an upgrade that changes any of it a retry starts over instead of
 # restoring weights into a different graph. No version number to remember to bump.
-CODE_ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT_CODE = ("training/model.py", "training/loop.py", "objectives.py")
+# Named by module, not by path, so that a file moving inside the package is found where it now lives.
+CHECKPOINT_CODE = ("retrainer.training.model", "retrainer.training.loop", "retrainer.spec.objectives")
+
+
+def checkpoint_code_files() -> dict[str, Path]:
+    """Where each module of :data:`CHECKPOINT_CODE` is loaded from."""
+    return {name: Path(str(importlib.util.find_spec(name).origin)) for name in CHECKPOINT_CODE}
 
 
 def checkpoint_code_fingerprint() -> str:
-    return dict_fingerprint({name: file_digest(CODE_ROOT / name) for name in CHECKPOINT_CODE})
+    return dict_fingerprint({name: file_digest(path) for name, path in checkpoint_code_files().items()})
 
 
 def run_key(validated: ValidationResult, stats: dict[str, Any], cfg: RunConfig) -> str:
@@ -51,6 +58,14 @@ def current_run_key(cfg: RunConfig) -> str:
     """The run key of this run's validated features and parameters, as the workers will compute it."""
     validated = RunLayout.of(cfg).load(ValidationResult)
     return run_key(validated, atomic.read_json(validated.files.stats), cfg)
+
+
+def model_spec(cfg: RunConfig) -> ModelSpec:
+    """The workload's declared model, narrowed to the run's ``members``; an unknown name is a config error."""
+    try:
+        return get_workload(cfg.run.workload).model.select(cfg.tuning.members)
+    except ValueError as exc:
+        raise ConfigError(f"invalid run configuration: {exc}") from None
 
 
 def run(cfg: RunConfig, save: bool = True) -> TrainingResult:
@@ -83,6 +98,7 @@ def run(cfg: RunConfig, save: bool = True) -> TrainingResult:
         fit_days=cfg.window.fit_range,
         validation_days=cfg.window.validation_range,
         patience=t.patience,
+        spec=model_spec(cfg),
     )
     result = TrainingResult(
         run_key=key,

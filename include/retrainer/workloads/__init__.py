@@ -15,13 +15,14 @@ import pkgutil
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from retrainer.contract import Contract, RawContract
-from retrainer.objectives import Objective
+from retrainer.spec.contract import Contract, RawContract
+from retrainer.spec.model_spec import WIDE_AND_DEEP_ENSEMBLE, ModelSpec
+from retrainer.spec.objectives import Objective
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-    from retrainer.spark_io import RawReader
+    from retrainer.spark.raw_reader import RawReader
 
 # build(reader, start, end, raw_days) -> feature rows for days in [start, end), columns as in the
 # contract; raw_days are the landed days it may read (the window plus history_days before it).
@@ -38,6 +39,8 @@ class Workload:
     dimensions: tuple[str, ...]  # raw/dims/<name>.csv
     history_days: int  # raw days before the training window that the features need (lagged rates)
     build_features: FeatureBuilder
+    # The network it trains: the members of the ensemble and how each is fitted.
+    model: ModelSpec = WIDE_AND_DEEP_ENSEMBLE
     # Bump when build_features changes what it computes: the feature store keys stored days by it.
     feature_version: str = "1"
 

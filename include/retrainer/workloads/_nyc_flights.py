@@ -12,13 +12,13 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from retrainer.contract import Column, DriftRule, DType, RawColumn, RawContract, RawSource, Role
+from retrainer.spec.contract import Column, DriftRule, DType, RawColumn, RawContract, RawSource, Role
 
 if TYPE_CHECKING:
     from pyspark.sql import Column as SparkColumn
     from pyspark.sql import DataFrame
 
-    from retrainer.spark_io import RawReader
+    from retrainer.spark.raw_reader import RawReader
 
 LATE_MINUTES = 15
 LAG_DAYS = 7

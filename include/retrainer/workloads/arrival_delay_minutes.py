@@ -10,15 +10,15 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from retrainer.contract import Column, Contract, DType, Role, TableRules
-from retrainer.objectives import Regression
+from retrainer.spec.contract import Column, Contract, DType, Role, TableRules
+from retrainer.spec.objectives import Regression
 from retrainer.workloads import Workload
 from retrainer.workloads import _nyc_flights as nyc
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-    from retrainer.spark_io import RawReader
+    from retrainer.spark.raw_reader import RawReader
 
 CONTRACT = Contract(
     name="arrival_delay_minutes",

@@ -1,0 +1,108 @@
+"""The one module in retrainer that knows about Airflow: task context -> RunConfig, params -> form,
+context -> alert, registration -> the champion Asset's event.
+
+A run's date D is its logical date. With Airflow 3's ``@daily`` (a trigger timetable), scheduled,
+manual and backfill runs all carry the day in ``logical_date`` while their data interval may be
+empty, so the data interval is never used to pick the days. The trigger form's params are the
+``Tuning`` parameters, generated from their declarations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from retrainer.core import params
+from retrainer.core.config import ConfigError, RunConfig, Tuning
+from retrainer.core.results import RegistrationResult
+from retrainer.runners.alerts import CHAMPION_CHANGED, TASK_FAILED, Alert
+
+
+def run_date_from_context(context: Any) -> dt.date:
+    logical = context.get("logical_date")
+    if logical is None:  # Airflow 3 allows runs without a logical date: use when the run was asked for
+        dag_run = context.get("dag_run")
+        logical = getattr(dag_run, "run_after", None)
+    if logical is None:
+        raise ValueError("the DAG run has neither a logical date nor run_after: cannot tell which day to train for")
+    return logical.date() if isinstance(logical, dt.datetime) else logical
+
+
+def run_config(context: Any, workload: str) -> RunConfig:
+    """The run's config: identity from the context, tuning from the run's params, engines from the env."""
+    given = dict(context.get("params") or {})
+    tuning = {p.name for p in params.parameters(Tuning)}
+    unknown = sorted(set(given) - tuning)  # Airflow merges any conf key into params: refuse, never ignore
+    if unknown:
+        raise ConfigError(f"unknown run parameter(s) {unknown} in the DAG run's conf; known: {sorted(tuning)}")
+    dag = context.get("dag")
+    return RunConfig.build(
+        run_date_from_context(context),
+        workload,
+        dag_id=getattr(dag, "dag_id", None),
+        run_id=context.get("run_id"),
+        **given,
+    )
+
+
+def trigger_form() -> dict[str, tuple[Any, dict[str, Any]]]:
+    """{name: (default, JSON-schema kwargs)} for ``airflow.sdk.Param``: one per tuning parameter."""
+    return {p.name: (p.default, params.json_schema(p)) for p in params.parameters(Tuning)}
+
+
+def _run_date_or_none(context: Any) -> dt.date | None:
+    try:
+        return run_date_from_context(context)
+    except ValueError:
+        return None
+
+
+def alert_from_context(context: Any, event: str) -> Alert:
+    """The alert for a task callback's context: a final failure (with its exception) or a champion change
+    (with the announcement the task returned)."""
+    ti = context.get("ti") or context.get("task_instance")
+    dag = context.get("dag")
+    where = {
+        "dag_id": getattr(dag, "dag_id", None) or getattr(ti, "dag_id", "?"),
+        "run_id": str(context.get("run_id") or getattr(ti, "run_id", "?")),
+        "task_id": getattr(ti, "task_id", "?"),
+        "try_number": int(getattr(ti, "try_number", 0) or 0),
+        "run_date": _run_date_or_none(context),
+    }
+    if event == TASK_FAILED:
+        exc = context.get("exception")
+        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "no exception recorded"
+        message = f"{where['dag_id']} run {where['run_id']}: task {where['task_id']} failed for good: {reason}"
+        return Alert(TASK_FAILED, message=message, details={"exception": reason}, **where)
+    if event == CHAMPION_CHANGED:
+        news = ti.xcom_pull(task_ids=ti.task_id) or {}
+        message = (
+            f"{news.get('model')} champion is now v{news.get('version')} (was v{news.get('previous_version')}): "
+            f"{news.get('decision')}"
+        )
+        return Alert(CHAMPION_CHANGED, message=message, details=news, **where)
+    raise ValueError(f"unknown alert event {event!r}")
+
+
+def publish_champion(context: Any, registration: RegistrationResult, asset: Any, workload: str) -> dict[str, Any]:
+    """Attach the announcement to the champion Asset's event, or skip (no event) when the champion did not
+    change: a skipped task emits no Asset event, so downstream DAGs run once per new champion."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from retrainer.core.layout import RunLayout
+    from retrainer.core.results import EvaluationResult
+    from retrainer.registry.promotion import announcement
+
+    if not registration.champion_changed:
+        raise AirflowSkipException(f"champion unchanged: {registration.decision}")
+    cfg = run_config(context, workload)
+    # register saves the evaluation again when it had to re-evaluate against a champion that moved
+    news = announcement(registration, RunLayout.of(cfg).load(EvaluationResult), cfg.run.date)
+    context["outlet_events"][asset].extra = news
+    return news
+
+
+def champion_events(context: Any) -> list[dict[str, Any]]:
+    """The announcements of the Asset events that triggered this run, oldest first."""
+    events = context.get("triggering_asset_events") or {}
+    return [dict(event.extra or {}) for per_asset in events.values() for event in per_asset]

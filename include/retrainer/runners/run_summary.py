@@ -1,0 +1,125 @@
+"""A human summary of one run, read back through the layout and from the MLflow registry."""
+
+from __future__ import annotations
+
+from retrainer import registry
+from retrainer.core import atomic
+from retrainer.core.config import RunConfig
+from retrainer.core.layout import RunLayout, ValidationFiles
+from retrainer.core.results import (
+    EvaluationResult,
+    ExportResult,
+    FeaturesResult,
+    RawGateResult,
+    RegistrationResult,
+    TrainingResult,
+    ValidationReport,
+)
+from retrainer.workloads import get_workload
+
+
+def _raw_gate_report(layout: RunLayout) -> ValidationReport | None:
+    path = ValidationFiles(layout.raw_gate).report
+    return ValidationReport.from_dict(atomic.read_json(path)) if path.exists() else None
+
+
+def _checks(report: ValidationReport) -> str:
+    status = "passed" if report.success else f"FAILED ({len(report.failed)} failed)"
+    extra = f", {report.by_construction} more hold by construction" if report.by_construction else ""
+    return f"{status}: {report.could_fail} checks that could fail{extra}; {len(report.warnings)} warning(s)"
+
+
+def run_summary(cfg: RunConfig) -> str:
+    layout = RunLayout.of(cfg)
+    workload = get_workload(cfg.run.workload)
+    objective = workload.objective
+    gate_report = _raw_gate_report(layout)
+    gate = layout.load_optional(RawGateResult)
+    gate_rejected = gate_report is not None and not gate_report.success
+    feats = None if gate_rejected else layout.load_optional(FeaturesResult)
+    report = None if gate_rejected else layout.load_optional(ValidationReport)
+    rejected = gate_rejected or (report is not None and not report.success)
+    if rejected:  # the latest attempt stopped at a gate: describe it, not an earlier good run's outputs
+        train = ev = exp = reg = None
+    else:
+        train, ev = layout.load_optional(TrainingResult), layout.load_optional(EvaluationResult)
+        exp, reg = layout.load_optional(ExportResult), layout.load_optional(RegistrationResult)
+    lines = [
+        f"retrainer run summary: workload {cfg.run.workload} ({objective.name}), run date {cfg.run.date}",
+        "",
+    ]
+    if gate_report:
+        lines.append(f"  raw gate    {_checks(gate_report)}")
+        if gate:
+            quarantined = ", ".join(f"{k} {n}" for k, n in gate.quarantined.items()) or "none"
+            lines.append(
+                f"              {len(gate.files)} landed files: {len(gate.scanned)} scanned, {gate.reused} unchanged"
+                f" since checked; quarantined rows: {quarantined}"
+            )
+        lines += [f"              - {f}" for f in gate_report.failed]
+    else:
+        lines.append("  raw gate    not run")
+    if feats:
+        lines += [
+            f"  rows        train {feats.rows['train']:>7,}  [{feats.train_range[0]}, {feats.train_range[1]})"
+            f"  ({feats.excluded_no_label['train']:,} without label excluded)",
+            f"              eval  {feats.rows['eval']:>7,}  [{feats.eval_range[0]}, {feats.eval_range[1]})"
+            f"  ({feats.excluded_no_label['eval']:,} without label excluded)",
+        ]
+    else:
+        lines.append("  features    not built")
+    if report:
+        lines.append(f"  validation  {_checks(report)}")
+        lines += [f"              - {f}" for f in report.failed]
+        lines += [f"              ! {w}" for w in report.warnings]
+        if report.drift:
+            top = sorted(report.drift.items(), key=lambda kv: -kv[1])[:5]
+            lines.append(
+                f"  drift       PSI against {report.drift_baseline}, largest: "
+                + ", ".join(f"{c} {v:.3g}" for c, v in top)
+            )
+        else:
+            lines.append(f"  drift       {report.drift_baseline or 'not measured'}")
+    elif not gate_rejected:
+        lines.append("  validation  not run")
+    if train:
+        last = f", last loss {train.history[-1]['loss']:.4f}" if train.history else ", nothing left to train (resumed)"
+        lines.append(
+            f"  training    {train.epochs_trained} epoch(s) on {train.strategy} x{train.replicas} "
+            f"({train.launcher}, {train.num_workers} worker(s)){last}"
+        )
+        if train.validation_range:
+            chosen = [f"{name} {epochs}" for name, epochs in train.member_epochs.items()]
+            scores = [f"{k} {v:.4f}" for k, v in train.best_validation.items()]
+            lines.append(
+                f"              epochs per member {', '.join(chosen)}, by {', '.join(scores)} on "
+                f"[{train.validation_range[0]}, {train.validation_range[1]}); fitted on {train.fit_rows:,} rows"
+            )
+    if ev:
+        lines.append(f"  new model   {objective.describe(ev.new)}")
+        for name, metrics in ev.baselines.items():
+            lines.append(f"  baseline    {objective.describe(metrics)}  {name} (scikit-learn, same rows)")
+        champ = f"v{ev.champion_version}: {objective.describe(ev.champion)}" if ev.champion else "none yet"
+        lines.append(f"  champion    {champ}")
+        lines.append(f"  decision    {'PROMOTE' if ev.promote else 'keep champion'} ({ev.reason})")
+    if reg:
+        lines.append(
+            f"  registered  {reg.registered_model} v{reg.version}"
+            f"{' (reused)' if reg.reused_existing_version else ''}; promoted: {reg.promoted}"
+        )
+    if rejected:
+        where = "the raw gate" if gate_rejected else "validation"
+        lines.append(f"  stopped     at {where}: nothing was trained, registered or promoted")
+    current = registry.aliases(cfg.engines.tracking_uri, workload.registered_model)
+    unchanged = "" if reg else " (not changed by this run)"
+    lines.append(f"  aliases     {', '.join(f'{a} -> v{v}' for a, v in sorted(current.items())) or '-'}{unchanged}")
+    lines += ["", "  where:"]
+    if exp:
+        lines.append(f"    SavedModel   {exp.saved_model_uri} (fresh-process check max |diff| {exp.max_abs_diff:.2g})")
+    if gate_report:
+        lines.append(f"    raw gate     {gate_report.data_docs_uri}")
+    if report:
+        lines.append(f"    Data Docs    {report.data_docs_uri}")
+    lines.append(f"    run folder   {layout.root}")
+    lines.append(f"    MLflow       {cfg.engines.tracking_uri}  (make mlflow-ui)")
+    return "\n".join(lines)

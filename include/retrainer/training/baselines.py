@@ -1,0 +1,107 @@
+"""Reference models a new user would try first (scikit-learn), trained on the same training rows and
+scored on the same evaluation rows as the TensorFlow model, so every run shows whether the network
+earns its weight.
+
+Which estimators is the objective's choice (:meth:`Objective.baselines`). Rows are streamed from the
+Parquet parts; at most ``max_rows`` training rows are kept (an even stride over the whole split, so
+memory stays bounded however long the window), and the sample's size is reported with the metrics.
+Categorical columns are coded by the run's own vocabularies (unknown values are missing), numeric
+columns keep their nulls: gradient boosting handles both natively; the linear model imputes and
+one-hot encodes in its own pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrainer.spec.contract import Contract, Role
+from retrainer.spec.objectives import Objective
+from retrainer.training.dataset import iter_record_batches, labels
+
+log = logging.getLogger(__name__)
+MAX_ROWS = 400_000
+
+
+class FeatureCoder:
+    """Contract + the run's statistics -> a float matrix: numeric values as they are, categories as their
+    index in the run's vocabulary (NaN when missing or unseen)."""
+
+    def __init__(self, contract: Contract, stats: dict[str, Any]) -> None:
+        self.columns = [c for c in contract.features]
+        self.categorical = [c.role == Role.CATEGORICAL for c in self.columns]
+        import pyarrow as pa
+
+        self._vocab = {
+            c.name: pa.array([str(v) for v in stats["vocabulary"][c.name]], pa.string())
+            for c in self.columns
+            if c.role == Role.CATEGORICAL
+        }
+
+    def encode(self, batch: Any) -> np.ndarray:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        out = np.empty((batch.num_rows, len(self.columns)), dtype=np.float64)
+        for j, c in enumerate(self.columns):
+            col = batch.column(c.name)
+            if c.name in self._vocab:
+                col = pc.index_in(col.cast(pa.string()), value_set=self._vocab[c.name])
+            out[:, j] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)  # nulls -> NaN
+        return out
+
+
+def _batches(files: Sequence[str | Path], contract: Contract, coder: FeatureCoder) -> Iterator[tuple[Any, Any]]:
+    for batch in iter_record_batches(files, contract):
+        yield coder.encode(batch), labels(batch, contract).reshape(-1)
+
+
+def training_sample(
+    files: Sequence[str | Path], contract: Contract, coder: FeatureCoder, rows: int, max_rows: int = MAX_ROWS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every k-th training row, k chosen so that at most ``max_rows`` are kept (all rows when fewer)."""
+    stride = max(1, -(-rows // max_rows))
+    xs, ys, seen = [], [], 0
+    for x, y in _batches(files, contract, coder):
+        keep = (np.arange(seen, seen + len(y)) % stride) == 0
+        xs.append(x[keep])
+        ys.append(y[keep])
+        seen += len(y)
+    if not xs:
+        raise ValueError("no training rows for the baselines")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def fit_and_score(
+    train_files: Sequence[str | Path],
+    eval_files: Sequence[str | Path],
+    contract: Contract,
+    objective: Objective,
+    stats: dict[str, Any],
+    *,
+    seed: int = 42,
+    max_rows: int = MAX_ROWS,
+) -> dict[str, dict[str, Any]]:
+    """{baseline name: evaluation metrics (the objective's) + ``train_rows`` and ``fit_seconds``}."""
+    coder = FeatureCoder(contract, stats)
+    x, y = training_sample(train_files, contract, coder, int(stats["rows"]), max_rows)
+    sample_rows = len(y)
+    fitted = {}
+    for name, make in objective.baselines(coder.categorical, seed).items():
+        t0 = time.perf_counter()
+        fitted[name] = (make().fit(x, y), time.perf_counter() - t0)
+    del x, y
+    metrics = {name: objective.eval_metrics() for name in fitted}
+    for xe, ye in _batches(eval_files, contract, coder):
+        for name, (model, _) in fitted.items():
+            metrics[name].update(ye, objective.baseline_predict(model, xe))
+    out = {}
+    for name, (_, seconds) in fitted.items():
+        out[name] = metrics[name].result() | {"train_rows": sample_rows, "fit_seconds": round(seconds, 2)}
+        log.info("baseline %s: %s (fit %.1f s)", name, objective.describe(out[name]), seconds)
+    return out

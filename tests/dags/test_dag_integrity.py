@@ -1,0 +1,286 @@
+"""DAG integrity: imports cleanly and cheaply, is configured to be retried, and picks the right day."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+import pytest
+
+from support import ROOT
+
+DAG_IDS = {"flight_delay_retrain": "flight_delay", "arrival_delay_minutes_retrain": "arrival_delay_minutes"}
+DOWNSTREAM = {"flight_delay_on_new_champion": "flight_delay"}  # scheduled on the champion Asset
+HEAVY = ("tensorflow", "pyspark", "great_expectations", "mlflow", "keras", "pandas")
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+@pytest.fixture(scope="module", params=sorted(DAG_IDS))
+def dag(request, dagbag):
+    return dagbag.dags[request.param]
+
+
+@pytest.fixture(scope="module")
+def serialized(dagbag):
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    return DagSerialization.from_dict(DagSerialization.to_dict(dagbag.dags["flight_delay_retrain"]))
+
+
+def test_dag_files_import_without_errors(dagbag) -> None:
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == set(DAG_IDS) | set(DOWNSTREAM)
+    # one DAG per workload, and every workload has its DAG
+    from retrainer.workloads import workload_names
+
+    assert sorted(DAG_IDS.values()) == workload_names()
+    parsed = {Path(f).name for f in dagbag.file_last_changed}
+    assert "retrain_dag_factory.py" not in parsed  # .airflowignore: shared code, not a DAG file
+
+
+@pytest.mark.parametrize("dag_file", sorted(f"{d}.py" for d in [*DAG_IDS, *DOWNSTREAM]))
+def test_importing_a_dag_file_pulls_in_no_heavy_library(dag_file: str) -> None:
+    code = (
+        "import runpy, sys, json; sys.path[:0] = sys.argv[1:3]; runpy.run_path(sys.argv[3]); "
+        f"print(json.dumps(sorted(m for m in {list(HEAVY)!r} if m in sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "plugins"), str(ROOT / "dags"), str(ROOT / "dags" / dag_file)],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        check=True,
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_schedule_tags_and_catchup(dag) -> None:
+    workload = DAG_IDS[dag.dag_id]
+    assert dag.tags >= {"retrainer", workload}
+    assert dag.catchup is False
+    assert dag.start_date == pendulum.datetime(2013, 1, 29, tz="UTC")
+    assert dag.doc_md and f"runs/{workload}/date=D" in dag.doc_md
+    assert 1 < dag.max_active_runs <= 4  # a run waiting for data does not block a UI trigger
+
+
+def test_only_register_runs_in_the_one_slot_promotion_pool(dag) -> None:
+    """max_active_runs does not cover backfills: the pool serialises champion moves across all runs."""
+    from retrainer.registry.promotion import POOL
+
+    assert {t.task_id for t in dag.tasks if t.pool == POOL} == {"register"}
+
+
+def test_train_runs_through_the_training_operator_and_gpu_work_takes_the_gpu_pool(dag, monkeypatch) -> None:
+    from retrainer.training.launchers import GPU_POOL
+    from retrainer_plugins.training_operator import TensorFlowTrainOperator
+
+    train = dag.get_task("train")
+    assert train.task_type == "TensorFlowTrainOperator" and train.pool != GPU_POOL  # CPU by default
+    monkeypatch.setenv("RETRAINER_TRAINING_QUEUE", "gpu-workers")
+    gpu = TensorFlowTrainOperator(task_id="t", workload="flight_delay", validated={}, accelerator="gpu")
+    assert (gpu.pool, gpu.queue) == (GPU_POOL, "gpu-workers")
+    monkeypatch.setenv("RETRAINER_ACCELERATOR", "gpu")  # the deployment's setting, seen when the DAG is parsed
+    from_env = TensorFlowTrainOperator(task_id="t", workload="flight_delay", validated={}, pool="my_gpus")
+    assert (from_env.pool, from_env.queue) == ("my_gpus", "gpu-workers")  # the DAG author's pool wins
+
+
+def test_every_task_retries_with_backoff_and_has_a_timeout(dag) -> None:
+    for task in dag.tasks:
+        assert task.retries >= 2, task.task_id
+        assert task.retry_exponential_backoff, task.task_id
+        assert task.execution_timeout is not None and task.execution_timeout <= timedelta(hours=2), task.task_id
+
+
+def test_stages_run_in_order(dag) -> None:
+    chain = [
+        "wait_for_raw_partitions", "check_raw", "features", "validate", "train", "evaluate", "export", "register",
+        "publish_champion",
+    ]  # fmt: skip
+    for upstream, downstream in zip(chain, chain[1:], strict=False):
+        assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
+    assert set(dag.task_ids) == set(chain)
+    assert dag.get_task("wait_for_raw_partitions").workload == DAG_IDS[dag.dag_id]
+
+
+def test_failures_and_champion_changes_are_alerted_and_only_a_new_champion_is_an_asset_event(dag) -> None:
+    from retrainer_plugins.notifiers import RetrainerNotifier
+
+    for task in dag.tasks:
+        events = [n.event for n in task.on_failure_callback if isinstance(n, RetrainerNotifier)]
+        assert events == ["task_failed"], task.task_id
+    publish = dag.get_task("publish_champion")
+    assert [n.event for n in publish.on_success_callback] == ["champion_changed"]
+    assert [a.name for a in publish.outlets] == [f"{DAG_IDS[dag.dag_id]}_champion"]
+    assert [t.task_id for t in dag.tasks if t.outlets] == ["publish_champion"]
+
+
+def test_the_downstream_dag_is_scheduled_on_the_champion_asset(dagbag) -> None:
+    for dag_id, workload in DOWNSTREAM.items():
+        dag = dagbag.dags[dag_id]
+        retrain = dagbag.dags[f"{workload}_retrain"]
+        assert list(dag.timetable.asset_condition.objects) == retrain.get_task("publish_champion").outlets
+        assert "downstream" in dag.tags and dag.doc_md
+        for task in dag.tasks:
+            assert task.retries >= 2 and task.execution_timeout is not None, task.task_id
+
+
+def test_alert_channels_are_chosen_by_configuration(monkeypatch) -> None:
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    from retrainer_plugins.notifiers import RetrainerNotifier, UnknownChannel, notifiers
+
+    monkeypatch.delenv("RETRAINER_ALERT_CHANNELS", raising=False)
+    assert [type(n) for n in notifiers("task_failed")] == [RetrainerNotifier]
+    monkeypatch.setenv("RETRAINER_ALERT_CHANNELS", "smtp")
+    with pytest.raises(UnknownChannel, match="RETRAINER_ALERT_EMAIL"):
+        notifiers("task_failed")
+    monkeypatch.setenv("RETRAINER_ALERT_EMAIL", "ml-oncall@example.com, owner@example.com")
+    monkeypatch.setenv("RETRAINER_SMTP_CONN_ID", "smtp_alerts")
+    base, smtp = notifiers("champion_changed")
+    assert isinstance(base, RetrainerNotifier) and isinstance(smtp, SmtpNotifier)
+    assert smtp.to == ["ml-oncall@example.com", "owner@example.com"] and smtp.smtp_conn_id == "smtp_alerts"
+    assert "new champion" in smtp.subject
+    monkeypatch.setenv("RETRAINER_ALERT_CHANNELS", "smtp,pager")
+    with pytest.raises(UnknownChannel, match="'pager'"):
+        notifiers("task_failed")
+
+
+def test_sensor_reschedules_and_times_out(dag) -> None:
+    sensor = dag.get_task("wait_for_raw_partitions")
+    assert sensor.mode == "reschedule"
+    assert 0 < sensor.timeout <= 24 * 3600
+
+
+def test_the_form_the_cli_and_the_config_declare_the_same_parameters(dag) -> None:
+    """Each parameter is declared once (config.py); the DAG form and the CLI are generated from it."""
+    from retrainer.core import params
+    from retrainer.core.config import RunConfig, Tuning, all_parameters
+    from retrainer.runners.cli import build_parser
+
+    tuning = params.parameters(Tuning)
+    defaults = RunConfig.build("2013-06-01").tuning
+    assert list(dag.params) == [p.name for p in tuning]
+    for p in tuning:
+        schema = dag.params.get_param(p.name).schema
+        assert dag.params[p.name] == getattr(defaults, p.name) == p.default, p.name
+        assert schema["type"] == {int: "integer", float: "number", str: "string"}[p.type], p.name
+        assert schema.get("minimum") == p.spec.minimum and schema.get("maximum") == p.spec.maximum, p.name
+        assert schema.get("pattern") == (p.spec.pattern and f"^({p.spec.pattern})$"), p.name
+    run_parser = build_parser()._subparsers._group_actions[0].choices["run"]
+    flags = {a.dest: a for a in run_parser._actions if a.option_strings}
+    for p in all_parameters():
+        assert p.name in flags, f"no CLI flag for {p.name}"
+        assert flags[p.name].option_strings == [p.flag]
+        assert tuple(flags[p.name].choices or ()) == (p.spec.choices or ()), p.name
+
+
+def test_params_form_validates_input(dag) -> None:
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    good = ParamsDict(dag.params)
+    good.update({"epochs": 2, "min_gain": 0.01})
+    assert good.validate()["epochs"] == 2
+    for bad_value in (
+        {"epochs": 0},
+        {"learning_rate": 0},
+        {"window_days": 1000},
+        {"batch_size": "big"},
+        {"members": "joint;deep"},
+    ):
+        bad = ParamsDict(dag.params)
+        with pytest.raises(ParamValidationError):
+            bad.update(bad_value)
+            bad.validate()
+
+
+@pytest.mark.parametrize("run_type", ["scheduled", "manual", "backfill"])
+def test_run_date_is_the_logical_date_for_every_run_type(run_type: str, serialized) -> None:
+    """With @daily as a trigger timetable the data interval is empty; the day comes from logical_date."""
+    from airflow.models.backfill import _get_info_list
+    from airflow.timetables.base import TimeRestriction
+
+    from retrainer.runners.airflow_adapter import run_config
+
+    if run_type == "scheduled":
+        info = serialized.timetable.next_dagrun_info(
+            last_automated_data_interval=None,
+            restriction=TimeRestriction(earliest=serialized.start_date, latest=None, catchup=True),
+        )
+        logical, expected = info.logical_date, dt.date(2013, 1, 29)
+    elif run_type == "manual":
+        logical, expected = pendulum.datetime(2013, 6, 8, tz="UTC"), dt.date(2013, 6, 8)
+        interval = serialized.timetable.infer_manual_data_interval(run_after=logical)
+        assert interval.start == interval.end == logical
+    else:
+        infos = _get_info_list(
+            from_date=pendulum.datetime(2013, 3, 1, tz="UTC"),
+            to_date=pendulum.datetime(2013, 3, 3, tz="UTC"),
+            reverse=False,
+            dag=serialized,
+        )
+        assert [i.logical_date.date() for i in infos] == [dt.date(2013, 3, d) for d in (1, 2, 3)]
+        logical, expected = infos[1].logical_date, dt.date(2013, 3, 2)
+    context = {"logical_date": logical, "params": {"window_days": 14, "eval_days": 3}, "run_id": run_type}
+    cfg = run_config(context, "flight_delay")
+    assert cfg.run.date == expected and cfg.run.run_id == run_type
+    w = cfg.window
+    assert (w.train_start, w.eval_start) == (expected - dt.timedelta(days=14), expected - dt.timedelta(days=3))
+
+
+def test_sensor_timeout_lists_the_missing_partitions(tmp_path: Path, monkeypatch) -> None:
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+
+    from retrainer.data.landing import land
+    from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
+
+    land(tmp_path, dt.date(2013, 3, 1), dt.date(2013, 3, 10))
+    (tmp_path / "raw" / "weather" / "date=2013-03-05" / "weather.csv").unlink()
+    monkeypatch.setenv("RETRAINER_DATA_ROOT", str(tmp_path))
+    sensor = RawPartitionsSensor(task_id="wait", workload="flight_delay", mode="poke", timeout=0, poke_interval=0)
+    context = {
+        "logical_date": pendulum.datetime(2013, 3, 11, tz="UTC"),
+        "params": {"window_days": 3, "eval_days": 1, "validation_days": 1},
+    }
+    with pytest.raises(AirflowSensorTimeout) as err:
+        sensor.execute(context)
+    # window [03-08, 03-11) plus 7 days of history: 03-01 .. 03-10 needed, 03-05 weather missing
+    assert "weather: 2013-03-05" in str(err.value)
+    assert "flights" not in str(err.value)
+    land(tmp_path, dt.date(2013, 3, 5), dt.date(2013, 3, 5))
+    assert sensor.poke(context) is True
+
+
+def test_an_unknown_conf_key_is_refused_not_ignored() -> None:
+    """Airflow merges every conf key into params; a renamed or misspelt one must not fall back to a default."""
+    from retrainer.core.config import ConfigError
+    from retrainer.runners.airflow_adapter import run_config
+
+    context = {"logical_date": pendulum.datetime(2013, 6, 8, tz="UTC"), "params": {"min_auc_gain": 0.01}}
+    with pytest.raises(ConfigError, match=r"unknown run parameter\(s\) \['min_auc_gain'\]"):
+        run_config(context, "flight_delay")
+    with pytest.raises(ConfigError, match="workload"):
+        run_config({**context, "params": {"workload": "other"}}, "flight_delay")  # identity is not a form field
+
+
+def test_the_sensor_fails_at_once_on_a_bad_conf_instead_of_waiting() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
+
+    sensor = RawPartitionsSensor(task_id="wait", workload="flight_delay", mode="poke", timeout=0, poke_interval=0)
+    context = {"logical_date": pendulum.datetime(2013, 6, 8, tz="UTC"), "params": {"epochs": 0}}
+    with pytest.raises(AirflowFailException, match="ConfigError: invalid run configuration: epochs must be >= 1"):
+        sensor.poke(context)

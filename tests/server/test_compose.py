@@ -1,0 +1,148 @@
+"""docker-compose.yaml cannot start here (no Docker engine): it is validated and resolved by a real
+Compose implementation (Debian's docker-compose), and what it resolves to is compared with the
+settings the native stack (retrainer.devtools.local_stack, run by test_server_mode.py) uses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from retrainer.devtools.local_stack import MLFLOW_ALLOWED_HOSTS, TRAINING_QUEUE, Stack, ensure_secrets
+from retrainer.registry.promotion import POOL
+from retrainer.training.launchers import GPU_POOL
+from support import ROOT
+
+AIRFLOW = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker",
+           "airflow-gpu-worker")  # fmt: skip
+
+
+def _compose_bin() -> str:
+    found = shutil.which("docker-compose")
+    if found is None:
+        if os.environ.get("CI"):
+            raise AssertionError(
+                "docker-compose is not installed: `make test` installs it (apt-get install docker-compose)"
+            )
+        pytest.skip("docker-compose not installed (make test installs Debian's docker-compose)")
+    return found
+
+
+def _config(env_file: Path) -> subprocess.CompletedProcess:
+    """`docker-compose config` with only ``env_file`` for variables (not the checkout's own .env)."""
+    args = [_compose_bin(), "-f", str(ROOT / "docker-compose.yaml"), "--project-directory", str(ROOT)]
+    if env_file.exists():
+        args += ["--env-file", str(env_file)]
+    else:  # an empty project dir: no .env to fall back on
+        args[-1] = str(env_file.parent)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "POSTGRES", "RETRAINER_SPARK"))}
+    return subprocess.run([*args, "config"], capture_output=True, text=True, env=clean, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory) -> tuple[dict, dict[str, str]]:
+    env_file = tmp_path_factory.mktemp("compose") / ".env"
+    secrets = ensure_secrets(env_file)
+    out = _config(env_file)
+    assert out.returncode == 0, out.stderr
+    return yaml.safe_load(out.stdout), secrets
+
+
+def test_compose_refuses_to_start_without_the_generated_secrets(tmp_path: Path) -> None:
+    out = _config(tmp_path / ".env")
+    assert out.returncode != 0 and "run make secrets first" in out.stderr
+
+
+def test_the_team_stack_has_every_service(resolved) -> None:
+    services = resolved[0]["services"]
+    assert set(AIRFLOW) | {"airflow-init", "postgres", "redis", "mlflow", "spark-master", "spark-worker"} <= set(
+        services
+    )
+    for name in AIRFLOW:
+        assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+        assert services[name]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+
+
+def test_secrets_come_from_the_env_file_and_are_shared(resolved) -> None:
+    services, secrets = resolved
+    services = services["services"]
+    for name in AIRFLOW:
+        env = services[name]["environment"]
+        assert env["AIRFLOW__CORE__FERNET_KEY"] == secrets["AIRFLOW_FERNET_KEY"]  # one key for every container
+        assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == secrets["AIRFLOW_JWT_SECRET"]
+        assert f":{secrets['POSTGRES_PASSWORD']}@postgres:5432/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+        assert services[name]["user"] == f"{secrets['AIRFLOW_UID']}:0"  # ./data stays owned by the host user
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == secrets["POSTGRES_PASSWORD"]
+
+
+def test_airflow_settings_match_the_native_stack_the_tests_run(resolved, tmp_path) -> None:
+    services, secrets = resolved
+    native = Stack(
+        project=ROOT, airflow_home=tmp_path, data_root=tmp_path, airflow_db="postgresql+psycopg2://x@y/airflow",
+        mlflow_backend="postgresql+psycopg2://x@y/mlflow", mlflow_artifacts=tmp_path, secrets=secrets,
+        executor="CeleryExecutor", celery_broker="redis://127.0.0.1:6379/0", tasks_use_mlflow_server=True,
+    ).settings()  # fmt: skip
+    airflow_keys = {k for k in native if k.startswith("AIRFLOW__")} - {"AIRFLOW__API__HOST", "AIRFLOW__API__PORT"}
+    same_value = ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__LOAD_EXAMPLES", "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
+                  "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET")  # fmt: skip
+    for name in AIRFLOW:
+        env = services["services"][name]["environment"]
+        assert airflow_keys <= set(env), (name, sorted(airflow_keys - set(env)))
+        for key in same_value:
+            assert str(env[key]).lower() == str(native[key]).lower(), (name, key)
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == env["AIRFLOW__API__BASE_URL"] + "/execution/"
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+        scheme = native["AIRFLOW__CELERY__RESULT_BACKEND"].split("://")[0]  # the driver the Celery test ran with
+        assert scheme == "db+postgresql+psycopg2" and env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith(scheme + "://")
+
+
+def test_mlflow_accepts_the_host_name_tasks_use_and_its_volume_is_writable(resolved) -> None:
+    services = resolved[0]["services"]
+    command = services["mlflow"]["command"]
+    allowed = next(c for c in command if c.startswith("--allowed-hosts=")).split("=", 1)[1].split(",")
+    assert allowed == list(MLFLOW_ALLOWED_HOSTS)  # the same list the native MLflow server runs with
+    host = services["airflow-scheduler"]["environment"]["MLFLOW_TRACKING_URI"].removeprefix("http://")
+    assert host in allowed and host.split(":")[0] in allowed
+    assert any(c.startswith("--backend-store-uri=postgresql+psycopg2://") for c in command)
+    assert "mlflow:5000" in " ".join(services["mlflow"]["healthcheck"]["test"])  # checks what tasks will send
+    assert "chown" in " ".join(services["mlflow-init"]["entrypoint"])
+    assert services["mlflow"]["depends_on"]["mlflow-init"]["condition"] == "service_completed_successfully"
+
+
+def test_workers_queues_and_the_gpu_reservation(resolved) -> None:
+    services = resolved[0]["services"]
+    gpu = services["airflow-gpu-worker"]
+    assert gpu["command"][gpu["command"].index("--queues") + 1] == TRAINING_QUEUE
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    default = services["airflow-worker"]["command"]
+    assert default[default.index("--queues") + 1] == "default"
+    assert gpu["environment"]["RETRAINER_TRAINING_QUEUE"] == TRAINING_QUEUE
+    assert services["airflow-scheduler"]["environment"]["RETRAINER_SPARK_MASTER"] == "spark://spark-master:7077"
+    assert f"airflow pools set {POOL} 1" in " ".join(services["airflow-init"]["command"])
+    assert f"airflow pools set {GPU_POOL} 1" in " ".join(services["airflow-init"]["command"])
+
+
+def test_alert_channels_from_the_env_file_reach_every_airflow_container(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    ensure_secrets(env_file)
+    with env_file.open("a") as fh:
+        fh.write("RETRAINER_ALERT_CHANNELS=smtp\nRETRAINER_ALERT_EMAIL=ml-oncall@example.com\n")
+    out = _config(env_file)
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    for name in AIRFLOW:  # the dag-processor builds the notifiers, the workers send them
+        env = services[name]["environment"]
+        assert env["RETRAINER_ALERT_CHANNELS"] == "smtp" and env["RETRAINER_ALERT_EMAIL"] == "ml-oncall@example.com"
+        assert env["RETRAINER_SLACK_CHANNEL"] == "#ml-alerts"  # the notifier's own default when unset
+
+
+def test_ports_bind_to_loopback(resolved) -> None:
+    for name, svc in resolved[0]["services"].items():
+        for port in svc.get("ports", []):
+            host_ip = port["host_ip"] if isinstance(port, dict) else port.split(":")[0]
+            assert host_ip == "127.0.0.1", (name, port)

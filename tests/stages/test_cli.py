@@ -1,0 +1,89 @@
+"""The ``retrainer`` CLI: every stage runs alone on a landed date, in order, from the run folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from retrainer.core.layout import RunLayout
+from retrainer.runners.cli import main
+from support import RUN_DATE
+
+STAGES = ["land", "check-raw", "features", "validate", "train", "evaluate", "export", "register", "run", "summary"]
+
+
+def test_help_lists_every_stage() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "retrainer.runners.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    for stage in STAGES:
+        assert f"    {stage} " in out.stdout, stage
+
+
+@pytest.mark.parametrize("command", STAGES)
+def test_every_command_has_help(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: " in capsys.readouterr().out
+
+
+def test_a_stage_without_its_upstream_says_which_stage_to_run(tmp_path: Path, capsys) -> None:
+    assert main(["train", "--date", "2013-02-05", "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "date=2013-02-05/validation.json not found: run the validate stage for this date first" in err
+
+
+def test_bad_configuration_is_a_message_not_a_traceback(tmp_path: Path, capsys) -> None:
+    assert main(["features", "--date", "2013-02-05", "--data-root", str(tmp_path), "--window-days", "3",
+                 "--eval-days", "5"]) == 2  # fmt: skip
+    assert "window_days (3) must be larger than eval_days (5)" in capsys.readouterr().err
+
+
+def test_each_stage_runs_alone_from_the_cli(spark, landed: Path, tmp_path: Path, capsys) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "raw").symlink_to(landed / "raw")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ["--date", RUN_DATE.isoformat(), "--data-root", str(root), "--window-days", "7", "--eval-days", "2",
+              "--tracking-uri", tracking, "--epochs", "1", "--hidden-units", "8", "--part-files", "2"]  # fmt: skip
+    results = {}
+    for stage in ("check-raw", "features", "validate", "train", "evaluate", "export", "register"):
+        capsys.readouterr()
+        assert main([stage, *common]) == 0, stage
+        results[stage] = json.loads(capsys.readouterr().out)
+    assert results["validate"]["report"]["success"] is True
+    assert results["validate"]["features_dir"] == str(RunLayout.for_run(root, "flight_delay", RUN_DATE).features)
+    assert results["train"]["history"][0]["epoch"] == 1
+    assert results["evaluate"]["promote"] is True
+    assert Path(results["export"]["saved_model_uri"]).is_dir()
+    assert results["register"]["aliases"] == {"champion": "1", "challenger": "1"}
+    assert main(["summary", *common]) == 0
+    summary = capsys.readouterr().out
+    assert "decision    PROMOTE (no champion yet)" in summary
+    assert "aliases     challenger -> v1, champion -> v1" in summary
+
+
+def test_missing_raw_partitions_are_listed_before_spark_starts(tmp_path: Path, capsys) -> None:
+    assert (
+        main(
+            [
+                "check-raw",
+                "--date",
+                "2013-02-05",
+                "--data-root",
+                str(tmp_path),
+                "--window-days",
+                "7",
+                "--eval-days",
+                "2",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "missing raw partitions" in err and "flights: 2013-01-22, 2013-01-23" in err and "2013-02-04" in err

@@ -1,0 +1,182 @@
+"""Evaluation against the champion, SavedModel export, and MLflow registration with aliases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+
+from retrainer import registry
+from retrainer.core.results import ValidationResult
+from retrainer.stages.evaluate import evaluate_models
+from retrainer.stages.export import export_model
+from retrainer.stages.register import register_model
+from retrainer.stages.train import train_model
+from support import RUN_DATE, small_config
+
+MODEL = "flight_delay"
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def cfg(chain_root: Path, tracking: str):
+    return small_config(chain_root, tracking, epochs=2)
+
+
+@pytest.fixture(scope="module")
+def first(validated: ValidationResult, cfg) -> dict:
+    """train -> evaluate -> export -> register with an empty registry."""
+    training = train_model(validated, cfg)
+    evaluation = evaluate_models(validated, training, cfg)
+    exported = export_model(validated, training, cfg)
+    registration = register_model(validated, training, evaluation, exported, cfg)
+    return {"training": training, "evaluation": evaluation, "export": exported, "registration": registration}
+
+
+def _eval_frame(validated: ValidationResult):
+    return ds.dataset(str(validated.files.eval)).to_table().to_pandas()
+
+
+def test_first_model_is_promoted_when_there_is_no_champion(first: dict, validated: ValidationResult) -> None:
+    ev = first["evaluation"]
+    assert ev.promote is True and ev.champion is None and ev.reason == "no champion yet"
+    assert (ev.headline, ev.higher_is_better) == ("auc", True)
+    assert ev.new["rows"] == validated.features.rows["eval"]
+    reg = first["registration"]
+    assert reg.promoted and reg.aliases == {"champion": reg.version, "challenger": reg.version}
+
+
+def test_metrics_agree_with_an_independent_computation(first: dict, validated: ValidationResult, cfg) -> None:
+    from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
+
+    frame = _eval_frame(validated)
+    model = registry.load_version(cfg.engines.tracking_uri, MODEL, first["registration"].version)
+    p = model.predict(frame)
+    y = frame["is_late"].to_numpy()
+    new = first["evaluation"].new
+    assert new["auc"] == pytest.approx(roc_auc_score(y, p), abs=2e-3)
+    assert new["log_loss"] == pytest.approx(log_loss(y, p), rel=1e-3)
+    assert new["brier"] == pytest.approx(brier_score_loss(y, p), rel=1e-3)
+    assert new["accuracy"] == pytest.approx(accuracy_score(y, p > 0.5), abs=1e-3)
+
+
+def test_exported_savedmodel_serves_raw_features_in_a_fresh_load(first: dict, validated: ValidationResult) -> None:
+    import tensorflow as tf
+
+    from retrainer.serving.pyfunc_model import to_signature_inputs
+
+    exp = first["export"]
+    assert exp.verified_rows == 100 and exp.max_abs_diff <= 1e-5
+    loaded = tf.saved_model.load(exp.saved_model_uri)
+    serve = loaded.signatures["serving_default"]
+    assert set(serve.structured_input_signature[1]) == set(exp.serving_inputs)
+    frame = _eval_frame(validated).head(5)
+    out = next(iter(serve(**to_signature_inputs(frame, serve.structured_input_signature[1])).values())).numpy()
+    assert out.shape == (5, 1) and np.all((out > 0) & (out < 1))
+
+
+def test_champion_alias_serves_the_savedmodel_through_mlflow(first: dict, validated: ValidationResult, cfg) -> None:
+    import mlflow
+
+    registry.configure(cfg.engines.tracking_uri)
+    frame = _eval_frame(validated).head(20)
+    champion = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    p = champion.predict(frame)
+    assert p.shape == (20,) and np.all((p > 0) & (p < 1))
+    run = mlflow.MlflowClient().get_run(first["registration"].mlflow_run_id)
+    tags = run.data.tags
+    assert tags["train_fingerprint"] == validated.features.train_fingerprint
+    assert tags["run_date"] == RUN_DATE.isoformat() and tags["objective"] == "binary_classification"
+    assert {"dag_id", "run_id", "data_interval", "git_commit"} <= set(tags)
+    from retrainer.workloads.flight_delay import WORKLOAD
+
+    per_member = {
+        f"{m.name}_{k}"
+        for m in WORKLOAD.model.select(cfg.tuning.members).members
+        for k in ("train_loss", "train_auc", "val_auc")
+    }
+    assert per_member | {"new_auc", "baseline_logistic_regression_auc"} <= set(run.data.metrics)
+
+
+def test_registering_the_same_training_run_again_reuses_its_version(first: dict, validated, cfg) -> None:
+    again = register_model(validated, first["training"], first["evaluation"], first["export"], cfg)
+    assert again.reused_existing_version and again.version == first["registration"].version
+
+
+def test_a_retry_after_a_crash_before_tagging_the_version_reuses_it(first: dict, validated, cfg) -> None:
+    from retrainer.stages.register import RUN_KEY_TAG
+
+    version = first["registration"].version
+    client = registry.configure(cfg.engines.tracking_uri)
+    client.delete_model_version_tag(MODEL, version, RUN_KEY_TAG)  # as if the task died right after log_model
+    again = register_model(validated, first["training"], first["evaluation"], first["export"], cfg)
+    assert again.reused_existing_version and again.version == version
+
+
+def test_a_model_that_misses_the_gate_becomes_challenger_not_champion(
+    first: dict, validated: ValidationResult, cfg
+) -> None:
+    strict = cfg.replace(hidden_units=12, min_gain=0.5)  # new run key: a different model
+    training = train_model(validated, strict)
+    evaluation = evaluate_models(validated, training, strict)
+    assert evaluation.champion_version == first["registration"].version
+    assert evaluation.champion["auc"] == pytest.approx(first["evaluation"].new["auc"], abs=1e-6)
+    assert evaluation.promote is False and "< min_gain 0.5" in evaluation.reason
+    assert evaluation.gain == pytest.approx(evaluation.new["auc"] - evaluation.champion["auc"], abs=1e-6)
+    exported = export_model(validated, training, strict)
+    reg = register_model(validated, training, evaluation, exported, strict)
+    assert reg.version != first["registration"].version and not reg.promoted
+    assert reg.aliases == {"champion": first["registration"].version, "challenger": reg.version}
+
+
+def test_a_champion_that_moved_after_evaluation_is_re_evaluated_against(first: dict, validated, cfg) -> None:
+    import dataclasses
+
+    before = registry.alias_version(cfg.engines.tracking_uri, MODEL, "champion")
+    strict = cfg.replace(hidden_units=10, min_gain=0.5)  # the re-evaluation against the champion cannot pass this
+    training = train_model(validated, strict)
+    stale = dataclasses.replace(evaluate_models(validated, training, strict), promote=True, champion_version="999")
+    reg = register_model(validated, training, stale, export_model(validated, training, strict), strict)
+    assert reg.promoted is False
+    assert f"champion moved from v999 to v{before} after this run was evaluated; re-evaluated" in reg.decision
+    assert "< min_gain 0.5" in reg.decision
+    assert registry.alias_version(cfg.engines.tracking_uri, MODEL, "champion") == before
+
+
+def test_baselines_are_scored_on_the_same_rows_and_reach_mlflow_with_tensorboard(
+    first: dict, validated: ValidationResult, cfg
+) -> None:
+    ev = first["evaluation"]
+    assert set(ev.baselines) == {"hist_gradient_boosting", "logistic_regression"}
+    for metrics in ev.baselines.values():
+        assert metrics["rows"] == ev.new["rows"] and 0.5 < metrics["auc"] <= 1
+        assert metrics["train_rows"] == validated.features.rows["train"]  # all of them: fewer than the cap
+    client = registry.configure(cfg.engines.tracking_uri)
+    run = client.get_run(first["registration"].mlflow_run_id)
+    assert run.data.metrics["baseline_logistic_regression_auc"] == ev.baselines["logistic_regression"]["auc"]
+    from retrainer.workloads.flight_delay import WORKLOAD
+
+    for member in WORKLOAD.model.select(cfg.tuning.members).members:
+        logged = [a.path for a in client.list_artifacts(run.info.run_id, f"tensorboard/{member.name}/final")]
+        assert any("events.out.tfevents" in p for p in logged), logged
+
+
+def test_baselines_keep_at_most_max_rows_of_a_long_window(validated: ValidationResult) -> None:
+    from retrainer.core import atomic
+    from retrainer.core.fingerprint import parquet_parts
+    from retrainer.training import baselines
+    from retrainer.workloads.flight_delay import WORKLOAD
+
+    out = baselines.fit_and_score(
+        parquet_parts(validated.files.train), parquet_parts(validated.files.eval), WORKLOAD.contract,
+        WORKLOAD.objective, atomic.read_json(validated.files.stats), max_rows=1000,
+    )  # fmt: skip
+    rows = validated.features.rows["train"]
+    stride = -(-rows // 1000)
+    assert {m["train_rows"] for m in out.values()} == {-(-rows // stride)} and rows > 1000

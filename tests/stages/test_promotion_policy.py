@@ -1,0 +1,213 @@
+"""The promotion policy's trust rules, each against the real MLflow registry and real trained models:
+the champion only moves forward in time; an unreadable registry fails instead of reading as "no
+champion"; promotions are serialised (two register processes racing); a reused version gets back the
+tags a crash left out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from retrainer import registry
+from retrainer.core.layout import RunLayout
+from retrainer.core.results import EvaluationResult, RegistrationResult
+from retrainer.registry import promotion
+from support import small_config
+
+MODEL = "flight_delay"
+OLD, MID, NEW = dt.date(2013, 2, 4), dt.date(2013, 2, 5), dt.date(2013, 2, 6)
+ALWAYS = -1000.0  # a min_gain every model meets: only the policy can hold a promotion
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory, landed: Path) -> Path:
+    base = tmp_path_factory.mktemp("promotion")
+    (base / "raw").symlink_to(landed / "raw")
+    return base
+
+
+@pytest.fixture(scope="module")
+def trained(spark, root: Path) -> dict:
+    """Features, a tiny model, its evaluation inputs and its export for each of the three dates."""
+    from retrainer.stages.check_raw import check_raw_days
+    from retrainer.stages.export import export_model
+    from retrainer.stages.features import build_features
+    from retrainer.stages.train import train_model
+    from retrainer.stages.validate import validate_features
+
+    out = {}
+    for day in (OLD, MID, NEW):
+        cfg = small_config(root, _tracking(root), date=day, min_gain=ALWAYS)  # validate reads it (no champion)
+        validated = validate_features(build_features(check_raw_days(cfg), cfg), cfg)
+        training = train_model(validated, cfg)
+        out[day] = (validated, training, export_model(validated, training, cfg))
+    return out
+
+
+def _register(trained: dict, day: dt.date, cfg) -> tuple[EvaluationResult, RegistrationResult]:
+    from retrainer.stages.evaluate import evaluate_models
+    from retrainer.stages.register import register_model
+
+    validated, training, exported = trained[day]
+    evaluation = evaluate_models(validated, training, cfg)
+    return evaluation, register_model(validated, training, evaluation, exported, cfg)
+
+
+def _tracking(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_a_backfill_registers_and_compares_but_never_moves_the_champion_back(trained, root, tmp_path) -> None:
+    tracking = _tracking(tmp_path)
+    _, newest = _register(trained, NEW, small_config(root, tracking, date=NEW, min_gain=ALWAYS))
+    assert newest.promoted
+
+    evaluation, older = _register(trained, OLD, small_config(root, tracking, date=OLD, min_gain=ALWAYS))
+    assert evaluation.champion_version == newest.version and evaluation.champion_run_date == NEW
+    assert evaluation.champion is not None and evaluation.gain is not None  # compared ...
+    assert evaluation.promote is False  # ... but held, and says why
+    assert f"this run's date {OLD} is before champion v{newest.version}'s {NEW}" in evaluation.reason
+    assert not older.promoted and older.version != newest.version
+    assert older.aliases == {"champion": newest.version, "challenger": newest.version}
+    tags = registry.version_tags(tracking, MODEL, older.version)
+    assert tags["run_date"] == str(OLD) and tags["eval_range"] == "[2013-02-02, 2013-02-04)"
+
+
+def test_a_rerun_of_the_champions_own_date_may_replace_it(trained, root, tmp_path) -> None:
+    tracking = _tracking(tmp_path)
+    _, first = _register(trained, MID, small_config(root, tracking, date=MID, min_gain=ALWAYS))
+    validated = trained[MID][0]
+    from retrainer.stages.evaluate import evaluate_models
+    from retrainer.stages.export import export_model
+    from retrainer.stages.register import register_model
+    from retrainer.stages.train import train_model
+
+    cfg = small_config(root, tracking, date=MID, min_gain=ALWAYS, seed=7)  # another model for the same date
+    rerun = train_model(validated, cfg)  # beside the first one's checkpoints (another run key), not over them
+    assert rerun.run_key != trained[MID][1].run_key and rerun.checkpoint_dir != trained[MID][1].checkpoint_dir
+    evaluation = evaluate_models(validated, rerun, cfg)
+    assert evaluation.promote and "held" not in evaluation.reason
+    reg = register_model(validated, rerun, evaluation, export_model(validated, rerun, cfg), cfg)
+    assert reg.promoted and reg.version != first.version and reg.aliases["champion"] == reg.version
+
+
+class _Forbidden(http.server.BaseHTTPRequestHandler):
+    """An MLflow behind a proxy that refuses us: every call answers 403, as MLflow 3.17 does for an
+    unknown Host header."""
+
+    def _deny(self) -> None:
+        body = json.dumps({"error_code": "PERMISSION_DENIED", "message": "Invalid Host header"}).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _deny
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def forbidding_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Forbidden)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_an_unreadable_registry_is_an_error_never_no_champion(trained, root, forbidding_server, monkeypatch) -> None:
+    from retrainer.stages.evaluate import evaluate_models
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    validated, training, _ = trained[MID]
+    for uri in (forbidding_server, "http://127.0.0.1:9"):  # a 403, and nothing listening at all
+        cfg = small_config(root, uri, date=MID)
+        with pytest.raises(registry.RegistryUnavailable, match="could not read the champion alias"):
+            evaluate_models(validated, training, cfg)
+        with pytest.raises(registry.RegistryUnavailable):
+            registry.aliases(uri, MODEL)
+    assert registry.alias_version(f"sqlite:///{root / 'empty.db'}", MODEL, "champion") is None  # absent is absent
+
+
+def test_registry_outage_is_retried_by_airflow_not_failed_as_bad_data() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from retrainer_plugins.failures import no_retry_on_bad_data
+
+    with pytest.raises(registry.RegistryUnavailable), no_retry_on_bad_data():  # not AirflowFailException
+        raise registry.RegistryUnavailable("server down")
+    assert not issubclass(registry.RegistryUnavailable, AirflowFailException)
+
+
+def test_a_reused_version_gets_back_the_tags_a_crash_left_out(trained, root, tmp_path) -> None:
+    from retrainer.stages.register import register_model
+
+    tracking = _tracking(tmp_path)
+    cfg = small_config(root, tracking, date=MID, min_gain=ALWAYS)
+    evaluation, first = _register(trained, MID, cfg)
+    client = registry.configure(tracking)
+    for tag in ("run_date", "train_range", "new_auc"):
+        client.delete_model_version_tag(MODEL, first.version, tag)
+    validated, training, exported = trained[MID]
+    again = register_model(validated, training, evaluation, exported, cfg)
+    assert again.reused_existing_version and again.version == first.version
+    tags = registry.version_tags(tracking, MODEL, first.version)
+    assert tags["run_date"] == str(MID) and tags["train_range"] == "[2013-01-29, 2013-02-03)"
+    assert float(tags["new_auc"]) == pytest.approx(evaluation.new["auc"], abs=1e-6)
+
+
+def _register_process(cfg, log: Path) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "retrainer.runners.cli", "--log-level", "INFO", "register", *cfg.to_argv()]
+    with open(log, "w") as err:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=os.environ)
+
+
+def test_two_promotions_racing_from_two_processes_are_serialised(trained, root, tmp_path) -> None:
+    """Both runs were evaluated against the same champion; the lock makes the second one see the
+    first one's promotion and re-evaluate (or hold), so the newest-dated model ends up champion."""
+    from retrainer.stages.evaluate import evaluate_models
+
+    tracking = _tracking(tmp_path)
+    _, base = _register(trained, OLD, small_config(root, tracking, date=OLD, min_gain=ALWAYS))
+    cfgs = {day: small_config(root, tracking, date=day, min_gain=ALWAYS) for day in (MID, NEW)}
+    for day, cfg in cfgs.items():
+        validated, training, _ = trained[day]
+        evaluation = evaluate_models(validated, training, cfg)  # saved in the run's folder for the CLI
+        assert evaluation.promote and evaluation.champion_version == base.version
+
+    logs = {day: tmp_path / f"register-{day}.log" for day in cfgs}
+    with promotion.promotion_lock(str(root), MODEL):  # hold it so that both processes queue up on it
+        procs = {day: _register_process(cfg, logs[day]) for day, cfg in cfgs.items()}
+        deadline = time.monotonic() + 240
+        while not all("waiting for the promotion lock" in logs[d].read_text() for d in cfgs):
+            assert all(p.poll() is None for p in procs.values()), {d: logs[d].read_text()[-2000:] for d in cfgs}
+            assert time.monotonic() < deadline, "the register processes never reached the lock"
+            time.sleep(0.5)
+        assert registry.alias_version(tracking, MODEL, "champion") == base.version  # nobody moved it yet
+    for day, proc in procs.items():
+        assert proc.wait(timeout=300) == 0, logs[day].read_text()[-3000:]
+
+    results = {day: RunLayout.for_run(root, "flight_delay", day).load(RegistrationResult) for day in cfgs}
+    newest = results[NEW]
+    assert registry.alias_version(tracking, MODEL, "champion") == newest.version
+    moved = [day for day, r in results.items() if "champion moved from" in r.decision]
+    assert len(moved) == 1, {d: r.decision for d, r in results.items()}  # exactly one saw the other's move
+    second, first = moved[0], ({MID, NEW} - {moved[0]}).pop()
+    assert f"champion moved from v{base.version} to v{results[first].version}" in results[second].decision
+    if second == MID:  # the newer run won the lock: the older one re-evaluated and was held by date
+        assert not results[MID].promoted and "held: this run's date 2013-02-05 is before" in results[MID].decision
+    else:  # the older one promoted first; the newer one re-evaluated against it and replaced it
+        assert results[MID].promoted and results[NEW].promoted
+    reevaluated = RunLayout.for_run(root, "flight_delay", second).load(EvaluationResult)
+    assert reevaluated.champion_version == results[first].version  # the saved evaluation is the re-evaluation
