@@ -34,12 +34,15 @@ SECRETS := $(CURDIR)/.env
 WITH_SECRETS = set -a && . $(SECRETS) && set +a && export AIRFLOW__API_AUTH__JWT_SECRET="$$AIRFLOW_JWT_SECRET" \
 	AIRFLOW__CORE__FERNET_KEY="$$AIRFLOW_FERNET_KEY" &&
 
-.PHONY: help install secrets test-tools data airflow-db run test lint bench bench-train bench-spark mlflow-ui airflow airflow-ui clean
+.PHONY: help install secrets test-tools data airflow-db run test test-quick lint docs docs-serve bench bench-train bench-spark mlflow-ui airflow airflow-ui clean
 
 help:
 	@echo "make run  [DATE=2013-06-01] [CONF='{\"epochs\": 5}'] [WORKLOAD=arrival_delay_minutes]"
 	@echo "                                                  install, land data, run the DAG once, print a summary"
-	@echo "make test                                         install and run lint + the test suite"
+	@echo "make test                                         install, lint, every test tier (unit dags stages e2e server)"
+	@echo "make test-quick                                   lint + the unit and DAG-integrity tiers (seconds)"
+	@echo "make test-tools                                   once per machine, as root: Debian's chromium and docker-compose"
+	@echo "make docs | docs-serve                            the MkDocs site (docs/) built strictly into site/ | served on :8000"
 	@echo "make airflow                                      Airflow (api-server, scheduler, dag-processor, triggerer)"
 	@echo "                                                  and MLflow on 127.0.0.1 until Ctrl-C"
 	@echo "make mlflow-ui | bench | bench-train | bench-spark | clean"
@@ -62,7 +65,8 @@ $(SECRETS): | $(VENV)/.installed
 
 secrets: $(SECRETS)
 
-# Debian packages the tests use: chromium (browser test) and docker-compose (validates docker-compose.yaml).
+# Debian packages the server tier uses: chromium (browser test) and docker-compose (validates
+# docker-compose.yaml). A set-up step of its own (needs root and apt); .ci/run calls it before make test.
 test-tools:
 	@command -v chromium > /dev/null && command -v docker-compose > /dev/null || \
 	  (echo "installing chromium and docker-compose (Debian packages) for the tests ..."; \
@@ -93,8 +97,22 @@ run: install data airflow-db
 	if [ $$status -ne 0 ]; then echo; echo "DAG run FAILED (exit $$status); last lines of $$log:"; grep -E "ERROR|Error|failed" $$log | tail -15; fi; \
 	exit $$status
 
-test: install lint test-tools
-	$(BIN)/python -m pytest
+# Every tier; the durations of the slowest tests and the total go to test-artifacts/pytest.log, the figure
+# the docs quote (docs/testing.md).
+test: install lint
+	@command -v chromium > /dev/null && command -v docker-compose > /dev/null || \
+	  { echo "the server tier needs Debian's chromium and docker-compose: run 'make test-tools' once (as root)"; exit 2; }
+	@mkdir -p test-artifacts
+	set -o pipefail; $(BIN)/python -m pytest --durations=25 2>&1 | tee test-artifacts/pytest.log
+
+test-quick: install lint
+	$(BIN)/python -m pytest -m "unit or dags" tests/unit tests/dags
+
+docs: install
+	$(BIN)/mkdocs build --strict --site-dir $(CURDIR)/site
+
+docs-serve: install
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 lint: install
 	$(BIN)/ruff check .

@@ -5,8 +5,9 @@ Retrains the `arrival_delay_minutes` model (how many minutes late will a flight 
 regression, gated on RMSE) on the same landed NYC 2013 flights data and the same features as
 `flight_delay`, with the same stages:
 
-`wait_for_raw_partitions` -> `features` -> `validate` -> `train` -> `evaluate` (vs. this model's own
-MLflow `champion`) -> `export` -> `register` (registered model `arrival_delay_minutes`).
+`wait_for_raw_partitions` -> `check_raw` -> `features` -> `validate` -> `train` -> `evaluate` (vs. this
+model's own MLflow `champion`) -> `export` -> `register` (registered model `arrival_delay_minutes`) ->
+`publish_champion`.
 
 A run dated **D** trains on `[D - window_days, D - eval_days)` and evaluates on `[D - eval_days, D)`;
 outputs live under `runs/arrival_delay_minutes/date=D/`. The DAG's shape is in `retrain_dag_factory.py`.

@@ -4,10 +4,12 @@
 Retrains the `flight_delay` model (will a flight from NYC arrive more than 15 minutes late? binary
 classification, gated on AUC) on the NYC 2013 flights data every day:
 
-`wait_for_raw_partitions` -> `features` (Spark) -> `validate` (Great Expectations) ->
+`wait_for_raw_partitions` -> `check_raw` (the raw gate: Spark + Great Expectations on every landed
+file) -> `features` (Spark) -> `validate` (Great Expectations, drift against the champion) ->
 `train` (TensorFlow, tf.distribute) -> `evaluate` (vs. the MLflow `champion`) -> `export`
 (SavedModel, checked in a fresh process) -> `register` (MLflow version, `challenger` alias,
-`champion` only when the gate says promote).
+`champion` only when the gate says promote) -> `publish_champion` (the champion Asset event, only when
+the champion moved).
 
 A run dated **D** (its logical date) trains on `[D - window_days, D - eval_days)` and evaluates on
 `[D - eval_days, D)`. Outputs live under `runs/flight_delay/date=D/` and a rerun replaces them.

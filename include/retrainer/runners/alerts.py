@@ -64,7 +64,7 @@ def record(alert: Alert, data_root: str | Path) -> Path:
 
 
 def recorded(data_root: str | Path, event: str | None = None) -> list[dict[str, Any]]:
-    """Every alert kept under the data root, oldest file name first (``retrainer alerts`` and the tests)."""
+    """Every alert kept under the data root, oldest file name first (for the tests and for operators)."""
     folder = alerts_folder(data_root)
     found = [atomic.read_json(p) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
     return [a for a in found if event is None or a["event"] == event]

@@ -1,0 +1,1 @@
+"""The SavedModel as served: the MLflow pyfunc wrapper and the fresh-process check."""

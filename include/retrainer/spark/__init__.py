@@ -1,0 +1,1 @@
+"""Spark access: the session and header-checked reads of landed files."""
