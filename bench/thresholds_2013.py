@@ -22,6 +22,7 @@ from retrainer.core import atomic
 from retrainer.core.config import RunConfig
 from retrainer.core.feature_files import FeatureFiles
 from retrainer.core.layout import raw_gate_record
+from retrainer.data import raw_gate_suite
 from retrainer.stages import check_raw
 from retrainer.stages.features import build_features
 from retrainer.workloads import get_workload
@@ -68,7 +69,7 @@ def main() -> int:
         records[source.name] = {
             d.isoformat(): atomic.read_json(raw_gate_record(work, source.name, d, workload.raw.name)) for d in days
         }
-        suite = check_raw.day_suite(source, records[source.name], workload.raw)
+        suite = raw_gate_suite.day_suite(source, records[source.name], workload.raw)
         lines += _bounds_table(suite.frame, suite.specs, dict(suite.labels))
 
     import pandas as pd
@@ -87,7 +88,7 @@ def main() -> int:
     means = {d: r["mean"]["temp"] for d, r in weather.items()}
     caught = 0
     for d, mean in means.items():
-        ref = check_raw.neighbour_median(means, d, workload.raw.neighbour_days)
+        ref = raw_gate_suite.neighbour_median(means, d, workload.raw.neighbour_days)
         caught += ref is not None and abs((mean - 32) * 5 / 9 - ref) > limit
     lines += [
         "",

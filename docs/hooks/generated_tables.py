@@ -1,7 +1,8 @@
 """MkDocs hook: tables generated from the code, so the docs cannot drift from it.
 
-``<!-- generated: parameters Tuning -->`` (or ``Engines``, ``RunIdentity``) becomes the table of that
-parameter group, read from the parameter spec in :mod:`retrainer.core.config`; ``<!-- generated: layers -->``
+``<!-- generated: parameters Tuning -->`` (or ``Engines``, ``RunIdentity``, ``Deployment``) becomes the
+table of that group, read from its declarations in :mod:`retrainer.core.config` or
+:mod:`retrainer.core.deployment`; ``<!-- generated: layers -->``
 becomes the package's rooms from the import-layer rule the tests enforce.
 """
 
@@ -36,15 +37,16 @@ def _bounds(spec: Any) -> str:
 
 
 def parameter_table(group_name: str) -> str:
-    from retrainer.core import config, params
+    from retrainer.core import config, deployment, params
 
-    group = getattr(config, group_name)
+    group = getattr(config, group_name, None) or getattr(deployment, group_name)
     rows = ["| parameter | CLI flag | environment | default | bounds | changes the model | what it does |",
             "|---|---|---|---|---|---|---|"]  # fmt: skip
     for p in params.parameters(group):
         default = "(from the environment)" if p.spec.env and p.default is None else p.default
         rows.append(
-            f"| `{p.name}` | `{p.flag}` | {f'`{p.spec.env}`' if p.spec.env else '–'} | "
+            f"| `{p.name}` | {'–' if group is deployment.Deployment else f'`{p.flag}`'} | "
+            f"{f'`{p.spec.env}`' if p.spec.env else '–'} | "
             f"{_cell('–' if default is None else f'`{default}`')} | {_cell(_bounds(p.spec))} | "
             f"{'yes' if p.spec.changes_model else 'no'} | {_cell(p.spec.help)} |"
         )

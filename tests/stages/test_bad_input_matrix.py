@@ -303,7 +303,7 @@ def test_critical_drift_fails_the_run_and_a_warning_does_not(baseline: tuple[Pat
 def test_a_record_is_reused_only_while_the_source_declaration_is_the_same() -> None:
     import dataclasses
 
-    from retrainer.stages.check_raw import _source_fingerprint
+    from retrainer.data.raw_scan import source_fingerprint as _source_fingerprint
     from retrainer.workloads._nyc_flights import WEATHER
 
     base = _source_fingerprint(WEATHER)

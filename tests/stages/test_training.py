@@ -17,6 +17,7 @@ from retrainer.core.fingerprint import parquet_parts
 from retrainer.core.layout import RunLayout
 from retrainer.core.results import TrainingResult, ValidationResult
 from retrainer.training.strategy import is_chief_from_env, tf_config
+from retrainer.training.train_spec import TrainOutcome, TrainSpec
 from retrainer.workloads.flight_delay import CONTRACT, WORKLOAD
 from support import ROOT, small_config
 
@@ -30,8 +31,8 @@ def stats(validated: ValidationResult) -> dict:
     return read_json(validated.files.stats)
 
 
-def _epochs(out: dict, member: str, phase: str | None = None) -> list[int]:
-    return [h["epoch"] for h in out["history"] if h["member"] == member and phase in (None, h["phase"])]
+def _epochs(out: TrainOutcome, member: str, phase: str | None = None) -> list[int]:
+    return [h["epoch"] for h in out.history if h["member"] == member and phase in (None, h["phase"])]
 
 
 def _train(
@@ -43,24 +44,26 @@ def _train(
     learning_rate=0.003,
     spec=ONE,
     **extra,
-) -> dict:
+) -> TrainOutcome:
     from retrainer.training.loop import train
 
     return train(
-        train_uri=str(validated.files.train),
-        stats=stats,
-        contract=CONTRACT,
-        objective=WORKLOAD.objective,
-        checkpoint_dir=str(ckpt),
-        run_key=run_key,
-        epochs=epochs,
-        batch_size=256,
-        learning_rate=learning_rate,
-        hidden_units=8,
-        seed=1,
-        strategy_name="default",
-        spec=spec,
-        **extra,
+        TrainSpec(
+            train_uri=str(validated.files.train),
+            stats=stats,
+            contract=CONTRACT,
+            objective=WORKLOAD.objective,
+            checkpoint_dir=str(ckpt),
+            run_key=run_key,
+            epochs=epochs,
+            batch_size=256,
+            learning_rate=learning_rate,
+            hidden_units=8,
+            seed=1,
+            strategy_name="default",
+            model=spec,
+            **extra,
+        )
     )
 
 
@@ -135,15 +138,15 @@ def test_training_logs_each_epoch_and_checkpoints(
 ) -> None:
     caplog.set_level(logging.INFO, logger="retrainer.training.loop")
     out = _train(validated, stats, tmp_path / "ckpt", "key-a", epochs=2, spec=ENSEMBLE)
-    assert [h["member"] for h in out["history"]] == [n for n in NAMES for _ in (1, 2)]  # one member after the other
-    assert all(_epochs(out, name) == [1, 2] for name in NAMES) and out["member_epochs"] == dict.fromkeys(NAMES, 2)
-    assert out["history"][1]["loss"] < out["history"][0]["loss"] * 1.5
+    assert [h["member"] for h in out.history] == [n for n in NAMES for _ in (1, 2)]  # one member after the other
+    assert all(_epochs(out, name) == [1, 2] for name in NAMES) and out.member_epochs == dict.fromkeys(NAMES, 2)
+    assert out.history[1]["loss"] < out.history[0]["loss"] * 1.5
     assert [r.message.split(" loss")[0] for r in caplog.records if " epoch " in r.message] == [
         f"{name} final epoch {e}/2" for name in NAMES for e in (1, 2)
     ]
     warm = [m for m in ENSEMBLE.members if m.warm_start_epochs]
     assert warm and sum("warm start, the wide part alone" in r.message for r in caplog.records) == len(warm)
-    assert out["checkpoint"] == str(tmp_path / "ckpt" / "ensemble" / "ckpt-1")
+    assert out.checkpoint == str(tmp_path / "ckpt" / "ensemble" / "ckpt-1")
     for name in NAMES:
         assert (tmp_path / "ckpt" / name / "final" / "ckpt-2.index").exists()
         events = list((tmp_path / "ckpt" / "tensorboard" / name / "final").glob("events.out.tfevents.*"))
@@ -163,7 +166,7 @@ def test_the_ensemble_checkpoint_holds_each_members_final_weights(
     out = _train(validated, stats, tmp_path / "ckpt", "key-ens", epochs=1, spec=ENSEMBLE)
     batch = arrow_to_inputs(next(iter_record_batches(parquet_parts(validated.files.eval), CONTRACT)), CONTRACT)
     model = build_model(CONTRACT, WORKLOAD.objective, stats, hidden_units=8)
-    tf.train.Checkpoint(model=model.network).restore(out["checkpoint"]).assert_existing_objects_matched()
+    tf.train.Checkpoint(model=model.network).restore(out.checkpoint).assert_existing_objects_matched()
     members = []
     for name in NAMES:
         alone = build_model(CONTRACT, WORKLOAD.objective, stats, hidden_units=8)
@@ -180,18 +183,18 @@ def test_a_retry_resumes_from_the_last_checkpoint(validated: ValidationResult, s
     ckpt = tmp_path / "ckpt"
     first = _train(validated, stats, ckpt, "key-b", epochs=1)  # as if the task died after epoch 1 of 3
     resumed = _train(validated, stats, ckpt, "key-b", epochs=3)
-    assert first["resumed_from_epoch"] == 0
-    assert resumed["resumed_from_epoch"] == 1
-    assert _epochs(resumed, "joint") == [2, 3] and resumed["epochs_trained"] == 3
+    assert first.resumed_from_epoch == 0
+    assert resumed.resumed_from_epoch == 1
+    assert _epochs(resumed, "joint") == [2, 3] and resumed.epochs_trained == 3
     finished = _train(validated, stats, ckpt, "key-b", epochs=3)  # a retry after success trains nothing
-    assert finished["resumed_from_epoch"] == 3 and finished["history"] == []
+    assert finished.resumed_from_epoch == 3 and finished.history == []
 
 
 def test_checkpoints_of_another_run_are_not_resumed(validated: ValidationResult, stats: dict, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     _train(validated, stats, ckpt, "key-c", epochs=1)
     other = _train(validated, stats, ckpt, "key-d", epochs=1)
-    assert other["resumed_from_epoch"] == 0 and len(other["history"]) == 1
+    assert other.resumed_from_epoch == 0 and len(other.history) == 1
     assert read_json(ckpt / "run_key.json") == {"run_key": "key-d"}
 
 
@@ -205,17 +208,17 @@ def test_early_stopping_picks_the_epochs_and_the_final_model_also_learns_from_th
     out = _train(validated, stats, tmp_path / "ckpt", "key-es", epochs=6, fit_days=fit, validation_days=held_out,
                  patience=1, learning_rate=0.05, spec=ENSEMBLE)  # fmt: skip
     for name in NAMES:  # each member early-stops on its own validation score
-        scores = [h["val_auc"] for h in out["history"] if h["member"] == name and h["phase"] == "select"]
+        scores = [h["val_auc"] for h in out.history if h["member"] == name and h["phase"] == "select"]
         best = 1 + scores.index(max(scores))
-        assert out["best_validation"][f"{name}_val_auc"] == pytest.approx(max(scores))
+        assert out.best_validation[f"{name}_val_auc"] == pytest.approx(max(scores))
         # stopped one epoch after the best (patience 1) unless the last epoch was the best
         assert len(scores) == min(6, best + 1)
-        assert _epochs(out, name, "final") == list(range(1, best + 1)) and out["member_epochs"][name] == best
+        assert _epochs(out, name, "final") == list(range(1, best + 1)) and out.member_epochs[name] == best
         assert (tmp_path / "ckpt" / name / "final" / f"ckpt-{best}.index").exists()
-    assert out["best_epoch"] == max(out["member_epochs"].values())
+    assert out.best_epoch == max(out.member_epochs.values())
     whole = count_rows(files, CONTRACT, ("2013-01-29", "2013-02-03"))
-    assert out["fit_rows"] == whole == validated.features.rows["train"] > count_rows(files, CONTRACT, fit)
-    assert out["epochs_trained"] == len(out["history"])
+    assert out.fit_rows == whole == validated.features.rows["train"] > count_rows(files, CONTRACT, fit)
+    assert out.epochs_trained == len(out.history)
 
 
 def test_a_diverged_epoch_fails_before_anything_is_saved(
@@ -295,14 +298,14 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from retrainer.core.atomic import read_json
 from retrainer.core.results import ValidationResult
-from retrainer.training.loop import train
+from retrainer.training.loop import TrainSpec, train
 from retrainer.workloads.flight_delay import WORKLOAD
 v = ValidationResult.from_dict(json.loads(sys.argv[1]))
-out = train(train_uri=str(v.files.train), stats=read_json(v.files.stats), contract=WORKLOAD.contract,
+out = train(TrainSpec(train_uri=str(v.files.train), stats=read_json(v.files.stats), contract=WORKLOAD.contract,
             objective=WORKLOAD.objective, checkpoint_dir=sys.argv[2], run_key="mirrored", epochs=1, batch_size=128,
             learning_rate=0.003, hidden_units=8, seed=1, strategy_name="mirrored",
-            spec=WORKLOAD.model.select("joint"))
-print(json.dumps(out))
+            model=WORKLOAD.model.select("joint")))
+print(json.dumps(out.to_dict()))
 """
 
 
@@ -360,7 +363,7 @@ def test_the_tpu_input_path_preprocesses_on_the_host_and_trains_the_same_network
     predictions = []
     for out in (inside, on_host):
         model = build_model(CONTRACT, WORKLOAD.objective, stats, hidden_units=8, spec=ONE)
-        tf.train.Checkpoint(model=model.network).restore(out["checkpoint"]).assert_existing_objects_matched()
+        tf.train.Checkpoint(model=model.network).restore(out.checkpoint).assert_existing_objects_matched()
         predictions.append(model(arrow_to_inputs(batch, CONTRACT)).numpy())
     assert predictions[0].shape == (batch.num_rows, 1) and np.isfinite(predictions[1]).all()
     np.testing.assert_allclose(predictions[1], predictions[0], atol=1e-4)
@@ -372,7 +375,7 @@ def test_mixed_precision_and_xla_switches_train(validated: ValidationResult, sta
 
     try:
         out = _train(validated, stats, tmp_path / "ckpt", "key-mixed", epochs=1, precision="mixed_float16", xla="on")
-        assert out["dtype_policy"] == "mixed_float16" and np.isfinite(out["history"][0]["loss"])
+        assert out.dtype_policy == "mixed_float16" and np.isfinite(out.history[0]["loss"])
         from retrainer.training.model import build_model
 
         model = build_model(CONTRACT, WORKLOAD.objective, stats, hidden_units=8)

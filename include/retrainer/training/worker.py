@@ -27,7 +27,13 @@ log = logging.getLogger(__name__)
 # digest is part of the run key, so after an upgrade that changes any of it a retry starts over instead of
 # restoring weights into a different graph. No version number to remember to bump.
 # Named by module, not by path, so that a file moving inside the package is found where it now lives.
-CHECKPOINT_CODE = ("retrainer.training.model", "retrainer.training.loop", "retrainer.spec.objectives")
+CHECKPOINT_CODE = (
+    "retrainer.training.model",
+    "retrainer.training.member",
+    "retrainer.training.phase",
+    "retrainer.training.loop",
+    "retrainer.spec.objectives",
+)
 
 
 def checkpoint_code_files() -> dict[str, Path]:
@@ -72,6 +78,7 @@ def run(cfg: RunConfig, save: bool = True) -> TrainingResult:
     """Train (or resume) this run's model; the chief saves the result as the run's ``training.json`` unless
     ``save`` is false (a measurement beside the run, such as ``bench/model_seeds.py``)."""
     from retrainer.training.loop import train
+    from retrainer.training.train_spec import TrainSpec
 
     workload = get_workload(cfg.run.workload)
     layout = RunLayout.of(cfg)
@@ -79,53 +86,55 @@ def run(cfg: RunConfig, save: bool = True) -> TrainingResult:
     stats = atomic.read_json(validated.files.stats)
     key = run_key(validated, stats, cfg)
     t = cfg.tuning
-    summary = train(
-        train_uri=str(validated.files.train),
-        stats=stats,
-        contract=workload.contract,
-        objective=workload.objective,
-        checkpoint_dir=str(layout.checkpoints_of(key)),
-        run_key=key,
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        learning_rate=t.learning_rate,
-        hidden_units=t.hidden_units,
-        dropout=t.dropout,
-        seed=t.seed,
-        strategy_name=cfg.engines.strategy,
-        precision=cfg.engines.precision,
-        xla=cfg.engines.xla,
-        fit_days=cfg.window.fit_range,
-        validation_days=cfg.window.validation_range,
-        patience=t.patience,
-        spec=model_spec(cfg),
+    outcome = train(
+        TrainSpec(
+            train_uri=str(validated.files.train),
+            stats=stats,
+            contract=workload.contract,
+            objective=workload.objective,
+            checkpoint_dir=str(layout.checkpoints_of(key)),
+            run_key=key,
+            epochs=t.epochs,
+            batch_size=t.batch_size,
+            learning_rate=t.learning_rate,
+            hidden_units=t.hidden_units,
+            dropout=t.dropout,
+            seed=t.seed,
+            strategy_name=cfg.engines.strategy,
+            precision=cfg.engines.precision,
+            xla=cfg.engines.xla,
+            fit_days=cfg.window.fit_range,
+            validation_days=cfg.window.validation_range,
+            patience=t.patience,
+            model=model_spec(cfg),
+        )
     )
     result = TrainingResult(
         run_key=key,
         checkpoint_dir=str(layout.checkpoints_of(key)),
-        checkpoint=summary["checkpoint"],
+        checkpoint=outcome.checkpoint,
         hyperparameters=t.model_defining(),
-        strategy=summary["strategy"],
-        replicas=summary["replicas"],
+        strategy=outcome.strategy,
+        replicas=outcome.replicas,
         launcher=cfg.engines.launcher,
         num_workers=cfg.engines.num_workers,
-        global_batch_size=summary["global_batch_size"],
-        steps_per_epoch=summary["steps_per_epoch"],
-        resumed_from_epoch=summary["resumed_from_epoch"],
+        global_batch_size=outcome.global_batch_size,
+        steps_per_epoch=outcome.steps_per_epoch,
+        resumed_from_epoch=outcome.resumed_from_epoch,
         train_metric=f"train_{workload.objective.train_metric_name}",
-        history=summary["history"],
-        fit_rows=summary["fit_rows"],
+        history=outcome.history,
+        fit_rows=outcome.fit_rows,
         fit_range=cfg.window.fit_range,
         validation_range=cfg.window.validation_range,
-        epochs_trained=summary["epochs_trained"],
-        best_epoch=summary["best_epoch"],
-        member_epochs=summary["member_epochs"],
-        best_validation=summary["best_validation"],
-        tensorboard_dir=summary["tensorboard_dir"],
+        epochs_trained=outcome.epochs_trained,
+        best_epoch=outcome.best_epoch,
+        member_epochs=outcome.member_epochs,
+        best_validation=outcome.best_validation,
+        tensorboard_dir=outcome.tensorboard_dir,
     )
-    if summary["chief"] and save:
+    if outcome.chief and save:
         layout.save(result)
-    log.info("worker done (chief: %s): %s x%d", summary["chief"], result.strategy, result.replicas)
+    log.info("worker done (chief: %s): %s x%d", outcome.chief, result.strategy, result.replicas)
     return result
 
 
