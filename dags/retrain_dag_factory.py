@@ -9,13 +9,13 @@ Heavy libraries are imported inside the tasks only.
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Any
 
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
+from retrainer.core.deployment import deployment
 from retrainer.registry.promotion import POOL as PROMOTION_POOL
 from retrainer_plugins.failures import no_retry_on_bad_data
 from retrainer_plugins.notifiers import notifiers
@@ -32,7 +32,7 @@ DEFAULT_ARGS = {
     "execution_timeout": timedelta(hours=1),
 }
 START_DATE = pendulum.datetime(2013, 1, 29, tz="UTC")
-TRAINING_QUEUE = os.environ.get("RETRAINER_TRAINING_QUEUE", "default")
+TRAINING_QUEUE = deployment().training_queue  # parse time: the queue is part of the DAG
 
 
 def default_args() -> dict[str, Any]:

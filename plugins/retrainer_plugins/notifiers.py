@@ -11,10 +11,11 @@ Extra channels come from ``RETRAINER_ALERT_CHANNELS`` (comma-separated), read wh
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from airflow.sdk import BaseNotifier
+
+from retrainer.core.deployment import deployment
 
 SUBJECTS = {
     "task_failed": "[retrainer] {{ dag.dag_id }} {{ ti.task_id }} failed for {{ ds }} (run {{ run_id }})",
@@ -52,14 +53,15 @@ class UnknownChannel(ValueError):
 def _smtp(event: str) -> BaseNotifier:
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-    to = os.environ.get("RETRAINER_ALERT_EMAIL")
+    settings = deployment()
+    to = settings.alert_email
     if not to:
         raise UnknownChannel("alert channel 'smtp' needs RETRAINER_ALERT_EMAIL (comma-separated addresses)")
     return SmtpNotifier(
         to=[a.strip() for a in to.split(",") if a.strip()],
         subject=SUBJECTS[event],
         html_content="<pre>" + BODIES[event] + "</pre>",
-        smtp_conn_id=os.environ.get("RETRAINER_SMTP_CONN_ID", "smtp_default"),
+        smtp_conn_id=settings.smtp_conn_id,
     )
 
 
@@ -68,9 +70,10 @@ def _slack(event: str) -> BaseNotifier:
         from airflow.providers.slack.notifications.slack import SlackNotifier
     except ImportError as exc:
         raise UnknownChannel("alert channel 'slack' needs apache-airflow-providers-slack installed") from exc
+    settings = deployment()
     return SlackNotifier(
-        slack_conn_id=os.environ.get("RETRAINER_SLACK_CONN_ID", "slack_api_default"),
-        channel=os.environ.get("RETRAINER_SLACK_CHANNEL", "#ml-alerts"),
+        slack_conn_id=settings.slack_conn_id,
+        channel=settings.slack_channel,
         text=SUBJECTS[event] + "\n" + BODIES[event],
     )
 
@@ -81,7 +84,7 @@ CHANNELS = {"smtp": _smtp, "slack": _slack}
 def notifiers(event: str) -> list[BaseNotifier]:
     """The callbacks for one event: the file notifier, then every configured channel."""
     out: list[BaseNotifier] = [RetrainerNotifier(event)]
-    for name in filter(None, (c.strip() for c in os.environ.get("RETRAINER_ALERT_CHANNELS", "").split(","))):
+    for name in filter(None, (c.strip() for c in deployment().alert_channels.split(","))):
         if name not in CHANNELS:
             raise UnknownChannel(f"RETRAINER_ALERT_CHANNELS names {name!r}; known: {sorted(CHANNELS)}")
         out.append(CHANNELS[name](event))

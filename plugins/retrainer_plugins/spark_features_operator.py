@@ -18,13 +18,11 @@ class SparkFeaturesOperator(SparkSubmitOperator):
     ui_color = "#e25a1c"  # Spark orange
 
     def __init__(self, *, workload: str, gate: Any, conn_id: str | None = None, **kwargs: Any) -> None:
-        import os
+        from retrainer.core.deployment import deployment
 
-        from retrainer.data.features_submission import DRIVER_MEMORY_ENV
-        from retrainer.data.features_submission import conn_id as default_conn_id
-
-        kwargs.setdefault("driver_memory", os.environ.get(DRIVER_MEMORY_ENV, "2g"))
-        super().__init__(conn_id=conn_id or default_conn_id(), **kwargs)
+        settings = deployment()
+        kwargs.setdefault("driver_memory", settings.spark_driver_memory)
+        super().__init__(conn_id=conn_id or settings.spark_conn_id, **kwargs)
         self.workload = workload
         self.gate = gate
 

@@ -11,13 +11,10 @@ imports no TensorFlow: the DAG file stays cheap.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-
-QUEUE_ENV = "RETRAINER_TRAINING_QUEUE"  # the same setting the project's DAG sends its train task to
 
 
 class TensorFlowTrainOperator(BaseOperator):
@@ -37,12 +34,14 @@ class TensorFlowTrainOperator(BaseOperator):
         gpus_per_worker: int | None = None,
         **kwargs: Any,
     ) -> None:
+        from retrainer.core.config import engine_setting
+        from retrainer.core.deployment import deployment
         from retrainer.training.launchers import GPU_POOL
 
-        gpu = (accelerator or os.environ.get("RETRAINER_ACCELERATOR", "cpu")) == "gpu"
-        if gpu:  # the DAG author's pool or queue still wins
+        gpu = (accelerator or engine_setting("accelerator")) == "gpu"
+        if gpu:  # the DAG author's pool or queue still wins; the queue is the one the project's DAG uses
             kwargs.setdefault("pool", GPU_POOL)
-            kwargs.setdefault("queue", os.environ.get(QUEUE_ENV) or "default")
+            kwargs.setdefault("queue", deployment().training_queue)
         super().__init__(**kwargs)
         self.workload = workload
         self.validated = validated

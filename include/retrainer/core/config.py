@@ -30,8 +30,13 @@ def project_home() -> Path:
     return Path(os.environ.get("RETRAINER_HOME") or os.getcwd()).resolve()
 
 
+def data_root_from_env() -> str | None:
+    """RETRAINER_DATA_ROOT if set: the one place it is read (the engines group's default uses it too)."""
+    return os.environ.get("RETRAINER_DATA_ROOT") or None
+
+
 def default_data_root() -> str:
-    return os.environ.get("RETRAINER_DATA_ROOT") or str(project_home() / "data")
+    return data_root_from_env() or str(project_home() / "data")
 
 
 def default_tracking_uri() -> str:
@@ -247,6 +252,15 @@ class RunConfig:
     @property
     def window(self) -> RunWindow:
         return RunWindow(self.run.date, self.tuning.window_days, self.tuning.eval_days, self.tuning.validation_days)
+
+
+def engine_setting(name: str) -> Any:
+    """One engines parameter as the environment sets it (else its default), without the checks between
+    fields: what an operator may read when a DAG file is parsed, before a run's other values are known."""
+    field = next(f for f in dataclasses.fields(Engines) if f.name == name)
+    spec = next(p for p in params.parameters(Engines) if p.name == name)
+    value = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    return spec.convert(value)
 
 
 ALL_GROUPS = (RunIdentity, Tuning, Engines)

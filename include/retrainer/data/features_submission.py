@@ -18,19 +18,17 @@ from typing import Any
 
 from retrainer.core import atomic
 from retrainer.core.config import RunConfig
+from retrainer.core.deployment import deployment
 from retrainer.core.errors import BadData
 from retrainer.core.layout import RunLayout
 from retrainer.core.results import FeaturesResult
 
-CONN_ID_ENV = "RETRAINER_SPARK_CONN_ID"
-DRIVER_MEMORY_ENV = "RETRAINER_SPARK_DRIVER_MEMORY"
-DEFAULT_CONN_ID = "retrainer_spark"
 JOB_MODULE = "retrainer.runners.spark_features_job"
 ERROR_FILE = "features.error.json"
 
 
 def conn_id() -> str:
-    return os.environ.get(CONN_ID_ENV, DEFAULT_CONN_ID)
+    return deployment().spark_conn_id
 
 
 def application() -> str:
@@ -45,15 +43,16 @@ def application() -> str:
 def submit_settings(cfg: RunConfig) -> dict[str, Any]:
     """The spark-submit arguments of one run's features job (SparkSubmitHook/Operator keywords)."""
     python = os.environ.get("PYSPARK_PYTHON", sys.executable)
+    settings = deployment()
     return {
         "name": f"retrainer-features-{cfg.run.workload}-{cfg.run.date.isoformat()}",
         "application_args": cfg.to_argv(),
         "conf": {
             "spark.pyspark.python": python,
             "spark.pyspark.driver.python": os.environ.get("PYSPARK_DRIVER_PYTHON", sys.executable),
-            "spark.ui.enabled": os.environ.get("RETRAINER_SPARK_UI", "false"),
+            "spark.ui.enabled": settings.spark_ui,
             "spark.ui.showConsoleProgress": "false",
-            "spark.log.level": os.environ.get("RETRAINER_SPARK_LOG_LEVEL", "WARN"),
+            "spark.log.level": settings.spark_log_level,
         },
         # Only what the job's Python needs beyond the config in its arguments.
         "env_vars": {
@@ -62,7 +61,7 @@ def submit_settings(cfg: RunConfig) -> dict[str, Any]:
             # spark-submit is looked up on this PATH: the one installed with pyspark first
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         },
-        "driver_memory": os.environ.get(DRIVER_MEMORY_ENV, "2g"),
+        "driver_memory": settings.spark_driver_memory,
     }
 
 

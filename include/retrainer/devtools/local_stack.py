@@ -23,6 +23,8 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+from retrainer.core.config import data_root_from_env, project_home
+from retrainer.core.deployment import deployment
 from retrainer.registry.promotion import POOL as PROMOTION_POOL
 from retrainer.training.launchers import GPU_POOL, dies_with_parent
 
@@ -188,7 +190,7 @@ class Stack:
         self.passwords_file.chmod(0o600)
         self.airflow("db", "migrate")
         self.airflow("pools", "set", PROMOTION_POOL, "1", "one champion move at a time (retrainer register)")
-        gpu_slots = os.environ.get("RETRAINER_GPU_POOL_SLOTS", "1")
+        gpu_slots = str(deployment().gpu_pool_slots)
         self.airflow("pools", "set", GPU_POOL, gpu_slots, "training runs on GPUs at once (TensorFlowTrainOperator)")
 
     def airflow(self, *args: str, timeout: float = 300) -> str:
@@ -257,7 +259,7 @@ def embedded(project: Path) -> Stack:
     return Stack(
         project=project,
         airflow_home=home,
-        data_root=Path(os.environ.get("RETRAINER_DATA_ROOT") or project / "data"),
+        data_root=Path(data_root_from_env() or project / "data"),
         airflow_db=f"sqlite:///{home / 'airflow.db'}",
         mlflow_backend=tracking,
         mlflow_artifacts=project / ".mlflow" / "artifacts",
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         help="secrets: write .env once; prepare: migrate Airflow's database, create the pool; up: run until Ctrl-C",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    project = Path(os.environ.get("RETRAINER_HOME") or Path.cwd()).resolve()
+    project = project_home()
     if args.command == "secrets":
         ensure_secrets(project / ".env")
         print(f"secrets in {project / '.env'} (mode 0600, git-ignored)")

@@ -11,12 +11,12 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from retrainer.core.config import RunConfig, add_config_arguments, config_from_namespace, default_data_root
+from retrainer.core.deployment import deployment
 from retrainer.core.layout import RunLayout
 from retrainer.core.params import date_arg
 from retrainer.core.results import (
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Scheduled TensorFlow retraining: land, check-raw, features, validate, train, evaluate, export,"
         " register.",
     )
-    parser.add_argument("--log-level", default=os.environ.get("RETRAINER_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=deployment().log_level, help="log level (env RETRAINER_LOG_LEVEL)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Callable[[argparse.Namespace], Any], help_text: str) -> argparse.ArgumentParser:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from retrainer.core.deployment import deployment
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -22,6 +24,7 @@ def get_spark(master: str, app_name: str = "retrainer") -> SparkSession:
     if active is not None:
         return active
     builder = SparkSession.builder
+    settings = deployment()
     # Under spark-submit the JVM is already up (PYSPARK_GATEWAY_PORT is set) with the submitted
     # master and name; setting them here would override them.
     if not os.environ.get("PYSPARK_GATEWAY_PORT"):
@@ -30,8 +33,8 @@ def get_spark(master: str, app_name: str = "retrainer") -> SparkSession:
         builder.config("spark.ui.showConsoleProgress", "false")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", os.environ.get("RETRAINER_SHUFFLE_PARTITIONS", "8"))
+        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
-        .config("spark.driver.memory", os.environ.get("RETRAINER_SPARK_DRIVER_MEMORY", "2g"))
+        .config("spark.driver.memory", settings.spark_driver_memory)
         .getOrCreate()
     )

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from retrainer.core.config import RunConfig
+from retrainer.core.deployment import deployment
 from retrainer.core.layout import RunLayout
 from retrainer.training.strategy import tf_config
 
@@ -224,19 +225,20 @@ class KubernetesPods:
     def placement(cfg: RunConfig) -> Any:
         from retrainer.training.kubernetes_jobs import PodPlacement
 
-        image = os.environ.get("RETRAINER_K8S_IMAGE")
+        settings = deployment()
+        image = settings.k8s_image
         if not image:
             raise ValueError("launcher kubernetes needs RETRAINER_K8S_IMAGE (the project image, see docker/)")
         e = cfg.engines
         return PodPlacement(
             image=image,
-            namespace=os.environ.get("RETRAINER_K8S_NAMESPACE", "default"),
+            namespace=settings.k8s_namespace,
             accelerator=e.accelerator,
             gpus_per_worker=e.gpus_per_worker,
-            tpu_accelerator=os.environ.get("RETRAINER_TPU_ACCELERATOR", "tpu-v5-lite-podslice"),
-            tpu_topology=os.environ.get("RETRAINER_TPU_TOPOLOGY", "2x2"),
-            data_pvc=os.environ.get("RETRAINER_K8S_DATA_PVC"),
-            service_account=os.environ.get("RETRAINER_K8S_SERVICE_ACCOUNT"),
+            tpu_accelerator=settings.tpu_accelerator,
+            tpu_topology=settings.tpu_topology,
+            data_pvc=settings.k8s_data_pvc or None,
+            service_account=settings.k8s_service_account or None,
         )
 
     @staticmethod
@@ -259,7 +261,7 @@ class KubernetesPods:
         name = job_name(cfg.run.workload, str(cfg.run.date), current_run_key(cfg))
         service, job = self.manifests(entrypoint, cfg, name)
         namespace = service["metadata"]["namespace"]
-        hook = KubernetesHook(conn_id=os.environ.get("RETRAINER_K8S_CONN_ID", "kubernetes_default"))
+        hook = KubernetesHook(conn_id=deployment().k8s_conn_id)
         try:
             existing = hook.batch_v1_client.read_namespaced_job(name=name, namespace=namespace)
         except ApiException as exc:

@@ -1,0 +1,87 @@
+"""Deployment settings: where a team's Airflow, Spark, Kubernetes and alert channels are.
+
+Unlike run parameters (:mod:`retrainer.core.config`) these are not chosen per run and never appear in
+the trigger form or a worker's argv: each comes from one environment variable, declared here once with
+its default and help, and read through :func:`deployment` (the docs' tables are generated from these
+declarations). Some are read when a DAG file is parsed (the training queue), the rest when a task runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from retrainer.core import params
+from retrainer.core.params import param
+
+
+class DeploymentError(ValueError):
+    """A deployment setting has a value it cannot take; the message names the variable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    training_queue: str = param(
+        "default", env="RETRAINER_TRAINING_QUEUE",
+        help="Celery queue of the train task and of the training operator's GPU work (read when the DAG is "
+        "parsed; compose: training, where the GPU worker listens)",
+    )  # fmt: skip
+    gpu_pool_slots: int = param(
+        1, minimum=1, maximum=1024, env="RETRAINER_GPU_POOL_SLOTS",
+        help="size of the gpu pool that make airflow-db and the local stack create",
+    )  # fmt: skip
+    spark_conn_id: str = param(
+        "retrainer_spark", env="RETRAINER_SPARK_CONN_ID",
+        help="the Airflow connection whose master the features job is submitted to",
+    )  # fmt: skip
+    spark_driver_memory: str = param(
+        "2g", env="RETRAINER_SPARK_DRIVER_MEMORY", help="--driver-memory of the features job and of local sessions"
+    )
+    spark_log_level: str = param("WARN", env="RETRAINER_SPARK_LOG_LEVEL", help="Spark's own log level in the job")
+    spark_ui: str = param(
+        "false", choices=("false", "true"), env="RETRAINER_SPARK_UI", help="the Spark UI of the features job"
+    )
+    shuffle_partitions: int = param(
+        8, minimum=1, maximum=100000, env="RETRAINER_SHUFFLE_PARTITIONS",
+        help="spark.sql.shuffle.partitions of local Spark sessions",
+    )  # fmt: skip
+    k8s_image: str = param(
+        "", env="RETRAINER_K8S_IMAGE", help="the kubernetes launcher's worker image (the project image; required)"
+    )
+    k8s_namespace: str = param("default", env="RETRAINER_K8S_NAMESPACE", help="namespace of the training pods")
+    k8s_data_pvc: str = param(
+        "", env="RETRAINER_K8S_DATA_PVC", help="claim holding the data root, mounted at the same path in every pod"
+    )
+    k8s_service_account: str = param("", env="RETRAINER_K8S_SERVICE_ACCOUNT", help="service account of the pods")
+    k8s_conn_id: str = param(
+        "kubernetes_default", env="RETRAINER_K8S_CONN_ID", help="the Airflow connection to the cluster"
+    )
+    tpu_accelerator: str = param(
+        "tpu-v5-lite-podslice", env="RETRAINER_TPU_ACCELERATOR", help="GKE TPU accelerator node selector"
+    )
+    tpu_topology: str = param("2x2", env="RETRAINER_TPU_TOPOLOGY", help="GKE TPU topology node selector")
+    alert_channels: str = param(
+        "", env="RETRAINER_ALERT_CHANNELS",
+        help="where failure and champion alerts go besides the log and _alerts/: comma-separated smtp, slack",
+    )  # fmt: skip
+    alert_email: str = param("", env="RETRAINER_ALERT_EMAIL", help="recipients of the smtp channel (required by it)")
+    smtp_conn_id: str = param("smtp_default", env="RETRAINER_SMTP_CONN_ID", help="the smtp channel's connection")
+    slack_conn_id: str = param(
+        "slack_api_default", env="RETRAINER_SLACK_CONN_ID", help="the slack channel's connection"
+    )
+    slack_channel: str = param("#ml-alerts", env="RETRAINER_SLACK_CHANNEL", help="the slack channel")
+    log_level: str = param(
+        "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), env="RETRAINER_LOG_LEVEL",
+        help="the retrainer CLI's log level (its --log-level overrides it)",
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        problems = params.validate_group(self)
+        if problems:
+            names = {p.name: p.spec.env for p in params.parameters(Deployment)}
+            named = [f"{names.get(msg.split(' ', 1)[0].rstrip(':'), '?')}: {msg}" for msg in problems]
+            raise DeploymentError("invalid deployment setting: " + "; ".join(named))
+
+
+def deployment() -> Deployment:
+    """The settings as the environment has them now (read at each call: tasks and tests change it)."""
+    return Deployment()
