@@ -93,7 +93,7 @@ def test_champion_alias_serves_the_savedmodel_through_mlflow(first: dict, valida
     tags = run.data.tags
     assert tags["train_fingerprint"] == validated.features.train_fingerprint
     assert tags["run_date"] == RUN_DATE.isoformat() and tags["objective"] == "binary_classification"
-    assert {"dag_id", "run_id", "data_interval", "git_commit"} <= set(tags)
+    assert {"dag_id", "run_id", "run_window", "git_commit"} <= set(tags)
     from retrainer.workloads.flight_delay import WORKLOAD
 
     per_member = {

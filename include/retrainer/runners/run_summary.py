@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from retrainer import registry
 from retrainer.core import atomic
 from retrainer.core.config import RunConfig
@@ -30,11 +32,11 @@ def _checks(report: ValidationReport) -> str:
 
 
 def run_summary(cfg: RunConfig) -> str:
+    """What ``make run`` prints after the DAG: each stage's outcome, the decision, and where things are."""
     layout = RunLayout.of(cfg)
     workload = get_workload(cfg.run.workload)
     objective = workload.objective
     gate_report = _raw_gate_report(layout)
-    gate = layout.load_optional(RawGateResult)
     gate_rejected = gate_report is not None and not gate_report.success
     feats = None if gate_rejected else layout.load_optional(FeaturesResult)
     report = None if gate_rejected else layout.load_optional(ValidationReport)
@@ -47,27 +49,51 @@ def run_summary(cfg: RunConfig) -> str:
     lines = [
         f"retrainer run summary: workload {cfg.run.workload} ({objective.name}), run date {cfg.run.date}",
         "",
+        *_gate_lines(gate_report, layout.load_optional(RawGateResult)),
+        *_data_lines(feats, report, gate_rejected),
+        *_model_lines(train, ev, reg, objective),
     ]
+    if rejected:
+        where = "the raw gate" if gate_rejected else "validation"
+        lines.append(f"  stopped     at {where}: nothing was trained, registered or promoted")
+    current = registry.aliases(cfg.engines.tracking_uri, workload.registered_model)
+    unchanged = "" if reg else " (not changed by this run)"
+    lines.append(f"  aliases     {', '.join(f'{a} -> v{v}' for a, v in sorted(current.items())) or '-'}{unchanged}")
+    lines += ["", "  where:"]
+    if exp:
+        lines.append(f"    SavedModel   {exp.saved_model_uri} (fresh-process check max |diff| {exp.max_abs_diff:.2g})")
     if gate_report:
-        lines.append(f"  raw gate    {_checks(gate_report)}")
-        if gate:
-            quarantined = ", ".join(f"{k} {n}" for k, n in gate.quarantined.items()) or "none"
-            lines.append(
-                f"              {len(gate.files)} landed files: {len(gate.scanned)} scanned, {gate.reused} unchanged"
-                f" since checked; quarantined rows: {quarantined}"
-            )
-        lines += [f"              - {f}" for f in gate_report.failed]
-    else:
-        lines.append("  raw gate    not run")
+        lines.append(f"    raw gate     {gate_report.data_docs_uri}")
+    if report:
+        lines.append(f"    Data Docs    {report.data_docs_uri}")
+    lines.append(f"    run folder   {layout.root}")
+    lines.append(f"    MLflow       {cfg.engines.tracking_uri}  (make mlflow-ui)")
+    return "\n".join(lines)
+
+
+def _gate_lines(gate_report: ValidationReport | None, gate: RawGateResult | None) -> list[str]:
+    if not gate_report:
+        return ["  raw gate    not run"]
+    lines = [f"  raw gate    {_checks(gate_report)}"]
+    if gate:
+        quarantined = ", ".join(f"{k} {n}" for k, n in gate.quarantined.items()) or "none"
+        lines.append(
+            f"              {len(gate.files)} landed files: {len(gate.scanned)} scanned, {gate.reused} unchanged"
+            f" since checked; quarantined rows: {quarantined}"
+        )
+    return lines + [f"              - {f}" for f in gate_report.failed]
+
+
+def _data_lines(feats: FeaturesResult | None, report: ValidationReport | None, gate_rejected: bool) -> list[str]:
     if feats:
-        lines += [
+        lines = [
             f"  rows        train {feats.rows['train']:>7,}  [{feats.train_range[0]}, {feats.train_range[1]})"
             f"  ({feats.excluded_no_label['train']:,} without label excluded)",
             f"              eval  {feats.rows['eval']:>7,}  [{feats.eval_range[0]}, {feats.eval_range[1]})"
             f"  ({feats.excluded_no_label['eval']:,} without label excluded)",
         ]
     else:
-        lines.append("  features    not built")
+        lines = ["  features    not built"]
     if report:
         lines.append(f"  validation  {_checks(report)}")
         lines += [f"              - {f}" for f in report.failed]
@@ -82,6 +108,13 @@ def run_summary(cfg: RunConfig) -> str:
             lines.append(f"  drift       {report.drift_baseline or 'not measured'}")
     elif not gate_rejected:
         lines.append("  validation  not run")
+    return lines
+
+
+def _model_lines(
+    train: TrainingResult | None, ev: EvaluationResult | None, reg: RegistrationResult | None, objective: Any
+) -> list[str]:
+    lines = []
     if train:
         last = f", last loss {train.history[-1]['loss']:.4f}" if train.history else ", nothing left to train (resumed)"
         lines.append(
@@ -107,19 +140,4 @@ def run_summary(cfg: RunConfig) -> str:
             f"  registered  {reg.registered_model} v{reg.version}"
             f"{' (reused)' if reg.reused_existing_version else ''}; promoted: {reg.promoted}"
         )
-    if rejected:
-        where = "the raw gate" if gate_rejected else "validation"
-        lines.append(f"  stopped     at {where}: nothing was trained, registered or promoted")
-    current = registry.aliases(cfg.engines.tracking_uri, workload.registered_model)
-    unchanged = "" if reg else " (not changed by this run)"
-    lines.append(f"  aliases     {', '.join(f'{a} -> v{v}' for a, v in sorted(current.items())) or '-'}{unchanged}")
-    lines += ["", "  where:"]
-    if exp:
-        lines.append(f"    SavedModel   {exp.saved_model_uri} (fresh-process check max |diff| {exp.max_abs_diff:.2g})")
-    if gate_report:
-        lines.append(f"    raw gate     {gate_report.data_docs_uri}")
-    if report:
-        lines.append(f"    Data Docs    {report.data_docs_uri}")
-    lines.append(f"    run folder   {layout.root}")
-    lines.append(f"    MLflow       {cfg.engines.tracking_uri}  (make mlflow-ui)")
-    return "\n".join(lines)
+    return lines

@@ -1,7 +1,7 @@
 """Stage 6, register: log the run to MLflow, register the SavedModel, move the aliases.
 
 The SavedModel is registered as itself (a pyfunc "model from code" that serves the folder), with an
-MLflow signature built here (:func:`mlflow_signature`) from the contract's features and the
+MLflow signature (:mod:`retrainer.registry.mlflow_run`) from the contract's features and the
 objective's output. A version is registered once per training run key: a rerun reuses it, and
 completes any version tag a crash left out. The aliases move under the promotion lock
 (:mod:`retrainer.registry.promotion`): ``challenger`` follows the newest-dated version; ``champion`` moves
@@ -12,59 +12,18 @@ champion moved since; neither ever moves back in time.
 from __future__ import annotations
 
 import logging
-import subprocess
-from pathlib import Path
-from typing import Any
 
 from retrainer import registry
-from retrainer.core import atomic
 from retrainer.core.config import RunConfig
-from retrainer.core.feature_files import FeatureFiles
 from retrainer.core.layout import RunLayout
 from retrainer.core.results import EvaluationResult, ExportResult, RegistrationResult, TrainingResult, ValidationResult
 from retrainer.registry import promotion
-from retrainer.spec.contract import Contract, DType
-from retrainer.spec.objectives import Objective
+from retrainer.registry.mlflow_run import log_and_register, range_text
 from retrainer.stages.evaluate import evaluate_models
 from retrainer.workloads import get_workload
 
 log = logging.getLogger(__name__)
 RUN_KEY_TAG = "retrainer.run_key"
-PYFUNC_FILE = Path(__file__).resolve().parent.parent / "serving" / "pyfunc_model.py"
-
-
-def mlflow_signature(contract: Contract, objective: Objective) -> Any:
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    types = {DType.STRING: "string", DType.INT64: "long", DType.FLOAT64: "double"}
-    inputs = Schema([ColSpec(types[c.dtype], c.name, required=True) for c in contract.features])
-    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", objective.output_name)]))
-
-
-def serving_requirements() -> list[str]:
-    """Pinned from this environment: MLflow would otherwise load the model in a subprocess to infer them."""
-    from importlib import metadata
-
-    pins = []
-    for names in (("tensorflow", "tensorflow-cpu"), ("mlflow",), ("numpy",), ("pandas",)):
-        for name in names:
-            try:
-                pins.append(f"{name}=={metadata.version(name)}")
-                break
-            except metadata.PackageNotFoundError:
-                continue
-    return pins
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
-        )
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def register_model(
@@ -74,80 +33,19 @@ def register_model(
     exported: ExportResult,
     cfg: RunConfig,
 ) -> RegistrationResult:
-    import mlflow
-
-    workload = get_workload(cfg.run.workload)
-    objective = workload.objective
-    name = workload.registered_model
+    name = get_workload(cfg.run.workload).registered_model
     tracking_uri = cfg.engines.tracking_uri
     layout = RunLayout.of(cfg)
     client = registry.configure(tracking_uri)
     run_key = training.run_key
-    window = cfg.window
 
     exp_id = registry.experiment_id(tracking_uri, f"retrainer/{cfg.run.workload}")
     version = registry.find_version_of_run(tracking_uri, name, exp_id, RUN_KEY_TAG, run_key)
     reused = version is not None
     if version is None:
-        tags = {
-            "dag_id": cfg.run.dag_id,
-            "run_id": cfg.run.run_id,
-            "workload": cfg.run.workload,
-            "objective": objective.name,
-            "data_interval": _range(window.train_start, window.end),
-            "train_fingerprint": validated.features.train_fingerprint,
-            "git_commit": git_commit(),
-            **_version_tags(cfg, training, evaluation),
-        }
-        run_name = f"{cfg.run.workload}-{cfg.run.date}"
-        with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
-            mlflow.log_params(
-                {
-                    **training.hyperparameters,
-                    "strategy": training.strategy,
-                    "replicas": training.replicas,
-                    "launcher": training.launcher,
-                    "num_workers": training.num_workers,
-                    "min_gain": cfg.tuning.min_gain,
-                    "epochs_trained": training.epochs_trained,
-                    "best_epoch": training.best_epoch,
-                }
-            )
-            mlflow.log_metrics({f"new_{k}": v for k, v in evaluation.new.items()})
-            if evaluation.champion:
-                mlflow.log_metrics({f"champion_{k}": v for k, v in evaluation.champion.items()})
-            for baseline, metrics in evaluation.baselines.items():
-                mlflow.log_metrics({f"baseline_{baseline}_{k}": v for k, v in metrics.items()})
-            for h in training.history:  # one curve per member and metric; the final fit's steps follow the selection's
-                metrics = {"train_loss": h["loss"], **{k: v for k, v in h.items() if k.startswith(("train_", "val_"))}}
-                prefix = f"{h['member']}_" if "member" in h else ""
-                mlflow.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()}, step=int(h["epoch"]))
-            if training.tensorboard_dir and Path(training.tensorboard_dir).is_dir():
-                mlflow.log_artifacts(training.tensorboard_dir, "tensorboard")
-            report = validated.report
-            if report.drift:
-                mlflow.log_metrics({f"psi_{c}": v for c, v in report.drift.items()})
-            mlflow.set_tags(
-                {"validation.checks_could_fail": str(report.could_fail),
-                 "validation.by_construction": str(report.by_construction),
-                 "validation.warnings": str(len(report.warnings)), "drift_baseline": report.drift_baseline}
-            )  # fmt: skip
-            mlflow.log_dict(report.to_dict(), "validation.json")
-            mlflow.log_dict(
-                atomic.read_json(FeatureFiles(Path(validated.features_dir)).profile), registry.PROFILE_ARTIFACT
-            )
-            mlflow.log_dict(evaluation.to_dict(), "evaluation.json")
-            mlflow.log_dict(training.to_dict(), "training.json")
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(PYFUNC_FILE),
-                artifacts={"saved_model": exported.saved_model_uri},
-                signature=mlflow_signature(workload.contract, objective),
-                pip_requirements=serving_requirements(),
-                registered_model_name=name,
-            )
-            version = str(info.registered_model_version)
-            mlflow_run_id = run.info.run_id
+        version, mlflow_run_id = log_and_register(
+            validated, training, evaluation, exported, cfg, exp_id, _version_tags(cfg, training, evaluation)
+        )
     else:
         mlflow_run_id = client.get_model_version(name, version).run_id
         log.info("training run %s already registered as %s v%s: reusing it", run_key[:12], name, version)
@@ -171,18 +69,14 @@ def register_model(
     return result
 
 
-def _range(start: Any, end: Any) -> str:
-    return f"[{start}, {end})"
-
-
 def _version_tags(cfg: RunConfig, training: TrainingResult, evaluation: EvaluationResult) -> dict[str, str]:
     """What a version says about itself: its run key, the run date the promotion policy compares, its data."""
     window, headline = cfg.window, evaluation.headline
     return {
         RUN_KEY_TAG: training.run_key,
         promotion.RUN_DATE_TAG: cfg.run.date.isoformat(),
-        "train_range": _range(window.train_start, window.eval_start),
-        "eval_range": _range(window.eval_start, window.end),
+        "train_range": range_text(window.train_start, window.eval_start),
+        "eval_range": range_text(window.eval_start, window.end),
         f"new_{headline}": f"{evaluation.new[headline]:.6f}",
     }
 

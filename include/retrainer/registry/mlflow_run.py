@@ -1,0 +1,134 @@
+"""One training run as an MLflow run: params, metrics, curves, artefacts, and the SavedModel registered as a
+version of the workload's model.
+
+The SavedModel is registered as itself (a pyfunc "model from code" that serves the folder), with an
+MLflow signature built from the contract's features and the objective's output.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from retrainer import registry
+from retrainer.core import atomic
+from retrainer.core.config import RunConfig
+from retrainer.core.feature_files import FeatureFiles
+from retrainer.core.results import EvaluationResult, ExportResult, TrainingResult, ValidationResult
+from retrainer.spec.contract import Contract, DType
+from retrainer.spec.objectives import Objective
+from retrainer.workloads import Workload, get_workload
+
+PYFUNC_FILE = Path(__file__).resolve().parent.parent / "serving" / "pyfunc_model.py"
+
+
+def mlflow_signature(contract: Contract, objective: Objective) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    types = {DType.STRING: "string", DType.INT64: "long", DType.FLOAT64: "double"}
+    inputs = Schema([ColSpec(types[c.dtype], c.name, required=True) for c in contract.features])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", objective.output_name)]))
+
+
+def serving_requirements() -> list[str]:
+    """Pinned from this environment: MLflow would otherwise load the model in a subprocess to infer them."""
+    from importlib import metadata
+
+    pins = []
+    for names in (("tensorflow", "tensorflow-cpu"), ("mlflow",), ("numpy",), ("pandas",)):
+        for name in names:
+            try:
+                pins.append(f"{name}=={metadata.version(name)}")
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return pins
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def range_text(start: Any, end: Any) -> str:
+    """A half-open day range as the tags write it: ``[start, end)``."""
+    return f"[{start}, {end})"
+
+
+def log_and_register(
+    validated: ValidationResult,
+    training: TrainingResult,
+    evaluation: EvaluationResult,
+    exported: ExportResult,
+    cfg: RunConfig,
+    experiment_id: str,
+    version_tags: dict[str, str],
+) -> tuple[str, str]:
+    """A new MLflow run of this training run, its SavedModel registered: (the version, the MLflow run id)."""
+    import mlflow
+
+    workload: Workload = get_workload(cfg.run.workload)
+    objective, name, window = workload.objective, workload.registered_model, cfg.window
+    tags = {
+        "dag_id": cfg.run.dag_id,
+        "run_id": cfg.run.run_id,
+        "workload": cfg.run.workload,
+        "objective": objective.name,
+        "run_window": range_text(window.train_start, window.end),
+        "train_fingerprint": validated.features.train_fingerprint,
+        "git_commit": git_commit(),
+        **version_tags,
+    }
+    run_name = f"{cfg.run.workload}-{cfg.run.date}"
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        mlflow.log_params(
+            {
+                **training.hyperparameters,
+                "strategy": training.strategy,
+                "replicas": training.replicas,
+                "launcher": training.launcher,
+                "num_workers": training.num_workers,
+                "min_gain": cfg.tuning.min_gain,
+                "epochs_trained": training.epochs_trained,
+                "best_epoch": training.best_epoch,
+            }
+        )
+        mlflow.log_metrics({f"new_{k}": v for k, v in evaluation.new.items()})
+        if evaluation.champion:
+            mlflow.log_metrics({f"champion_{k}": v for k, v in evaluation.champion.items()})
+        for baseline, metrics in evaluation.baselines.items():
+            mlflow.log_metrics({f"baseline_{baseline}_{k}": v for k, v in metrics.items()})
+        for h in training.history:  # one curve per member and metric; the final fit's steps follow the selection's
+            metrics = {"train_loss": h["loss"], **{k: v for k, v in h.items() if k.startswith(("train_", "val_"))}}
+            prefix = f"{h['member']}_" if "member" in h else ""
+            mlflow.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()}, step=int(h["epoch"]))
+        if training.tensorboard_dir and Path(training.tensorboard_dir).is_dir():
+            mlflow.log_artifacts(training.tensorboard_dir, "tensorboard")
+        report = validated.report
+        if report.drift:
+            mlflow.log_metrics({f"psi_{c}": v for c, v in report.drift.items()})
+        mlflow.set_tags(
+            {"validation.checks_could_fail": str(report.could_fail),
+             "validation.by_construction": str(report.by_construction),
+             "validation.warnings": str(len(report.warnings)), "drift_baseline": report.drift_baseline}
+        )  # fmt: skip
+        mlflow.log_dict(report.to_dict(), "validation.json")
+        mlflow.log_dict(atomic.read_json(FeatureFiles(Path(validated.features_dir)).profile), registry.PROFILE_ARTIFACT)
+        mlflow.log_dict(evaluation.to_dict(), "evaluation.json")
+        mlflow.log_dict(training.to_dict(), "training.json")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_FILE),
+            artifacts={"saved_model": exported.saved_model_uri},
+            signature=mlflow_signature(workload.contract, objective),
+            pip_requirements=serving_requirements(),
+            registered_model_name=name,
+        )
+    return str(info.registered_model_version), run.info.run_id
