@@ -25,7 +25,7 @@ from retrainer.core.results import TrainingResult, ValidationReport
 from retrainer.runners.pipeline import run_pipeline
 from retrainer.stages.check_raw import RawDataRejected, check_raw_days
 from retrainer.stages.features import build_features
-from retrainer.stages.validate import ValidationFailed
+from retrainer.stages.validate import ValidationFailed, validate_features
 from support import small_config
 
 Rows = list[list[str]]
@@ -193,6 +193,7 @@ def test_unparseable_rows_are_quarantined_with_their_reason(baseline: tuple[Path
     "encode",
     [
         pytest.param(lambda b: b"\xef\xbb\xbf" + b, id="utf8-bom"),
+        pytest.param(lambda b: b.replace(b"\n", b"\r\n"), id="crlf"),
         pytest.param(lambda b: b"\xef\xbb\xbf" + b.replace(b"\n", b"\r\n"), id="bom-and-crlf"),
         pytest.param(None, id="reordered-and-extra-columns"),
     ],
@@ -212,8 +213,9 @@ def test_absorbed_encodings_and_layouts_give_the_same_features(
             path.write_bytes(encode(path.read_bytes()))
     gate = check_raw_days(cfg)
     assert len(gate.scanned) == 2 and gate.quarantined == {}
-    again = build_features(gate, cfg)
+    again = build_features(gate, cfg)  # no "lacks column 'year'", no shifted values
     assert (again.rows, again.train_fingerprint) == (clean.rows, clean.train_fingerprint)
+    assert validate_features(again, cfg).report.success  # and the same features pass validation
 
 
 def test_a_few_malformed_lines_are_quarantined_and_counted_not_fatal(

@@ -200,21 +200,3 @@ def test_landed_range_covers_the_test_run(cfg) -> None:
 # --- encoding and row-date problems: normalised, or named as bad data (never an engine crash) ----
 def _bytes_rewrite(path: Path, fn) -> None:
     path.write_bytes(fn(path.read_bytes()))
-
-
-@pytest.mark.parametrize(
-    "encode",
-    [
-        pytest.param(lambda b: b"\xef\xbb\xbf" + b, id="utf8-bom"),
-        pytest.param(lambda b: b.replace(b"\n", b"\r\n"), id="crlf"),
-        pytest.param(lambda b: b"\xef\xbb\xbf" + b.replace(b"\n", b"\r\n"), id="bom-and-crlf"),
-    ],
-)
-def test_a_bom_or_crlf_file_is_read_like_a_clean_one(spark, cfg, corrupt_root: Path, encode) -> None:
-    bad_cfg = small_config(corrupt_root, cfg.engines.tracking_uri)
-    clean = features_for(bad_cfg)
-    for source in ("flights", "weather"):
-        _bytes_rewrite(raw_partition(corrupt_root, source, bad_cfg.window.eval_start), encode)
-    again = validate_features(features_for(bad_cfg), bad_cfg)  # no "lacks column 'year'", no shifted values
-    assert again.features.rows == clean.rows
-    assert again.features.train_fingerprint == clean.train_fingerprint
