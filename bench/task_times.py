@@ -1,6 +1,6 @@
 """Seconds per task of one `make run` (an `airflow dags test` log): for before/after comparisons of a change.
 
-    python bench/task_times.py .airflow/logs/dags-test-flight_delay-2013-06-01.log [another.log ...]
+python bench/task_times.py .airflow/logs/dags-test-flight_delay-2013-06-01.log [another.log ...]
 """
 
 from __future__ import annotations
