@@ -159,10 +159,10 @@ def test_a_corrupted_day_stops_the_run_at_the_raw_gate_and_keeps_the_champion(
     assert alerts.recorded(root, alerts.CHAMPION_CHANGED) == []
     from retrainer.core import atomic
     from retrainer.core.layout import ValidationFiles
-    from retrainer.core.results import ValidationReport
+    from retrainer.core.results import GateReport
 
     layout = RunLayout.for_run(root, "flight_delay", RUN_DATE)
-    report = ValidationReport.from_dict(atomic.read_json(ValidationFiles(layout.raw_gate).report))
+    report = GateReport.from_dict(atomic.read_json(ValidationFiles(layout.raw_gate).report))
     assert any(f"missing required columns outside [0, 0] on {bad_day}: 1" in line for line in report.failed)
     assert any("lacks ['dest']" in line for line in report.failed)
     assert registry.alias_version(tracking, MODEL, "champion") == champion_before

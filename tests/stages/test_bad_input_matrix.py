@@ -21,7 +21,7 @@ import pytest
 
 from retrainer import registry
 from retrainer.core.layout import RunLayout, quarantine_file, raw_partition
-from retrainer.core.results import TrainingResult, ValidationReport
+from retrainer.core.results import GateReport, TrainingResult
 from retrainer.runners.pipeline import run_pipeline
 from retrainer.stages.check_raw import RawDataRejected, check_raw_days
 from retrainer.stages.features import build_features
@@ -297,7 +297,7 @@ def test_critical_drift_fails_the_run_and_a_warning_does_not(baseline: tuple[Pat
                        r"outside \[0, 1\] on \[2013-01-29, 2013-02-03\): \d+\.\d+"):  # fmt: skip
         run_pipeline(cfg)
     assert registry.aliases(tracking, MODEL) == before
-    report = RunLayout.of(cfg).load(ValidationReport)
+    report = RunLayout.of(cfg).load(GateReport)
     assert report.drift["origin"] > 1.0
     assert any("[drift] PSI of origin" in w for w in report.warnings)  # above its warning bound too
 

@@ -15,7 +15,7 @@ import pytest
 from retrainer.core.feature_files import FeatureFiles
 from retrainer.core.fingerprint import folder_fingerprint, parquet_parts
 from retrainer.core.layout import RunLayout, raw_partition
-from retrainer.core.results import FeaturesResult, ValidationReport, ValidationResult
+from retrainer.core.results import FeaturesResult, GateReport, ValidationResult
 from retrainer.core.run_window import days_between
 from retrainer.stages.check_raw import check_raw_days
 from retrainer.stages.features import build_features
@@ -179,7 +179,7 @@ def test_a_day_with_a_shifted_label_fails_per_day_validation_and_keeps_the_good_
     # the earlier validated features are untouched; the bad ones are kept aside for inspection
     assert folder_fingerprint(FeatureFiles(layout.features).train) == good.features.train_fingerprint
     assert layout.features_rejected.exists() and not layout.features_pending.exists()
-    assert layout.load(ValidationReport).success is False
+    assert layout.load(GateReport).success is False
     assert layout.load_optional(ValidationResult) is None  # nothing left that says "validated" for this date
 
 

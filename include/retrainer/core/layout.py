@@ -15,11 +15,11 @@ from retrainer.core.results import (
     EvaluationResult,
     ExportResult,
     FeaturesResult,
+    GateReport,
     RawGateResult,
     RegistrationResult,
     StageResult,
     TrainingResult,
-    ValidationReport,
     ValidationResult,
 )
 
@@ -98,7 +98,7 @@ RAW_GATE_DIR = "raw_gate"
 RESULT_FILES: dict[type[StageResult], str] = {
     RawGateResult: "raw_gate.json",
     FeaturesResult: "features.json",
-    ValidationReport: f"{VALIDATION_DIR}/{ValidationFiles.REPORT}",
+    GateReport: f"{VALIDATION_DIR}/{ValidationFiles.REPORT}",
     ValidationResult: "validation.json",
     TrainingResult: "training.json",
     EvaluationResult: "evaluation.json",

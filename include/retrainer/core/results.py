@@ -82,7 +82,7 @@ class RawGateResult(StageResult):
     scanned: list[str]  # "<source>/<date>" read by Spark this time (new or changed files)
     reused: int  # days whose record from an earlier check of the same file was reused
     quarantined: dict[str, int]  # "<source>/<date>" -> rows that did not parse, kept in a quarantine file
-    report: ValidationReport
+    report: GateReport
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +103,9 @@ class FeaturesResult(StageResult):
 
 
 @dataclasses.dataclass(frozen=True)
-class ValidationReport(StageResult):
-    """What validation found; written whether it passed or not (the summary shows failures from it)."""
+class GateReport(StageResult):
+    """What a gate found (the raw gate or validation); written whether it passed or not (the summary shows
+    failures from it)."""
 
     STAGE: ClassVar[str] = "validate"
     success: bool
@@ -129,7 +130,7 @@ class ValidationResult(StageResult):
     STAGE: ClassVar[str] = "validate"
     features: FeaturesResult
     features_dir: str
-    report: ValidationReport
+    report: GateReport
 
     @property
     def files(self) -> FeatureFiles:

@@ -3,7 +3,7 @@
 Both gates (the raw gate and the feature validation) describe their checks as GX-free spec dicts
 (``contract.py``) over a frame: a Spark DataFrame for the feature table, a small pandas frame of
 per-day or per-feature statistics otherwise. This module turns them into suites, runs them through
-checkpoints that also build Data Docs, and writes one :class:`ValidationReport`: failed critical
+checkpoints that also build Data Docs, and writes one :class:`GateReport`: failed critical
 expectations fail the gate, failed warnings are recorded, checks that hold by construction are
 counted apart. A failed expectation on a per-day frame names each offending day and its value.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 from retrainer.core import atomic
 from retrainer.core.layout import ValidationFiles
-from retrainer.core.results import ValidationReport
+from retrainer.core.results import GateReport
 
 
 @dataclasses.dataclass
@@ -44,7 +44,7 @@ def _expectation(spec: dict[str, Any]) -> Any:
 
 def run_suites(
     suites: list[Suite], prefix: str, staged: ValidationFiles, published: ValidationFiles
-) -> ValidationReport:
+) -> GateReport:
     """Run every suite; write GX's results, Data Docs and the report under ``staged`` (which becomes
     ``published``: the report's links point there). Never raises on failed expectations."""
     import great_expectations as gx
@@ -107,7 +107,7 @@ def run_suites(
             (warnings if severity == "warning" else failed).append(line)
 
     atomic.write_json(staged.results, results)
-    return ValidationReport(
+    return GateReport(
         success=not failed,
         failed=failed,
         evaluated={name: len(r["results"]) for name, r in results.items()},

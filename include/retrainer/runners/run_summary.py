@@ -12,20 +12,20 @@ from retrainer.core.results import (
     EvaluationResult,
     ExportResult,
     FeaturesResult,
+    GateReport,
     RawGateResult,
     RegistrationResult,
     TrainingResult,
-    ValidationReport,
 )
 from retrainer.workloads import get_workload
 
 
-def _raw_gate_report(layout: RunLayout) -> ValidationReport | None:
+def _raw_gate_report(layout: RunLayout) -> GateReport | None:
     path = ValidationFiles(layout.raw_gate).report
-    return ValidationReport.from_dict(atomic.read_json(path)) if path.exists() else None
+    return GateReport.from_dict(atomic.read_json(path)) if path.exists() else None
 
 
-def _checks(report: ValidationReport) -> str:
+def _checks(report: GateReport) -> str:
     status = "passed" if report.success else f"FAILED ({len(report.failed)} failed)"
     extra = f", {report.by_construction} more hold by construction" if report.by_construction else ""
     return f"{status}: {report.could_fail} checks that could fail{extra}; {len(report.warnings)} warning(s)"
@@ -39,7 +39,7 @@ def run_summary(cfg: RunConfig) -> str:
     gate_report = _raw_gate_report(layout)
     gate_rejected = gate_report is not None and not gate_report.success
     feats = None if gate_rejected else layout.load_optional(FeaturesResult)
-    report = None if gate_rejected else layout.load_optional(ValidationReport)
+    report = None if gate_rejected else layout.load_optional(GateReport)
     rejected = gate_rejected or (report is not None and not report.success)
     if rejected:  # the latest attempt stopped at a gate: describe it, not an earlier good run's outputs
         train = ev = exp = reg = None
@@ -71,7 +71,7 @@ def run_summary(cfg: RunConfig) -> str:
     return "\n".join(lines)
 
 
-def _gate_lines(gate_report: ValidationReport | None, gate: RawGateResult | None) -> list[str]:
+def _gate_lines(gate_report: GateReport | None, gate: RawGateResult | None) -> list[str]:
     if not gate_report:
         return ["  raw gate    not run"]
     lines = [f"  raw gate    {_checks(gate_report)}"]
@@ -84,7 +84,7 @@ def _gate_lines(gate_report: ValidationReport | None, gate: RawGateResult | None
     return lines + [f"              - {f}" for f in gate_report.failed]
 
 
-def _data_lines(feats: FeaturesResult | None, report: ValidationReport | None, gate_rejected: bool) -> list[str]:
+def _data_lines(feats: FeaturesResult | None, report: GateReport | None, gate_rejected: bool) -> list[str]:
     if feats:
         lines = [
             f"  rows        train {feats.rows['train']:>7,}  [{feats.train_range[0]}, {feats.train_range[1]})"

@@ -19,7 +19,7 @@ from retrainer.core.config import RunConfig
 from retrainer.core.errors import BadData
 from retrainer.core.feature_files import FeatureFiles
 from retrainer.core.layout import RunLayout, ValidationFiles
-from retrainer.core.results import FeaturesResult, ValidationReport, ValidationResult
+from retrainer.core.results import FeaturesResult, GateReport, ValidationResult
 from retrainer.data import drift
 from retrainer.data.gx_suites import Suite, run_suites
 from retrainer.spark.session import get_spark
@@ -73,7 +73,7 @@ def validate_features(features: FeaturesResult, cfg: RunConfig) -> ValidationRes
 
 def _run_suites(
     files: FeatureFiles, cfg: RunConfig, contract: Contract, days: list[str], spark: Any, staging: Path, final: Path
-) -> ValidationReport:
+) -> GateReport:
     """The feature table, the per-day profile and the drift against the champion, as three suites."""
     import pandas as pd
 
