@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from retrainer.spec.contract import Column, Contract, DType, Role, TableRules
+from retrainer.spec.model_spec import WIDE_AND_DEEP_ENSEMBLE
 from retrainer.spec.objectives import BinaryClassification
 from retrainer.workloads import Workload
 from retrainer.workloads import _nyc_flights as nyc
@@ -60,4 +61,5 @@ WORKLOAD = Workload(
     dimensions=nyc.DIMENSIONS,
     history_days=nyc.LAG_DAYS,
     build_features=build_features,
+    model=WIDE_AND_DEEP_ENSEMBLE,  # the three-member ensemble (spec/model_spec.py)
 )
