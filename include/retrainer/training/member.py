@@ -91,7 +91,7 @@ def build_member(rt: Runtime, member: Member, steps: int, host: Any | None) -> M
             full = build_model(s.contract, s.objective, s.stats, s.hidden_units, s.seed, s.dropout, s.model)
             model, weights = full.members[member.name], full.network.get_layer(member.name)
         else:
-            network = build_network(s.contract, s.objective, s.stats, s.hidden_units, s.seed, s.dropout, s.model)
+            network = rt.network(host=True)
             model, weights = network.members[member.name], network.get_layer(member.name)
         variables = weights.trainable_variables
         wide = [v for v in variables if v.path.startswith(f"{WIDE_LOGIT}/")]
