@@ -2,8 +2,9 @@
 :func:`retrain_dag`. Not a DAG file itself (listed in ``.airflowignore``); Airflow puts the dags
 folder on ``sys.path``, so DAG files import it by name.
 
-Tasks wire the ``retrainer`` stage functions: each task rebuilds its typed inputs from the upstream
-tasks' XCom (small JSON of paths and facts, never data) and pushes its own result the same way.
+Tasks wire the ``retrainer`` stage functions: each task builds its run once (a ``RunContext``), loads its
+typed inputs from the run folder through the upstream tasks' receipts (XCom: type, path, digest), and
+hands on the receipt of its own result.
 Heavy libraries are imported inside the tasks only.
 """
 
@@ -54,9 +55,103 @@ def trigger_params() -> dict[str, Param]:
     return {name: Param(default, **schema) for name, (default, schema) in trigger_form().items()}
 
 
+# --- the tasks: each builds its run once, redeems its inputs' receipts, runs one stage, hands on a receipt ---
+# A task's XCom is a receipt (type, path, digest) of the result its stage saved in the run folder, never
+# the result itself: the run folder is the one record, and a result rewritten after it was handed on is
+# refused downstream.
+
+
+@task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
+def check_raw(workload: str, **context: Any) -> dict[str, Any]:
+    from retrainer.runners.airflow_adapter import hand_on, run_context
+    from retrainer.stages.check_raw import check_raw_days
+
+    with no_retry_on_bad_data():
+        run = run_context(context, workload)
+        return hand_on(check_raw_days(run), run)
+
+
+@task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
+def validate(workload: str, features: dict[str, Any], **context: Any) -> dict[str, Any]:
+    from retrainer.core.results import FeaturesResult
+    from retrainer.runners.airflow_adapter import hand_on, received, run_context
+    from retrainer.stages.validate import validate_features
+
+    with no_retry_on_bad_data():
+        run = run_context(context, workload)
+        return hand_on(validate_features(received(features, FeaturesResult), run), run)
+
+
+@task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
+def evaluate(workload: str, validated: dict[str, Any], training: dict[str, Any], **context: Any) -> dict[str, Any]:
+    from retrainer.core.results import TrainingResult, ValidationResult
+    from retrainer.runners.airflow_adapter import hand_on, received, run_context
+    from retrainer.stages.evaluate import evaluate_models
+
+    with no_retry_on_bad_data():
+        run = run_context(context, workload)
+        result = evaluate_models(received(validated, ValidationResult), received(training, TrainingResult), run)
+        return hand_on(result, run)
+
+
+@task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
+def export(workload: str, validated: dict[str, Any], training: dict[str, Any], **context: Any) -> dict[str, Any]:
+    from retrainer.core.results import TrainingResult, ValidationResult
+    from retrainer.runners.airflow_adapter import hand_on, received, run_context
+    from retrainer.stages.export import export_model
+
+    with no_retry_on_bad_data():
+        run = run_context(context, workload)
+        result = export_model(received(validated, ValidationResult), received(training, TrainingResult), run)
+        return hand_on(result, run)
+
+
+# One promotion at a time across every run of every kind (scheduled, manual, backfill):
+# max_active_runs does not cover backfills; the pool does (created by `make airflow-db`, the stack).
+@task(multiple_outputs=False, execution_timeout=timedelta(minutes=30), pool=PROMOTION_POOL)
+def register(workload: str, receipts: dict[str, dict[str, Any]], **context: Any) -> dict[str, Any]:
+    """``receipts``: the validate, train, evaluate and export tasks' receipts, by their task ids."""
+    from retrainer.core.results import EvaluationResult, ExportResult, TrainingResult, ValidationResult
+    from retrainer.runners.airflow_adapter import hand_on, received, run_context
+    from retrainer.stages.register import register_model
+
+    with no_retry_on_bad_data():
+        run = run_context(context, workload)
+        result = register_model(
+            received(receipts["validate"], ValidationResult),
+            received(receipts["train"], TrainingResult),
+            received(receipts["evaluate"], EvaluationResult),
+            received(receipts["export"], ExportResult),
+            run,
+        )
+        return hand_on(result, run)
+
+
+def publish_champion(workload: str) -> Any:
+    """The task that announces a new champion; skipped when the champion did not move: a skipped task emits
+    no Asset event, so consumers of the champion Asset run once per new champion, never for a held or rerun
+    registration."""
+    champion = champion_asset(workload)
+
+    @task(
+        multiple_outputs=False,
+        execution_timeout=timedelta(minutes=5),
+        outlets=[champion],
+        on_success_callback=notifiers("champion_changed"),
+    )
+    def publish_champion(registration: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from retrainer.core.results import RegistrationResult
+        from retrainer.runners.airflow_adapter import publish_champion as publish
+        from retrainer.runners.airflow_adapter import received
+
+        return publish(context, received(registration, RegistrationResult), champion, workload)
+
+    return publish_champion
+
+
 def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start_date: Any = START_DATE) -> Any:
     """The DAG ``<workload>_retrain``: wait for raw data -> raw gate -> features -> validate -> train -> evaluate
-    -> export -> register, scheduled daily; a run dated D trains on the days before D."""
+    -> export -> register -> publish_champion, scheduled daily; a run dated D trains on the days before D."""
 
     @dag(
         dag_id=f"{workload}_retrain",
@@ -80,116 +175,28 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
             timeout=timedelta(hours=6),
             execution_timeout=timedelta(minutes=5),
         )
-
-        @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
-        def check_raw(**context: Any) -> dict[str, Any]:
-            from retrainer.runners.airflow_adapter import run_config
-            from retrainer.stages.check_raw import check_raw_days
-
-            with no_retry_on_bad_data():
-                return check_raw_days(run_config(context, workload)).to_dict()
-
-        # spark-submit to the master of the Airflow connection RETRAINER_SPARK_CONN_ID (default retrainer_spark).
-        def features(gate: Any) -> Any:
-            return SparkFeaturesOperator(
-                task_id="features", workload=workload, gate=gate, execution_timeout=timedelta(minutes=30)
-            ).output
-
-        @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
-        def validate(features: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from retrainer.core.results import FeaturesResult
-            from retrainer.runners.airflow_adapter import run_config
-            from retrainer.stages.validate import validate_features
-
-            with no_retry_on_bad_data():
-                return validate_features(FeaturesResult.from_dict(features), run_config(context, workload)).to_dict()
-
-        # Celery workers with GPUs listen on the training queue (docker-compose.yaml); ignored by other executors.
-        # Launcher, accelerator and worker count: the deployment's RETRAINER_* settings unless given here.
-        def train(validated: Any) -> Any:
-            return TensorFlowTrainOperator(
-                task_id="train",
-                workload=workload,
-                validated=validated,
-                queue=TRAINING_QUEUE,
-                execution_timeout=timedelta(hours=2),
-            ).output
-
-        @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
-        def evaluate(validated: dict[str, Any], training: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from retrainer.core.results import TrainingResult, ValidationResult
-            from retrainer.runners.airflow_adapter import run_config
-            from retrainer.stages.evaluate import evaluate_models
-
-            with no_retry_on_bad_data():
-                return evaluate_models(
-                    ValidationResult.from_dict(validated),
-                    TrainingResult.from_dict(training),
-                    run_config(context, workload),
-                ).to_dict()
-
-        @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
-        def export(validated: dict[str, Any], training: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from retrainer.core.results import TrainingResult, ValidationResult
-            from retrainer.runners.airflow_adapter import run_config
-            from retrainer.stages.export import export_model
-
-            with no_retry_on_bad_data():
-                return export_model(
-                    ValidationResult.from_dict(validated),
-                    TrainingResult.from_dict(training),
-                    run_config(context, workload),
-                ).to_dict()
-
-        # One promotion at a time across every run of every kind (scheduled, manual, backfill):
-        # max_active_runs does not cover backfills; the pool does (created by `make airflow-db`, the stack).
-        @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30), pool=PROMOTION_POOL)
-        def register(
-            validated: dict[str, Any],
-            training: dict[str, Any],
-            evaluation: dict[str, Any],
-            exported: dict[str, Any],
-            **context: Any,
-        ) -> dict[str, Any]:
-            from retrainer.core.results import EvaluationResult, ExportResult, TrainingResult, ValidationResult
-            from retrainer.runners.airflow_adapter import run_config
-            from retrainer.stages.register import register_model
-
-            with no_retry_on_bad_data():
-                return register_model(
-                    ValidationResult.from_dict(validated),
-                    TrainingResult.from_dict(training),
-                    EvaluationResult.from_dict(evaluation),
-                    ExportResult.from_dict(exported),
-                    run_config(context, workload),
-                ).to_dict()
-
-        champion = champion_asset(workload)
-
-        # Skipped when the champion did not move: a skipped task emits no Asset event, so consumers of
-        # the champion Asset run once per new champion, never for a held or rerun registration.
-        @task(
-            multiple_outputs=False,
-            execution_timeout=timedelta(minutes=5),
-            outlets=[champion],
-            on_success_callback=notifiers("champion_changed"),
-        )
-        def publish_champion(registration: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from retrainer.core.results import RegistrationResult
-            from retrainer.runners.airflow_adapter import publish_champion as publish
-
-            return publish(context, RegistrationResult.from_dict(registration), champion, workload)
-
-        # validate hands on the features' final (validated) place: nothing downstream reads unvalidated data.
-        gate = check_raw()
+        gate = check_raw(workload)
         wait >> gate
-        feats = features(gate)
-        validated = validate(feats)
-        trained = train(validated)
-        evaluation = evaluate(validated, trained)
-        exported = export(validated, trained)
+        # spark-submit to the master of the Airflow connection RETRAINER_SPARK_CONN_ID (default retrainer_spark).
+        features = SparkFeaturesOperator(
+            task_id="features", workload=workload, gate=gate, execution_timeout=timedelta(minutes=30)
+        ).output
+        # validate hands on the features' final (validated) place: nothing downstream reads unvalidated data.
+        validated = validate(workload, features)
+        # Celery workers with GPUs listen on the training queue (docker-compose.yaml); ignored by other
+        # executors. Launcher, accelerator and worker count: the deployment's RETRAINER_* settings.
+        trained = TensorFlowTrainOperator(
+            task_id="train",
+            workload=workload,
+            validated=validated,
+            queue=TRAINING_QUEUE,
+            execution_timeout=timedelta(hours=2),
+        ).output
+        evaluation = evaluate(workload, validated, trained)
+        exported = export(workload, validated, trained)
         evaluation >> exported
-        publish_champion(register(validated, trained, evaluation, exported))
+        receipts = {"validate": validated, "train": trained, "evaluate": evaluation, "export": exported}
+        publish_champion(workload)(register(workload, receipts))
 
     return retrain()
 

@@ -1,6 +1,6 @@
 """The features task as the Apache Spark provider's ``SparkSubmitOperator``: the run's features job is
 submitted to the master of an Airflow connection (``RETRAINER_SPARK_CONN_ID``, default
-``retrainer_spark``), and the typed result the job wrote is read back for XCom. Importing this module
+``retrainer_spark``), and the receipt of the result the job saved in the run folder goes to XCom. Importing this module
 imports no Spark; the spark-submit settings are computed from the run's config when the task runs.
 """
 
@@ -12,7 +12,8 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 
 
 class SparkFeaturesOperator(SparkSubmitOperator):
-    """Build the run's features on Spark from the raw gate's result (the ``check_raw`` task's, an XComArg)."""
+    """Build the run's features on Spark from the raw gate's result (the ``check_raw`` task's receipt, an
+    XComArg)."""
 
     template_fields = (*SparkSubmitOperator.template_fields, "gate")
     ui_color = "#e25a1c"  # Spark orange
@@ -30,14 +31,14 @@ class SparkFeaturesOperator(SparkSubmitOperator):
         from airflow.sdk import BaseHook
 
         from retrainer.core.config import ConfigError
-        from retrainer.core.layout import RunLayout
         from retrainer.core.results import RawGateResult
         from retrainer.data import features_submission
-        from retrainer.runners.airflow_adapter import run_config
+        from retrainer.runners.airflow_adapter import hand_on, received, run_context
         from retrainer_plugins.failures import no_retry_on_bad_data
 
         with no_retry_on_bad_data():
-            cfg = run_config(context, self.workload)
+            run = run_context(context, self.workload)
+            cfg = run.config
             try:  # the hook would silently fall back to YARN
                 BaseHook.get_connection(self._conn_id)
             except Exception as exc:
@@ -46,8 +47,7 @@ class SparkFeaturesOperator(SparkSubmitOperator):
                     f'AIRFLOW_CONN_{self._conn_id.upper()}=\'{{"conn_type": "spark", "host": "local[*]"}}\') '
                     f"or set {features_submission.CONN_ID_ENV}"
                 ) from exc
-            if RunLayout.of(cfg).load(RawGateResult).files != RawGateResult.from_dict(self.gate).files:
-                raise ValueError("the raw gate's result in the run folder is not check_raw's: rerun check_raw")
+            received(self.gate, RawGateResult)  # the job reads the gate from the run folder: still check_raw's?
             settings = features_submission.submit_settings(cfg)
             self.application = features_submission.application()
             self.name, self.application_args = settings["name"], settings["application_args"]
@@ -57,5 +57,5 @@ class SparkFeaturesOperator(SparkSubmitOperator):
             try:
                 super().execute(context)
             except Exception as exc:
-                return features_submission.result_of(cfg, exc).to_dict()
-            return features_submission.result_of(cfg).to_dict()
+                return hand_on(features_submission.result_of(cfg, exc), run)
+            return hand_on(features_submission.result_of(cfg), run)

@@ -18,7 +18,7 @@ from airflow.sdk import BaseOperator
 
 
 class TensorFlowTrainOperator(BaseOperator):
-    """Train the run's model on its validated features (the ``validate`` task's result, an XComArg)."""
+    """Train the run's model on its validated features (the ``validate`` task's receipt, an XComArg)."""
 
     template_fields: Sequence[str] = ("validated",)
     ui_color = "#ff6f00"  # TensorFlow orange
@@ -55,18 +55,19 @@ class TensorFlowTrainOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from retrainer.core.results import ValidationResult
-        from retrainer.runners.airflow_adapter import run_config
+        from retrainer.runners.airflow_adapter import hand_on, received, run_context
         from retrainer.stages.train import train_model
         from retrainer_plugins.failures import no_retry_on_bad_data
 
         with no_retry_on_bad_data():
-            cfg = run_config(context, self.workload)
+            run = run_context(context, self.workload)
             chosen = {k: v for k, v in self.placement.items() if v is not None}
             if chosen:
-                cfg = cfg.replace(**chosen)
+                run = run.replace(**chosen)
+            cfg = run.config
             self.log.info(
                 "training on %s: launcher %s, %d worker(s), %d GPU(s) each, strategy %s, attempt %s",
                 cfg.engines.accelerator, cfg.engines.launcher, cfg.engines.num_workers,
                 cfg.engines.gpus_per_worker, cfg.engines.strategy, context["ti"].try_number,
             )  # fmt: skip
-            return train_model(ValidationResult.from_dict(self.validated), cfg).to_dict()
+            return hand_on(train_model(received(self.validated, ValidationResult), run), run)

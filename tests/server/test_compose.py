@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from retrainer.devtools.local_stack import MLFLOW_ALLOWED_HOSTS, TRAINING_QUEUE, Stack, ensure_secrets
+from retrainer.devtools.local_stack import MLFLOW_ALLOWED_HOSTS, TRAINING_QUEUE, Stack
+from retrainer.devtools.secrets_file import ensure_secrets
 from retrainer.registry.promotion import POOL
 from retrainer.training.launchers import GPU_POOL
 from support import ROOT

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import psutil
 
-from retrainer.devtools.local_stack import SECRET_KEYS, ensure_secrets
-from retrainer.training.launchers import free_ports
+from retrainer.core.processes import free_ports
+from retrainer.devtools.secrets_file import SECRET_KEYS, ensure_secrets
 from support import ROOT
 
 

@@ -18,9 +18,10 @@ import pytest
 from retrainer import registry
 from retrainer.core import atomic
 from retrainer.core.layout import RunLayout
+from retrainer.core.processes import free_ports
 from retrainer.core.results import FeaturesResult, RegistrationResult, TrainingResult
-from retrainer.devtools.local_stack import TRAINING_QUEUE, Stack, ensure_secrets
-from retrainer.training.launchers import free_ports
+from retrainer.devtools.local_stack import TRAINING_QUEUE, Stack
+from retrainer.devtools.secrets_file import ensure_secrets
 from support import ROOT
 from support.server_mode import (
     REDIS_URL,

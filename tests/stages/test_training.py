@@ -326,7 +326,7 @@ def test_multi_worker_strategy_on_two_local_processes(
 ) -> None:
     from retrainer.stages.train import train_model
 
-    caplog.set_level(logging.INFO, logger="retrainer.training.launchers")
+    caplog.set_level(logging.INFO, logger="retrainer.training.local_processes")
     cfg = small_config(
         chain_root, chain_tracking, epochs=2, batch_size=128, launcher="local_processes", num_workers=2, seed=7
     )

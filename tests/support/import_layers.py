@@ -27,7 +27,7 @@ AIRFLOW_ALLOWED = {
     "retrainer.runners.airflow_adapter",
     # The Kubernetes launcher gets its API client from the provider's KubernetesHook (the connection);
     # the team-stack issue replaces the launcher with the provider's KubernetesJobOperator.
-    "retrainer.training.launchers",
+    "retrainer.training.kubernetes_pods",
 }
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from retrainer.spec.contract import Column, Contract, DType, RawColumn, RawSource, Role, TableRules
+from retrainer.spec.contract import Column, Contract, DType, Role, TableRules
+from retrainer.spec.raw_contract import RawColumn, RawSource
 from retrainer.workloads import get_workload
 from retrainer.workloads.flight_delay import CONTRACT
 

@@ -9,7 +9,8 @@ import pytest
 
 from retrainer.core.config import RunConfig
 from retrainer.training.kubernetes_jobs import INDEX_ENV, TRAINING_PORT, WORKERS_ENV, job_name
-from retrainer.training.launchers import KubernetesPods, get_launcher
+from retrainer.training.kubernetes_pods import KubernetesPods
+from retrainer.training.launchers import get_launcher
 from retrainer.training.strategy import tf_config_from_pod_env
 
 

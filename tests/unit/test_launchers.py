@@ -14,15 +14,10 @@ from pathlib import Path
 import pytest
 
 from retrainer.core.config import RunConfig
+from retrainer.core.errors import WorkersFailed
 from retrainer.core.layout import RunLayout
-from retrainer.training.launchers import (
-    WORKERS_FILE,
-    AlreadyTraining,
-    InProcess,
-    LocalProcesses,
-    WorkersFailed,
-    get_launcher,
-)
+from retrainer.training.launchers import InProcess, get_launcher
+from retrainer.training.local_processes import WORKERS_FILE, AlreadyTraining, LocalProcesses
 from support import ROOT
 
 PROBE = "support.launcher_probe"
@@ -69,7 +64,7 @@ def test_in_process_runs_the_entry_point_here(tmp_path: Path, probe_env) -> None
 
 
 def test_local_workers_get_the_run_config_and_their_output_is_streamed(tmp_path: Path, probe_env, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="retrainer.training.launchers")
+    caplog.set_level(logging.INFO, logger="retrainer.training.local_processes")
     cfg = _cfg(tmp_path, 2)
     LocalProcesses().launch(PROBE, cfg)
     for i in range(2):
@@ -95,7 +90,7 @@ def test_one_failing_worker_stops_the_others_and_is_reported(tmp_path: Path, pro
 LAUNCH_SCRIPT = """
 import sys
 from retrainer.core.config import RunConfig
-from retrainer.training.launchers import LocalProcesses
+from retrainer.training.local_processes import LocalProcesses
 LocalProcesses().launch("support.launcher_probe", RunConfig.from_argv(sys.argv[1:]))
 """
 

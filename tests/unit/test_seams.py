@@ -33,18 +33,19 @@ def test_stages_take_and_return_typed_results_never_dicts(stage: str) -> None:
 
     from retrainer.core.config import RunConfig
     from retrainer.core.results import StageResult
+    from retrainer.workloads import RunContext
 
     module = importlib.import_module(f"retrainer.stages.{stage}")
-    functions = [  # the stage entry points: public functions of the module that take the run's config
+    functions = [  # the stage entry points: public functions of the module that take the run
         f
         for name, f in inspect.getmembers(module, inspect.isfunction)
-        if f.__module__ == module.__name__ and not name.startswith("_") and "cfg" in inspect.signature(f).parameters
+        if f.__module__ == module.__name__ and not name.startswith("_") and "run" in inspect.signature(f).parameters
     ]
     assert functions, stage
     for fn in functions:
         hints = typing.get_type_hints(fn)
         ret = hints.pop("return")
         assert isinstance(ret, type) and issubclass(ret, StageResult), (fn.__name__, ret)
-        assert hints.pop("cfg") is RunConfig
+        assert hints.pop("run") == RunContext | RunConfig, (fn.__name__, "takes the run's context (or its config)")
         for name, hint in hints.items():
             assert isinstance(hint, type) and issubclass(hint, StageResult), (fn.__name__, name, hint)

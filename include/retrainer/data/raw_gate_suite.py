@@ -11,7 +11,8 @@ import statistics
 from typing import Any
 
 from retrainer.data.gx_suites import Suite
-from retrainer.spec.contract import RawContract, RawSource, expectation_spec
+from retrainer.spec.contract import expectation_spec
+from retrainer.spec.raw_contract import RawContract, RawSource
 
 
 def neighbour_median(values: dict[str, float | None], day: str, span: int) -> float | None:

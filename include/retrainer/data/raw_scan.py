@@ -14,7 +14,7 @@ from typing import Any
 
 from retrainer.core.fingerprint import dict_fingerprint
 from retrainer.core.layout import quarantine_file, raw_partition
-from retrainer.spec.contract import RawSource
+from retrainer.spec.raw_contract import RawSource
 
 RECORD_VERSION = 1
 

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from retrainer.training.launchers import free_ports
+from retrainer.core.processes import free_ports
 
 
 @dataclasses.dataclass

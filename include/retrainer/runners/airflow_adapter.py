@@ -10,12 +10,16 @@ empty, so the data interval is never used to pick the days. The trigger form's p
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, TypeVar
 
 from retrainer.core import params
 from retrainer.core.config import ConfigError, RunConfig, Tuning
-from retrainer.core.results import RegistrationResult
+from retrainer.core.receipts import Receipt
+from retrainer.core.results import RegistrationResult, StageResult
 from retrainer.runners.alerts import CHAMPION_CHANGED, TASK_FAILED, Alert
+from retrainer.workloads import RunContext
+
+R = TypeVar("R", bound=StageResult)
 
 
 def run_date_from_context(context: Any) -> dt.date:
@@ -43,6 +47,21 @@ def run_config(context: Any, workload: str) -> RunConfig:
         run_id=context.get("run_id"),
         **given,
     )
+
+
+def run_context(context: Any, workload: str) -> RunContext:
+    """The task's run, built once: :func:`run_config` with its workload and run folder."""
+    return RunContext.of(run_config(context, workload))
+
+
+def hand_on(result: StageResult, run: RunContext) -> dict[str, str]:
+    """What a task returns to XCom: the receipt of the result its stage saved in the run folder."""
+    return Receipt.issue(result, run.layout.path_of(type(result))).to_dict()
+
+
+def received(receipt: Any, result_type: type[R]) -> R:
+    """An upstream task's result, loaded from the run folder through its receipt (digest checked)."""
+    return Receipt.from_dict(receipt).redeem(result_type)
 
 
 def trigger_form() -> dict[str, tuple[Any, dict[str, Any]]]:
@@ -89,15 +108,14 @@ def publish_champion(context: Any, registration: RegistrationResult, asset: Any,
     change: a skipped task emits no Asset event, so downstream DAGs run once per new champion."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from retrainer.core.layout import RunLayout
     from retrainer.core.results import EvaluationResult
     from retrainer.registry.promotion import announcement
 
     if not registration.champion_changed:
         raise AirflowSkipException(f"champion unchanged: {registration.decision}")
-    cfg = run_config(context, workload)
+    run = run_context(context, workload)
     # register saves the evaluation again when it had to re-evaluate against a champion that moved
-    news = announcement(registration, RunLayout.of(cfg).load(EvaluationResult), cfg.run.date)
+    news = announcement(registration, run.layout.load(EvaluationResult), run.config.run.date)
     context["outlet_events"][asset].extra = news
     return news
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from retrainer.core.config import RunConfig, add_config_arguments, config_from_namespace, default_data_root
+from retrainer.core.config import add_config_arguments, config_from_namespace, default_data_root
 from retrainer.core.deployment import deployment
 from retrainer.core.layout import RunLayout
 from retrainer.core.params import date_arg
@@ -28,11 +28,13 @@ from retrainer.core.results import (
     TrainingResult,
     ValidationResult,
 )
+from retrainer.workloads import RunContext
 
 
-def _setup(args: argparse.Namespace) -> tuple[RunConfig, RunLayout]:
-    cfg = config_from_namespace(args)
-    return cfg, RunLayout.of(cfg)
+def _setup(args: argparse.Namespace) -> tuple[RunContext, RunLayout]:
+    """The command's run, built once: its config from the flags, its workload and run folder."""
+    run = RunContext.of(config_from_namespace(args))
+    return run, run.layout
 
 
 def cmd_land(args: argparse.Namespace) -> Any:
@@ -47,55 +49,55 @@ def cmd_land(args: argparse.Namespace) -> Any:
 def cmd_check_raw(args: argparse.Namespace) -> StageResult:
     from retrainer.stages.check_raw import check_raw_days
 
-    cfg, _ = _setup(args)
-    return check_raw_days(cfg)
+    run, _ = _setup(args)
+    return check_raw_days(run)
 
 
 def cmd_features(args: argparse.Namespace) -> StageResult:
     from retrainer.stages.features import build_features
 
-    cfg, layout = _setup(args)
-    return build_features(layout.load(RawGateResult), cfg)
+    run, layout = _setup(args)
+    return build_features(layout.load(RawGateResult), run)
 
 
 def cmd_validate(args: argparse.Namespace) -> StageResult:
     from retrainer.stages.validate import validate_features
 
-    cfg, layout = _setup(args)
-    return validate_features(layout.load(FeaturesResult), cfg)
+    run, layout = _setup(args)
+    return validate_features(layout.load(FeaturesResult), run)
 
 
 def cmd_train(args: argparse.Namespace) -> StageResult:
     from retrainer.stages.train import train_model
 
-    cfg, layout = _setup(args)
-    return train_model(layout.load(ValidationResult), cfg)
+    run, layout = _setup(args)
+    return train_model(layout.load(ValidationResult), run)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> StageResult:
     from retrainer.stages.evaluate import evaluate_models
 
-    cfg, layout = _setup(args)
-    return evaluate_models(layout.load(ValidationResult), layout.load(TrainingResult), cfg)
+    run, layout = _setup(args)
+    return evaluate_models(layout.load(ValidationResult), layout.load(TrainingResult), run)
 
 
 def cmd_export(args: argparse.Namespace) -> StageResult:
     from retrainer.stages.export import export_model
 
-    cfg, layout = _setup(args)
-    return export_model(layout.load(ValidationResult), layout.load(TrainingResult), cfg)
+    run, layout = _setup(args)
+    return export_model(layout.load(ValidationResult), layout.load(TrainingResult), run)
 
 
 def cmd_register(args: argparse.Namespace) -> StageResult:
     from retrainer.stages.register import register_model
 
-    cfg, layout = _setup(args)
+    run, layout = _setup(args)
     return register_model(
         layout.load(ValidationResult),
         layout.load(TrainingResult),
         layout.load(EvaluationResult),
         layout.load(ExportResult),
-        cfg,
+        run,
     )
 
 
@@ -103,17 +105,17 @@ def cmd_run(args: argparse.Namespace) -> None:
     from retrainer.runners.pipeline import run_pipeline
     from retrainer.runners.run_summary import run_summary
 
-    cfg, _ = _setup(args)
+    run, _ = _setup(args)
     try:
-        run_pipeline(cfg)
+        run_pipeline(run)
     finally:
-        print(run_summary(cfg))
+        print(run_summary(run.config))
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
     from retrainer.runners.run_summary import run_summary
 
-    print(run_summary(_setup(args)[0]))
+    print(run_summary(_setup(args)[0].config))
 
 
 def build_parser() -> argparse.ArgumentParser:

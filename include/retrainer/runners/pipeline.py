@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from retrainer.core.config import RunConfig
 from retrainer.core.results import PipelineResult
+from retrainer.workloads import RunContext
 
 
-def run_pipeline(cfg: RunConfig) -> PipelineResult:
+def run_pipeline(cfg: RunConfig | RunContext) -> PipelineResult:
+    """Every stage in order in this process, over one :class:`RunContext`."""
     from retrainer.stages.check_raw import check_raw_days
     from retrainer.stages.evaluate import evaluate_models
     from retrainer.stages.export import export_model
@@ -16,11 +18,12 @@ def run_pipeline(cfg: RunConfig) -> PipelineResult:
     from retrainer.stages.train import train_model
     from retrainer.stages.validate import validate_features
 
-    gate = check_raw_days(cfg)  # a missing landed day is named before Spark starts
-    features = build_features(gate, cfg)
-    validated = validate_features(features, cfg)
-    training = train_model(validated, cfg)
-    evaluation = evaluate_models(validated, training, cfg)
-    exported = export_model(validated, training, cfg)
-    registration = register_model(validated, training, evaluation, exported, cfg)
+    run = RunContext.of(cfg)
+    gate = check_raw_days(run)  # a missing landed day is named before Spark starts
+    features = build_features(gate, run)
+    validated = validate_features(features, run)
+    training = train_model(validated, run)
+    evaluation = evaluate_models(validated, training, run)
+    exported = export_model(validated, training, run)
+    registration = register_model(validated, training, evaluation, exported, run)
     return PipelineResult(gate, features, validated, training, evaluation, exported, registration)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from retrainer.core.errors import BadData
 from retrainer.core.layout import raw_dim, raw_partition
-from retrainer.spec.contract import RawSource
+from retrainer.spec.raw_contract import RawSource
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -21,14 +21,14 @@ from retrainer.core import atomic
 from retrainer.core.config import RunConfig
 from retrainer.core.errors import BadData
 from retrainer.core.fingerprint import file_digest
-from retrainer.core.layout import RunLayout, ValidationFiles, raw_gate_record, raw_partition
+from retrainer.core.layout import ValidationFiles, raw_gate_record, raw_partition
 from retrainer.core.results import RawGateResult
 from retrainer.data.gx_suites import run_suites
 from retrainer.data.landed_files import check_raw_inputs
 from retrainer.data.raw_gate_suite import day_suite
 from retrainer.data.raw_scan import scan_days, source_fingerprint
-from retrainer.spec.contract import RawContract
-from retrainer.workloads import get_workload
+from retrainer.spec.raw_contract import RawContract
+from retrainer.workloads import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,13 @@ def _records(cfg: RunConfig, contract: RawContract, days: list[dt.date]) -> _Rec
     return out
 
 
-def check_raw_days(cfg: RunConfig) -> RawGateResult:
-    """Gate the raw days of ``cfg``'s run; raises :class:`RawDataRejected` naming every failed check."""
-    contract = get_workload(cfg.run.workload).raw
+def check_raw_days(run: RunContext | RunConfig) -> RawGateResult:
+    """Gate the raw days of the run; raises :class:`RawDataRejected` naming every failed check."""
+    run = RunContext.of(run)
+    cfg = run.config
+    contract = run.workload.raw
     days = check_raw_inputs(cfg)  # missing partitions are named before Spark starts
-    layout = RunLayout.of(cfg)
+    layout = run.layout
     layout.discard(RawGateResult)
     records = _records(cfg, contract, days)
 

@@ -18,18 +18,21 @@ from retrainer import registry
 from retrainer.core import atomic
 from retrainer.core.config import RunConfig
 from retrainer.core.fingerprint import parquet_parts
-from retrainer.core.layout import RunLayout
 from retrainer.core.results import EvaluationResult, TrainingResult, ValidationResult
 from retrainer.registry import promotion
 from retrainer.training import baselines
 from retrainer.training.dataset import arrow_to_inputs, iter_record_batches, labels
-from retrainer.workloads import get_workload
+from retrainer.workloads import RunContext
 
 log = logging.getLogger(__name__)
 
 
-def evaluate_models(validated: ValidationResult, training: TrainingResult, cfg: RunConfig) -> EvaluationResult:
-    workload = get_workload(cfg.run.workload)
+def evaluate_models(
+    validated: ValidationResult, training: TrainingResult, run: RunContext | RunConfig
+) -> EvaluationResult:
+    run = RunContext.of(run)
+    cfg = run.config
+    workload = run.workload
     contract, objective = workload.contract, workload.objective
     from retrainer.training.loop import load_trained_model
 
@@ -95,6 +98,6 @@ def evaluate_models(validated: ValidationResult, training: TrainingResult, cfg: 
         eval_range=validated.features.eval_range,
         baselines=references,
     )
-    RunLayout.of(cfg).save(result)
+    run.layout.save(result)
     log.info("evaluation: promote=%s (%s)", promote, reason)
     return result

@@ -18,10 +18,10 @@ import numpy as np
 from retrainer.core import atomic
 from retrainer.core.config import RunConfig
 from retrainer.core.fingerprint import parquet_parts
-from retrainer.core.layout import ExportFiles, RunLayout
+from retrainer.core.layout import ExportFiles
 from retrainer.core.results import ExportResult, TrainingResult, ValidationResult
 from retrainer.training.dataset import arrow_to_inputs
-from retrainer.workloads import get_workload
+from retrainer.workloads import RunContext
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 100
@@ -33,15 +33,16 @@ class ExportMismatch(RuntimeError):
     """The reloaded SavedModel does not predict what the trained model predicts."""
 
 
-def export_model(validated: ValidationResult, training: TrainingResult, cfg: RunConfig) -> ExportResult:
+def export_model(validated: ValidationResult, training: TrainingResult, run: RunContext | RunConfig) -> ExportResult:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from retrainer.training.loop import load_trained_model
 
-    workload = get_workload(cfg.run.workload)
+    run = RunContext.of(run)
+    workload = run.workload
     contract = workload.contract
-    layout = RunLayout.of(cfg)
+    layout = run.layout
     model = load_trained_model(validated, training, workload)
 
     first = pq.ParquetFile(parquet_parts(validated.files.eval)[0])

@@ -18,14 +18,13 @@ from retrainer.core import atomic
 from retrainer.core.config import RunConfig
 from retrainer.core.feature_files import FeatureFiles
 from retrainer.core.fingerprint import folder_fingerprint
-from retrainer.core.layout import RunLayout
 from retrainer.core.results import FeaturesResult, RawGateResult
 from retrainer.data import drift
 from retrainer.data.feature_store import FeatureStore
 from retrainer.data.landed_files import require_unchanged
 from retrainer.spark.session import get_spark
 from retrainer.spec.contract import NULL_FRACTION, Contract, Role
-from retrainer.workloads import get_workload
+from retrainer.workloads import RunContext
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -34,7 +33,7 @@ log = logging.getLogger(__name__)
 MAX_VOCABULARY = 2000
 
 
-def build_features(gate: RawGateResult, cfg: RunConfig) -> FeaturesResult:
+def build_features(gate: RawGateResult, run: RunContext | RunConfig) -> FeaturesResult:
     """Build the run's feature sets under ``runs/<workload>/date=D/features.pending`` (replaced as a whole)
     from the landed days the raw gate passed (and only if they are still the files it checked).
 
@@ -43,10 +42,12 @@ def build_features(gate: RawGateResult, cfg: RunConfig) -> FeaturesResult:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    workload = get_workload(cfg.run.workload)
+    run = RunContext.of(run)
+    cfg = run.config
+    workload = run.workload
     contract = workload.contract
     window = cfg.window
-    layout = RunLayout.of(cfg)
+    layout = run.layout
     layout.discard(FeaturesResult)  # whatever happens below, no earlier build is reported as this one
     if gate.workload != cfg.run.workload or gate.run_date != cfg.run.date:
         raise ValueError(

@@ -15,12 +15,11 @@ import logging
 
 from retrainer import registry
 from retrainer.core.config import RunConfig
-from retrainer.core.layout import RunLayout
 from retrainer.core.results import EvaluationResult, ExportResult, RegistrationResult, TrainingResult, ValidationResult
 from retrainer.registry import promotion
 from retrainer.registry.mlflow_run import log_and_register, range_text
 from retrainer.stages.evaluate import evaluate_models
-from retrainer.workloads import get_workload
+from retrainer.workloads import RunContext
 
 log = logging.getLogger(__name__)
 RUN_KEY_TAG = "retrainer.run_key"
@@ -31,11 +30,13 @@ def register_model(
     training: TrainingResult,
     evaluation: EvaluationResult,
     exported: ExportResult,
-    cfg: RunConfig,
+    run: RunContext | RunConfig,
 ) -> RegistrationResult:
-    name = get_workload(cfg.run.workload).registered_model
+    run = RunContext.of(run)
+    cfg = run.config
+    name = run.workload.registered_model
     tracking_uri = cfg.engines.tracking_uri
-    layout = RunLayout.of(cfg)
+    layout = run.layout
     client = registry.configure(tracking_uri)
     run_key = training.run_key
 
@@ -52,7 +53,7 @@ def register_model(
     _complete_tags(tracking_uri, name, version, _version_tags(cfg, training, evaluation))
 
     with promotion.promotion_lock(cfg.engines.data_root, name):
-        promoted, note, before = _move_aliases(validated, training, evaluation, version, cfg)
+        promoted, note, before = _move_aliases(validated, training, evaluation, version, run)
     result = RegistrationResult(
         registered_model=name,
         version=version,
@@ -91,11 +92,12 @@ def _complete_tags(tracking_uri: str, name: str, version: str, tags: dict[str, s
 
 
 def _move_aliases(
-    validated: ValidationResult, training: TrainingResult, evaluation: EvaluationResult, version: str, cfg: RunConfig
+    validated: ValidationResult, training: TrainingResult, evaluation: EvaluationResult, version: str, run: RunContext
 ) -> tuple[bool, str, str | None]:
     """Under the promotion lock: (is this version champion now, why, the champion it found). Re-reads both
     aliases first."""
-    name, uri = get_workload(cfg.run.workload).registered_model, cfg.engines.tracking_uri
+    cfg = run.config
+    name, uri = run.workload.registered_model, cfg.engines.tracking_uri
     client = registry.configure(uri)
     challenger = promotion.holder(uri, name, registry.CHALLENGER)
     if promotion.older_than(cfg.run.date, challenger, registry.CHALLENGER) is None:
@@ -113,7 +115,7 @@ def _move_aliases(
             f"re-evaluated against {_v(now)}"
         )
         log.warning("%s", moved)
-        evaluation = evaluate_models(validated, training, cfg)  # the lock is held: the champion cannot move again
+        evaluation = evaluate_models(validated, training, run)  # the lock is held: the champion cannot move again
         if not evaluation.promote:
             return False, f"not promoted: {moved}: {evaluation.reason}", now
         note = f"{moved}: {evaluation.reason}"

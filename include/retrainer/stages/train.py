@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 
 from retrainer.core.config import RunConfig
-from retrainer.core.layout import RunLayout
 from retrainer.core.results import TrainingResult, ValidationResult
 from retrainer.training.launchers import get_launcher
+from retrainer.workloads import RunContext
 
 log = logging.getLogger(__name__)
 ENTRYPOINT = "retrainer.training.worker"
@@ -24,8 +24,10 @@ class NotValidated(ValueError):
     """Training was asked to read features that are not this run's validated features."""
 
 
-def train_model(validated: ValidationResult, cfg: RunConfig) -> TrainingResult:
-    layout = RunLayout.of(cfg)
+def train_model(validated: ValidationResult, run: RunContext | RunConfig) -> TrainingResult:
+    run = RunContext.of(run)
+    cfg = run.config
+    layout = run.layout
     if not isinstance(validated, ValidationResult) or not validated.report.success:
         raise NotValidated(
             f"refusing to train on features that did not pass validation ({type(validated).__name__}); "

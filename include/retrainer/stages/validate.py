@@ -18,13 +18,13 @@ from retrainer.core import atomic
 from retrainer.core.config import RunConfig
 from retrainer.core.errors import BadData
 from retrainer.core.feature_files import FeatureFiles
-from retrainer.core.layout import RunLayout, ValidationFiles
+from retrainer.core.layout import ValidationFiles
 from retrainer.core.results import FeaturesResult, GateReport, ValidationResult
 from retrainer.data import drift
 from retrainer.data.gx_suites import Suite, run_suites
 from retrainer.spark.session import get_spark
-from retrainer.spec.contract import NULL_FRACTION, PSI, Contract
-from retrainer.workloads import get_workload
+from retrainer.spec.contract import NULL_FRACTION, PSI
+from retrainer.workloads import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +33,16 @@ class ValidationFailed(BadData):
     """The features broke the contract; the message lists each failed expectation."""
 
 
-def validate_features(features: FeaturesResult, cfg: RunConfig) -> ValidationResult:
+def validate_features(features: FeaturesResult, run: RunContext | RunConfig) -> ValidationResult:
     """Validate features built by :func:`retrainer.stages.features.build_features`.
 
     On success the pending features become the run's ``features`` folder and the result points there:
     it is what training consumes. On failure they move to ``features.rejected``; a previously validated
     ``features`` folder is untouched, and the report (``validation/summary.json``) says what failed.
     """
-    contract = get_workload(cfg.run.workload).contract
-    layout = RunLayout.of(cfg)
+    run = RunContext.of(run)
+    cfg = run.config
+    layout = run.layout
     pending = Path(features.folder)
     if not pending.is_dir():
         raise FileNotFoundError(f"features {pending} not found: run the features stage for {cfg.run.date} first")
@@ -49,7 +50,7 @@ def validate_features(features: FeaturesResult, cfg: RunConfig) -> ValidationRes
     spark = get_spark(cfg.engines.spark_master)
     with atomic.staged_dir(layout.validation) as staging:
         days = [d.isoformat() for d in cfg.window.days()]
-        report = _run_suites(FeatureFiles(pending), cfg, contract, days, spark, staging, layout.validation)
+        report = _run_suites(FeatureFiles(pending), run, days, spark, staging, layout.validation)
         atomic.write_json(ValidationFiles(staging).report, report.to_dict())
     if not report.success:
         if pending != layout.features:
@@ -72,9 +73,10 @@ def validate_features(features: FeaturesResult, cfg: RunConfig) -> ValidationRes
 
 
 def _run_suites(
-    files: FeatureFiles, cfg: RunConfig, contract: Contract, days: list[str], spark: Any, staging: Path, final: Path
+    files: FeatureFiles, run: RunContext, days: list[str], spark: Any, staging: Path, final: Path
 ) -> GateReport:
     """The feature table, the per-day profile and the drift against the champion, as three suites."""
+    cfg, contract = run.config, run.workload.contract
     import pandas as pd
 
     table = spark.read.parquet(str(files.train)).unionByName(spark.read.parquet(str(files.eval)))
@@ -85,7 +87,7 @@ def _run_suites(
         Suite("feature_table", table, contract.expectations()),
         Suite("per_day", per_day, contract.per_day_expectations(days), labels=labels),
     ]
-    scores, baseline = _drift(files, cfg, contract, spark)
+    scores, baseline = _drift(files, run, spark)
     if scores is not None:
         frame = pd.DataFrame(
             [
@@ -100,9 +102,10 @@ def _run_suites(
     return dataclasses.replace(report, drift=scores, drift_baseline=baseline)
 
 
-def _drift(files: FeatureFiles, cfg: RunConfig, contract: Contract, spark: Any) -> tuple[dict[str, float] | None, str]:
+def _drift(files: FeatureFiles, run: RunContext, spark: Any) -> tuple[dict[str, float] | None, str]:
     """PSI per feature between this run's training split and the champion's, or None and why not."""
-    workload = get_workload(cfg.run.workload)
+    cfg, workload = run.config, run.workload
+    contract = workload.contract
     try:
         reference = registry.champion_profile(cfg.engines.tracking_uri, workload.registered_model)
     except registry.RegistryUnavailable as exc:

@@ -15,9 +15,12 @@ import pkgutil
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from retrainer.spec.contract import Contract, RawContract
+from retrainer.core.config import RunConfig
+from retrainer.core.layout import RunLayout
+from retrainer.spec.contract import Contract
 from retrainer.spec.model_spec import WIDE_AND_DEEP_ENSEMBLE, ModelSpec
 from retrainer.spec.objectives import Objective
+from retrainer.spec.raw_contract import RawContract
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -63,3 +66,25 @@ def get_workload(name: str) -> Workload:
     if workload.name != name:
         raise ValueError(f"module retrainer.workloads.{name} defines workload {workload.name!r}")
     return workload
+
+
+# A run's context: its config with the workload and the run folder resolved once. Every runner (the CLI,
+# the local pipeline, an Airflow task, a training worker) builds one and hands it to the stages, which read
+# ``run.workload`` and ``run.layout`` instead of looking them up again from names, so the lookups cannot
+# disagree within a run. Stages also accept a plain RunConfig (tests, notebooks) and build it themselves.
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    config: RunConfig
+    workload: Workload
+    layout: RunLayout
+
+    @classmethod
+    def of(cls, run: RunConfig | RunContext) -> RunContext:
+        """The context of a config (looked up now), or the context itself."""
+        if isinstance(run, RunContext):
+            return run
+        return cls(run, get_workload(run.run.workload), RunLayout.of(run))
+
+    def replace(self, **values: object) -> RunContext:
+        """The same run with some parameters changed (the workload and folder follow the config)."""
+        return RunContext.of(self.config.replace(**values))

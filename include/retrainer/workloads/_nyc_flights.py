@@ -12,7 +12,8 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from retrainer.spec.contract import Column, DriftRule, DType, RawColumn, RawContract, RawSource, Role
+from retrainer.spec.contract import Column, DriftRule, DType, Role
+from retrainer.spec.raw_contract import RawColumn, RawContract, RawSource
 
 if TYPE_CHECKING:
     from pyspark.sql import Column as SparkColumn

@@ -1,0 +1,75 @@
+"""The raw contract: what each landed daily file of a workload must satisfy before any feature is built.
+
+The raw gate (``retrainer.data.raw_gate_suite``) turns it into per-day Great Expectations suites, and the
+Spark reader (``retrainer.spark.raw_reader``) into a header-checked, typed read. Apart from the feature
+contract because it describes another table (the landed files, not the features) and another gate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class RawColumn:
+    """A column of a landed daily file, with per-day bounds checked by the raw gate."""
+
+    name: str
+    dtype: str  # the Spark SQL type its text must parse as ("int", "double", "string", "timestamp")
+    nullable: bool = True
+    max_null_fraction: float = 1.0  # per day
+    min_value: float | None = None
+    max_value: float | None = None
+    categories: tuple[str, ...] | None = None
+    mostly: float = 1.0  # share of a day's non-null values that must be within range / categories
+    # Units: bounds on the day's standard deviation, and on how far the day's mean may sit from the
+    # median of its neighbouring days' means. Both in the column's units: values in other units (hours
+    # for minutes, Celsius for Fahrenheit) move them out of bounds while staying in the plausible range.
+    std_per_day: tuple[float, float] | None = None
+    max_shift_from_neighbours: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RawSource:
+    """One daily source (``raw/<name>/date=D/<name>.csv``) and what a landed day of it must satisfy."""
+
+    name: str
+    columns: tuple[RawColumn, ...]
+    key: tuple[str, ...]  # no two rows of a day share it
+    # Spark SQL expressions over the parsed columns; each must give the partition's date for every row.
+    row_dates: tuple[str, ...]
+    min_rows: int
+    max_rows: int
+    # A day's rows divided by the median of its neighbouring days' rows (the gate's notion of "recent").
+    rows_vs_neighbours: tuple[float, float]
+    # Rows that do not parse (malformed lines, unparseable values) are quarantined; above this share the day fails.
+    max_quarantined_fraction: float
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"raw source {self.name}: duplicate column names in {names}")
+        if unknown := [k for k in self.key if k not in names]:
+            raise ValueError(f"raw source {self.name}: key columns {unknown} are not columns")
+
+    @property
+    def types(self) -> dict[str, str]:
+        return {c.name: c.dtype for c in self.columns}
+
+    def column(self, name: str) -> RawColumn:
+        return next(c for c in self.columns if c.name == name)
+
+
+@dataclasses.dataclass(frozen=True)
+class RawContract:
+    """The daily sources a workload reads and the neighbourhood the relative bounds look at."""
+
+    name: str  # names the gate's per-day record, so workloads sharing sources share it
+    sources: tuple[RawSource, ...]
+    neighbour_days: int = 7  # days on each side whose median is a day's "recent" reference
+
+    def source(self, name: str) -> RawSource:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(f"raw contract {self.name} has no source {name!r}")
