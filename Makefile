@@ -23,7 +23,13 @@ export AIRFLOW__CORE__PARALLELISM ?= 4
 export AIRFLOW__API__BASE_URL ?= http://127.0.0.1:$(AIRFLOW_PORT)
 export AIRFLOW_PORT MLFLOW_PORT
 export SPARK_LOCAL_IP ?= 127.0.0.1
-# The features task submits its Spark job to this connection's master (a cluster: spark://host:7077, yarn, ...).
+# One warm Spark for every task and run: a Spark Connect server on 127.0.0.1 (started by make run, make airflow
+# and make test if none answers; make stop stops it). Tasks read its URL from the Airflow connection, the CLI
+# from RETRAINER_SPARK_MASTER.
+export SPARK_CONNECT_PORT ?= 15002
+export AIRFLOW_CONN_RETRAINER_SPARK_CONNECT ?= {"conn_type": "spark_connect", "host": "sc://127.0.0.1", "port": $(SPARK_CONNECT_PORT)}
+export RETRAINER_SPARK_MASTER ?= sc://127.0.0.1:$(SPARK_CONNECT_PORT)
+# The second path (no Spark Connect connection): the features task submits its job to this connection's master.
 export AIRFLOW_CONN_RETRAINER_SPARK ?= {"conn_type": "spark", "host": "local[*]"}
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GX_ANALYTICS_ENABLED ?= False
@@ -34,7 +40,7 @@ SECRETS := $(CURDIR)/.env
 WITH_SECRETS = set -a && . $(SECRETS) && set +a && export AIRFLOW__API_AUTH__JWT_SECRET="$$AIRFLOW_JWT_SECRET" \
 	AIRFLOW__CORE__FERNET_KEY="$$AIRFLOW_FERNET_KEY" &&
 
-.PHONY: help install secrets test-tools data airflow-db run test test-quick lint docs docs-serve bench bench-train bench-spark mlflow-ui airflow airflow-ui clean
+.PHONY: help install secrets test-tools data airflow-db spark-connect stop run test test-quick lint docs docs-serve bench bench-train bench-spark mlflow-ui airflow airflow-ui clean
 
 help:
 	@echo "make run  [DATE=2013-06-01] [CONF='{\"epochs\": 5}'] [WORKLOAD=arrival_delay_minutes]"
@@ -45,6 +51,7 @@ help:
 	@echo "make docs | docs-serve                            the MkDocs site (docs/) built strictly into site/ | served on :8000"
 	@echo "make airflow                                      Airflow (api-server, scheduler, dag-processor, triggerer)"
 	@echo "                                                  and MLflow on 127.0.0.1 until Ctrl-C"
+	@echo "make stop                                         stop the Spark Connect server make run left running"
 	@echo "make mlflow-ui | bench | bench-train | bench-spark | clean"
 
 $(BIN)/python:
@@ -83,7 +90,14 @@ $(AIRFLOW_HOME)/airflow.db: | $(VENV)/.installed $(SECRETS)
 
 airflow-db: $(AIRFLOW_HOME)/airflow.db
 
-run: install data airflow-db
+# Starts the embedded Spark Connect server unless one answers on SPARK_CONNECT_PORT; reused across runs.
+spark-connect: install
+	@$(BIN)/python -m retrainer.devtools.spark_connect up --port $(SPARK_CONNECT_PORT)
+
+stop: install
+	@$(BIN)/python -m retrainer.devtools.spark_connect down --port $(SPARK_CONNECT_PORT)
+
+run: install data airflow-db spark-connect
 	@# Airflow creates no task instances for a logical date before the DAG's start_date.
 	@if [[ "$(DATE)" < "2013-01-29" ]]; then echo "DATE must be on or after 2013-01-29 (the DAG's start_date); use 'retrainer run --date ...' for earlier dates"; exit 2; fi
 	@mkdir -p $(AIRFLOW_HOME)/logs
@@ -125,7 +139,7 @@ bench: install data
 bench-spark: install
 	$(BIN)/python bench/spark_features.py
 
-bench-train: install data
+bench-train: install data spark-connect
 	$(BIN)/retrainer check-raw --date 2013-12-31 --window-days 350 --eval-days 28 > /dev/null
 	$(BIN)/retrainer features --date 2013-12-31 --window-days 350 --eval-days 28 > /dev/null
 	$(BIN)/retrainer validate --date 2013-12-31 --window-days 350 --eval-days 28 > /dev/null
@@ -139,5 +153,5 @@ airflow: install data $(SECRETS)
 
 airflow-ui: airflow
 
-clean:
-	rm -rf $(AIRFLOW_HOME) $(CURDIR)/.mlflow $(RETRAINER_DATA_ROOT)/runs
+clean: stop
+	rm -rf $(AIRFLOW_HOME) $(CURDIR)/.mlflow $(RETRAINER_DATA_ROOT)/runs $(CURDIR)/.spark-connect

@@ -6,17 +6,19 @@ that ``dag.test()`` runs in this process) sees the same embedded engines under a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from support import LAND_END, LAND_START, ROOT, TIERS, small_config
+from support import LAND_END, LAND_START, ROOT, SPARK_CONNECT_PORT, SPARK_CONNECT_URL, TIERS, small_config
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="retrainer-tests-"))
 
@@ -31,7 +33,11 @@ os.environ.update(
         "RETRAINER_HOME": str(SESSION_DIR),
         "RETRAINER_DATA_ROOT": str(SESSION_DIR / "data"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{SESSION_DIR / '.mlflow' / 'mlflow.db'}",
-        "RETRAINER_SPARK_MASTER": "local[2]",
+        "RETRAINER_SPARK_MASTER": SPARK_CONNECT_URL,
+        "SPARK_CONNECT_PORT": str(SPARK_CONNECT_PORT),
+        "AIRFLOW_CONN_RETRAINER_SPARK_CONNECT": json.dumps(
+            {"conn_type": "spark_connect", "host": "sc://127.0.0.1", "port": SPARK_CONNECT_PORT}
+        ),
         "RETRAINER_SHUFFLE_PARTITIONS": "4",
         "SPARK_LOCAL_IP": "127.0.0.1",
         "AIRFLOW_CONN_RETRAINER_SPARK": '{"conn_type": "spark", "host": "local[2]"}',
@@ -60,11 +66,34 @@ def landed(session_dir: Path) -> Path:
     return root
 
 
+ENGINE_TIERS = ("stages", "e2e", "server")  # the tiers whose tests use Spark
+
+
 @pytest.fixture(scope="session")
-def spark():
+def spark_connect_server() -> Iterator[str]:
+    """One Spark Connect server for the whole session (every Spark stage, every task of every DAG run);
+    started unless one answers on the tests' port, stopped at the end if this session started it."""
+    from retrainer.devtools.spark_connect import SparkConnectServer
+
+    server = SparkConnectServer(SPARK_CONNECT_PORT, SESSION_DIR / "spark-connect")
+    reused = server.healthy()
+    url = server.up()
+    yield url
+    if not reused:
+        server.down()
+
+
+@pytest.fixture(autouse=True)
+def _spark_for_engine_tiers(request: pytest.FixtureRequest) -> None:
+    if any(request.node.get_closest_marker(tier) for tier in ENGINE_TIERS):
+        request.getfixturevalue("spark_connect_server")
+
+
+@pytest.fixture(scope="session")
+def spark(spark_connect_server: str):
     from retrainer.spark.session import get_spark
 
-    session = get_spark("local[2]", app_name="retrainer-tests")
+    session = get_spark(spark_connect_server)
     yield session
     session.stop()
 

@@ -1,6 +1,10 @@
-"""The features task as the Apache Spark provider's ``SparkSubmitOperator``: the run's features job is
-submitted to the master of an Airflow connection (``RETRAINER_SPARK_CONN_ID``, default
-``retrainer_spark``), and the receipt of the result the job saved in the run folder goes to XCom. Importing this module
+"""The features task. When the run's Spark is a Connect server (the ``spark_connect`` connection
+``RETRAINER_SPARK_CONNECT_CONN_ID``, default ``retrainer_spark_connect``, as ``make run`` and ``make airflow``
+define it; or ``RETRAINER_SPARK_MASTER=sc://...``) the stage runs in the task against the warm server, like
+``check_raw`` and ``validate``. Otherwise it is the Apache Spark provider's
+``SparkSubmitOperator``: the run's features job is submitted to the master of an Airflow connection
+(``RETRAINER_SPARK_CONN_ID``, default ``retrainer_spark``; for example a large one-off backfill on a
+cluster). Either way the receipt of the result saved in the run folder goes to XCom. Importing this module
 imports no Spark; the spark-submit settings are computed from the run's config when the task runs.
 """
 
@@ -28,34 +32,47 @@ class SparkFeaturesOperator(SparkSubmitOperator):
         self.gate = gate
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow.sdk import BaseHook
-
-        from retrainer.core.config import ConfigError
         from retrainer.core.results import RawGateResult
-        from retrainer.data import features_submission
         from retrainer.runners.airflow_adapter import hand_on, received, run_context
+        from retrainer.spark.session import is_connect
         from retrainer_plugins.failures import no_retry_on_bad_data
 
         with no_retry_on_bad_data():
             run = run_context(context, self.workload)
-            cfg = run.config
-            try:  # the hook would silently fall back to YARN
-                BaseHook.get_connection(self._conn_id)
-            except Exception as exc:
-                raise ConfigError(
-                    f"no Airflow connection {self._conn_id!r} for the Spark master: define it (for example "
-                    f'AIRFLOW_CONN_{self._conn_id.upper()}=\'{{"conn_type": "spark", "host": "local[*]"}}\') '
-                    f"or set {features_submission.CONN_ID_ENV}"
-                ) from exc
-            received(self.gate, RawGateResult)  # the job reads the gate from the run folder: still check_raw's?
-            settings = features_submission.submit_settings(cfg)
-            self.application = features_submission.application()
-            self.name, self.application_args = settings["name"], settings["application_args"]
-            self.conf = (self.conf or {}) | settings["conf"]
-            self.env_vars = (self.env_vars or {}) | settings["env_vars"]
-            features_submission.before_submit(cfg)
-            try:
-                super().execute(context)
-            except Exception as exc:
-                return hand_on(features_submission.result_of(cfg, exc), run)
-            return hand_on(features_submission.result_of(cfg), run)
+            gate = received(self.gate, RawGateResult)  # still check_raw's result?
+            if is_connect(run.config.engines.spark_master):
+                from retrainer.stages.features import build_features
+
+                self.log.info("features on Spark Connect %s (no spark-submit)", run.config.engines.spark_master)
+                return hand_on(build_features(gate, run), run)
+            return self._submit(context, run)
+
+    def _submit(self, context: Any, run: Any) -> dict[str, Any]:
+        """The second path: spark-submit the features job to the master of the Spark connection."""
+        from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        from retrainer.core.config import ConfigError
+        from retrainer.data import features_submission
+        from retrainer.runners.airflow_adapter import hand_on
+
+        cfg = run.config
+        try:  # the hook would silently fall back to YARN
+            BaseHook.get_connection(self._conn_id)
+        except AirflowNotFoundException as exc:
+            raise ConfigError(
+                f"no Airflow connection {self._conn_id!r} for the Spark master: define it (for example "
+                f'AIRFLOW_CONN_{self._conn_id.upper()}=\'{{"conn_type": "spark", "host": "local[*]"}}\') '
+                f"or set {features_submission.CONN_ID_ENV}"
+            ) from exc
+        settings = features_submission.submit_settings(cfg)
+        self.application = features_submission.application()
+        self.name, self.application_args = settings["name"], settings["application_args"]
+        self.conf = (self.conf or {}) | settings["conf"]
+        self.env_vars = (self.env_vars or {}) | settings["env_vars"]
+        features_submission.before_submit(cfg)
+        try:
+            super().execute(context)
+        except Exception as exc:
+            return hand_on(features_submission.result_of(cfg, exc), run)
+        return hand_on(features_submission.result_of(cfg), run)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from retrainer.core.layout import RunLayout
+from retrainer.core.receipts import Receipt
 from retrainer.core.results import TrainingResult, ValidationResult
 from retrainer.workloads.flight_delay import WORKLOAD
 from support import ROOT, RUN_DATE
@@ -72,7 +73,8 @@ def test_a_killed_chief_is_resumed_by_the_retry_at_the_next_epoch(
         "RETRAINER_DATA_ROOT": str(root),
         "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]),
     }
-    argv = [sys.executable, "-c", TASK, json.dumps(validated.to_dict()), str(RUN_DATE), json.dumps(CONF)]
+    receipt = Receipt.issue(layout.load(ValidationResult), layout.path_of(ValidationResult))  # what validate hands on
+    argv = [sys.executable, "-c", TASK, json.dumps(receipt.to_dict()), str(RUN_DATE), json.dumps(CONF)]
 
     first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
@@ -93,7 +95,9 @@ def test_a_killed_chief_is_resumed_by_the_retry_at_the_next_epoch(
 
     retry = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     assert retry.returncode == 0, retry.stdout[-3000:] + retry.stderr[-3000:]
-    result = TrainingResult.from_dict(json.loads(retry.stdout.split("RESULT ", 1)[1]))
+    handed_on = Receipt.from_dict(json.loads(retry.stdout.split("RESULT ", 1)[1]))
+    result = handed_on.redeem(TrainingResult)  # the task's XCom is the receipt of the run folder's training.json
+    assert handed_on.path == str(layout.path_of(TrainingResult))
     assert result.resumed_from_epoch == saved[-1]  # the next epoch after the last checkpoint, not epoch 1
     trained = [h["epoch"] for h in result.history if h["member"] == first_member]
     assert trained == list(range(saved[-1] + 1, EPOCHS + 1))

@@ -17,7 +17,7 @@ import psutil
 
 from retrainer.core.processes import free_ports
 from retrainer.devtools.secrets_file import SECRET_KEYS, ensure_secrets
-from support import ROOT
+from support import ROOT, SPARK_CONNECT_URL
 
 
 def test_secrets_are_generated_once_private_and_complete(tmp_path: Path) -> None:
@@ -80,6 +80,7 @@ def test_make_airflow_serves_on_loopback_and_stops_on_ctrl_c(tmp_path: Path, ses
         secrets = ensure_secrets(tmp_path / ".env")
         assert f"http://127.0.0.1:{api}" in text and f"http://127.0.0.1:{ui}" in text
         assert f"admin / {secrets['AIRFLOW_ADMIN_PASSWORD']}" in text
+        assert f"Spark    {SPARK_CONNECT_URL} (Spark Connect, already running" in text  # the tests' server, reused
 
         bound = _listening(psutil.Process(proc.pid))
         assert {("127.0.0.1", api), ("127.0.0.1", ui)} <= bound

@@ -22,7 +22,7 @@ from retrainer.core.processes import free_ports
 from retrainer.core.results import FeaturesResult, RegistrationResult, TrainingResult
 from retrainer.devtools.local_stack import TRAINING_QUEUE, Stack
 from retrainer.devtools.secrets_file import ensure_secrets
-from support import ROOT
+from support import ROOT, SPARK_CONNECT_URL
 from support.server_mode import (
     REDIS_URL,
     Api,
@@ -81,7 +81,7 @@ def server(tmp_path_factory):
             extra_env={
                 "RETRAINER_TRAINING_QUEUE": TRAINING_QUEUE,  # as docker-compose.yaml sets it
                 "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": prefix,
-                "RETRAINER_SPARK_MASTER": "local[2]",
+                "RETRAINER_SPARK_MASTER": SPARK_CONNECT_URL,  # every task of every worker: the tests' warm server
                 "RETRAINER_SHUFFLE_PARTITIONS": "4",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
                 "AIRFLOW__CORE__PARALLELISM": "3",

@@ -27,6 +27,10 @@ TIERS = {
 LAND_START = dt.date(2013, 1, 21)
 LAND_END = dt.date(2013, 2, 6)
 RUN_DATE = dt.date(2013, 2, 5)
+# The tests' own Spark Connect server (conftest starts it for the tiers that use Spark, stops it at the end):
+# not make run's port, so a test session neither uses nor stops a server someone else left running.
+SPARK_CONNECT_PORT = 15012
+SPARK_CONNECT_URL = f"sc://127.0.0.1:{SPARK_CONNECT_PORT}"
 
 
 def small_config(data_root: Path, tracking_uri: str, workload: str = "flight_delay", **overrides: Any) -> Any:
@@ -46,6 +50,6 @@ def small_config(data_root: Path, tracking_uri: str, workload: str = "flight_del
         "part_files": 2,
         "data_root": str(data_root),
         "tracking_uri": tracking_uri,
-        "spark_master": "local[2]",
+        "spark_master": SPARK_CONNECT_URL,
     }
     return RunConfig.build(**(base | overrides))

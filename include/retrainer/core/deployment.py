@@ -29,9 +29,14 @@ class Deployment:
         1, minimum=1, maximum=1024, env="RETRAINER_GPU_POOL_SLOTS",
         help="size of the gpu pool that make airflow-db and the local stack create",
     )  # fmt: skip
+    spark_connect_conn_id: str = param(
+        "retrainer_spark_connect", env="RETRAINER_SPARK_CONNECT_CONN_ID",
+        help="the Airflow connection (type spark_connect) of the Spark Connect server every Spark task uses; "
+        "without it, tasks use the run's spark_master",
+    )  # fmt: skip
     spark_conn_id: str = param(
         "retrainer_spark", env="RETRAINER_SPARK_CONN_ID",
-        help="the Airflow connection whose master the features job is submitted to",
+        help="the Airflow connection whose master the features job is submitted to (when Spark Connect is not used)",
     )  # fmt: skip
     spark_driver_memory: str = param(
         "2g", env="RETRAINER_SPARK_DRIVER_MEMORY", help="--driver-memory of the features job and of local sessions"

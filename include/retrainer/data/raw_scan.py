@@ -34,12 +34,12 @@ def scan_days(spark_master: str, root: str, source: RawSource, todo: dict[dt.dat
     """Per-day statistics of the files in ``todo`` in two Spark aggregations; quarantine files written."""
     from pyspark.sql import functions as F
 
-    from retrainer.spark.raw_reader import DAY_COLUMN, PROBLEM_COLUMN, read_daily_rows, read_header
+    from retrainer.spark.raw_reader import DAY_COLUMN, PROBLEM_COLUMN, read_daily_rows, read_headers
     from retrainer.spark.session import get_spark
 
     spark = get_spark(spark_master)
     files = {day: str(raw_partition(root, source.name, day)) for day in todo}
-    headers = {day: read_header(spark, uri) for day, uri in files.items()}
+    headers = read_headers(spark, files)
     rows = read_daily_rows(spark, source, files, headers)
     ok = F.col(PROBLEM_COLUMN).isNull()  # a usable row: the statistics below are over these
     aggs = _day_aggregations(source, ok)

@@ -26,6 +26,7 @@ from retrainer.core.config import data_root_from_env, project_home
 from retrainer.core.deployment import deployment
 from retrainer.core.processes import dies_with_parent
 from retrainer.devtools.secrets_file import ensure_secrets
+from retrainer.devtools.spark_connect import DEFAULT_PORT, SparkConnectServer
 from retrainer.registry.promotion import POOL as PROMOTION_POOL
 from retrainer.training.launchers import GPU_POOL
 
@@ -107,6 +108,8 @@ class Stack:
             "AIRFLOW_CONN_RETRAINER_SPARK": os.environ.get(
                 "AIRFLOW_CONN_RETRAINER_SPARK", json.dumps({"conn_type": "spark", "host": "local[2]"})
             ),
+            # the warm Spark every Spark task connects to (devtools/spark_connect.py), when one is set up
+            **{k: v for k, v in os.environ.items() if k == "AIRFLOW_CONN_RETRAINER_SPARK_CONNECT"},
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "GX_ANALYTICS_ENABLED": "False",
         }
@@ -258,13 +261,22 @@ def main(argv: list[str] | None = None) -> int:
     stop = {"now": False}
     for signum in (signal.SIGINT, signal.SIGTERM):  # set explicitly: a shell may start us with SIGINT ignored
         signal.signal(signum, lambda *_: stop.update(now=True))
-    with stack.running(stack.airflow_home / "logs" / "servers"):
-        print(f"Airflow  {stack.api_url}   login: {ADMIN} / {stack.secrets['AIRFLOW_ADMIN_PASSWORD']} (from .env)")
-        print(f"MLflow   {stack.mlflow_url}")
-        print(f"logs     {stack.airflow_home / 'logs' / 'servers'}   Ctrl-C stops everything", flush=True)
-        while not stop["now"]:
-            time.sleep(0.5)
-        print("stopping ...", flush=True)
+    spark = SparkConnectServer(int(os.environ.get("SPARK_CONNECT_PORT", DEFAULT_PORT)))
+    reused = spark.healthy()  # make run may have left one running: use it, and leave it to make stop
+    spark.up()
+    try:
+        with stack.running(stack.airflow_home / "logs" / "servers"):
+            print(f"Airflow  {stack.api_url}   login: {ADMIN} / {stack.secrets['AIRFLOW_ADMIN_PASSWORD']} (from .env)")
+            print(f"MLflow   {stack.mlflow_url}")
+            how = "Spark Connect, already running" if reused else "Spark Connect"
+            print(f"Spark    {spark.url} ({how}; logs in {spark.log_dir})")
+            print(f"logs     {stack.airflow_home / 'logs' / 'servers'}   Ctrl-C stops everything", flush=True)
+            while not stop["now"]:
+                time.sleep(0.5)
+            print("stopping ...", flush=True)
+    finally:
+        if not reused:  # Ctrl-C stops the Spark Connect server it started
+            spark.down()
     return 0
 
 

@@ -40,13 +40,33 @@ def run_config(context: Any, workload: str) -> RunConfig:
     if unknown:
         raise ConfigError(f"unknown run parameter(s) {unknown} in the DAG run's conf; known: {sorted(tuning)}")
     dag = context.get("dag")
+    connect = spark_connect_url()
     return RunConfig.build(
         run_date_from_context(context),
         workload,
         dag_id=getattr(dag, "dag_id", None),
         run_id=context.get("run_id"),
         **given,
+        **({"spark_master": connect} if connect else {}),
     )
+
+
+def spark_connect_url() -> str | None:
+    """The ``sc://`` URL of the deployment's Spark Connect connection (the apache-spark provider's
+    ``spark_connect`` type, read by its hook), or None when no such connection is defined: then tasks use
+    the run's ``spark_master`` (``RETRAINER_SPARK_MASTER``)."""
+    from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from retrainer.core.deployment import deployment
+
+    conn_id = deployment().spark_connect_conn_id
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:  # only "not defined": a failing secrets backend fails the task
+        return None
+    return SparkConnectHook(conn_id).get_connection_url()
 
 
 def run_context(context: Any, workload: str) -> RunContext:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from retrainer.core.errors import BadData
 from retrainer.core.layout import raw_dim, raw_partition
@@ -21,28 +22,46 @@ from retrainer.spec.raw_contract import RawSource
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+K = TypeVar("K")
+
 FILE_COLUMN = "_source_file"  # each daily row's file, for checks that must name it; dropped before output
 
 
-def read_header(spark: SparkSession, uri: str) -> list[str]:
-    """First line of a file through Hadoop's FileSystem, so it works for local, HDFS or object stores.
+def read_headers(spark: SparkSession, files: Mapping[K, str]) -> dict[K, list[str]]:
+    """The first line of each file, in one Spark job, so it works for local, HDFS or object stores and
+    through Spark Connect (a DataFrame read; nothing reaches into the JVM). Only the first lines travel
+    back to this process.
 
     Normalised: a UTF-8 byte-order mark, surrounding quotes and spaces are removed (Spark reads the rows
-    of such files correctly; only the header names would be wrong). Line endings are ``readLine``'s.
+    of such files correctly; only the header names would be wrong), and a CR before the line break. An
+    empty file has no header (``[]``).
     """
-    jvm = spark._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = path.getFileSystem(spark._jsc.hadoopConfiguration())
-    reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(fs.open(path), "UTF-8"))
-    try:
-        line = reader.readLine() or ""
-    finally:
-        reader.close()
-    names = [h.strip().strip('"').strip() for h in line.removeprefix("\ufeff").split(",")] if line else []
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise BadData(f"{uri}: duplicate column name(s) {duplicated} in the header {names}")
-    return names
+    from pyspark.sql import functions as F
+
+    if not files:
+        return {}
+    first_lines = (
+        spark.read.text(list(files.values()), wholetext=True)
+        .select(F.col("_metadata.file_path").alias("path"), F.substring_index("value", "\n", 1).alias("line"))
+        .collect()
+    )
+    by_path = {_local_path(r["path"]): r["line"] for r in first_lines}
+    out: dict[K, list[str]] = {}
+    for key, uri in files.items():
+        line = (by_path.get(_local_path(uri)) or "").removesuffix("\r")
+        names = [h.strip().strip('"').strip() for h in line.removeprefix("\ufeff").split(",")] if line else []
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise BadData(f"{uri}: duplicate column name(s) {duplicated} in the header {names}")
+        out[key] = names
+    return out
+
+
+def _local_path(uri: str) -> str:
+    """A file's path without its scheme, as Spark reports it (``file:/x``, ``file:///x``) or as given."""
+    from urllib.parse import unquote, urlparse
+
+    return os.path.normpath(unquote(urlparse(uri).path) if "://" in uri or uri.startswith("file:") else uri)
 
 
 DAY_COLUMN = "_partition_day"  # the day of the partition a row was read from
@@ -64,15 +83,16 @@ def read_daily_rows(
     extra one is ignored. A line with the wrong number of fields is malformed; a value that does not
     parse as its column's type is unparseable; either way the row is flagged, never silently dropped
     or turned into a plausible null. Empty files (no header) contribute no rows. ``headers`` are the
-    files' headers when the caller has already read them (:func:`read_header`).
+    files' headers when the caller has already read them (:func:`read_headers`).
     """
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
     types = source.types
     groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    headers = headers if headers is not None else read_headers(spark, files)
     for day, uri in files.items():
-        header = headers[day] if headers is not None else read_header(spark, uri)
+        header = headers[day]
         if header:
             groups[tuple(header)].append(uri)
     frames = []

@@ -1,40 +1,82 @@
-"""One SparkSession per process, built from the run's master setting.
+"""The SparkSession of this process, from the run's ``spark_master`` setting.
 
-Locally the master is ``local[*]``; on a cluster the stage runs under ``spark-submit --master ...``
-and the session picks up that master (``getOrCreate`` reuses an active session's settings).
+- ``sc://host:port``: a Spark Connect session to a running server (the default of ``make run``,
+  ``make airflow`` and the tests: one warm server shared by every task and run; in Airflow the URL comes
+  from the ``spark_connect`` connection, see ``runners/airflow_adapter``). Databricks Connect is the same
+  URL form (``sc://<workspace>:443/;token=...;x-databricks-cluster-id=...``).
+- a master URL (``local[*]``, ``spark://host:7077``, ``yarn``): a classic driver in this process, or
+  under ``spark-submit --master ...`` the submitted one.
+
+A Python process talks to Spark one way: pyspark switches the whole process to Connect mode once a
+Connect session exists, so asking for the other kind afterwards is refused with a message instead of
+failing later in an unrelated call.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from retrainer.core.deployment import deployment
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+CONNECT_SCHEME = "sc://"
+
+
+class SparkModeConflict(RuntimeError):
+    """This process already talks to Spark the other way (Connect vs a classic driver)."""
+
+
+def is_connect(master: str) -> bool:
+    return master.startswith(CONNECT_SCHEME)
+
+
+def session_settings() -> dict[str, str]:
+    """The SQL settings every stage relies on (UTC dates, dynamic partition overwrite of the feature store)."""
+    return {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(deployment().shuffle_partitions),
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+    }
+
 
 def get_spark(master: str, app_name: str = "retrainer") -> SparkSession:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
-    from pyspark.sql import SparkSession
+    if is_connect(master) and not os.environ.get("PYSPARK_GATEWAY_PORT"):  # under spark-submit its driver wins
+        return _connect(master)
+    return _classic(master, app_name)
 
+
+def _connect(url: str) -> Any:
+    from pyspark.sql import SparkSession
+    from pyspark.sql.utils import is_remote
+
+    if not is_remote() and SparkSession.getActiveSession() is not None:
+        raise SparkModeConflict(f"this process already runs a classic Spark driver; cannot also connect to {url}")
+    session = SparkSession.builder.remote(url).getOrCreate()
+    for key, value in session_settings().items():  # per session: other clients of the server keep theirs
+        session.conf.set(key, value)
+    return session
+
+
+def _classic(master: str, app_name: str) -> Any:
+    from pyspark.sql import SparkSession
+    from pyspark.sql.utils import is_remote
+
+    if is_remote():
+        raise SparkModeConflict(f"this process talks to a Spark Connect server; cannot also start a {master} driver")
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
     builder = SparkSession.builder
-    settings = deployment()
     # Under spark-submit the JVM is already up (PYSPARK_GATEWAY_PORT is set) with the submitted
     # master and name; setting them here would override them.
     if not os.environ.get("PYSPARK_GATEWAY_PORT"):
         builder = builder.master(master).appName(app_name)
-    return (
-        builder.config("spark.ui.showConsoleProgress", "false")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
-        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
-        .config("spark.driver.memory", settings.spark_driver_memory)
-        .getOrCreate()
-    )
+    builder = builder.config("spark.ui.showConsoleProgress", "false").config("spark.ui.enabled", "false")
+    for key, value in session_settings().items():
+        builder = builder.config(key, value)
+    return builder.config("spark.driver.memory", deployment().spark_driver_memory).getOrCreate()

@@ -1,0 +1,151 @@
+"""The embedded Spark Connect server: one warm Spark for every task and run on this machine.
+
+Every task used to start its own Spark driver (10-20 s each, three per run). Instead ``make run``,
+``make airflow`` and ``make test`` start one Spark Connect server on 127.0.0.1 if none answers, and
+the stages connect to it (``sc://127.0.0.1:<port>``, 0.5-1 s). The server is Spark's own daemon,
+started and stopped by the scripts pyspark ships (``sbin/start-connect-server.sh``,
+``sbin/stop-connect-server.sh``); its pid file and logs live under the project's state folder
+(``.spark-connect/``). ``make stop`` stops it. A failed task does not stop it: the next one reuses it.
+
+    python -m retrainer.devtools.spark_connect up|down|status [--port P] [--state DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from retrainer.core.config import project_home
+from retrainer.core.deployment import deployment
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_PORT = 15002  # Spark Connect's own default port
+START_TIMEOUT = 180.0  # a fresh server answers after 15-20 s on 2 idle cores; much later on busy ones
+
+
+class ServerNotReady(RuntimeError):
+    """The Spark Connect server did not answer in time; the message names its log."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SparkConnectServer:
+    """A local Spark Connect server: its port and the folder of its pid file and logs."""
+
+    port: int = DEFAULT_PORT
+    state: Path = dataclasses.field(default_factory=lambda: project_home() / ".spark-connect")
+
+    @property
+    def url(self) -> str:
+        return f"sc://{LOOPBACK}:{self.port}"
+
+    @property
+    def spark_home(self) -> Path:
+        import pyspark
+
+        return Path(pyspark.__file__).parent
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state / "logs"
+
+    def _env(self) -> dict[str, str]:
+        """The daemon scripts' settings: where pyspark is, where pid and logs go, the venv's Python."""
+        return {
+            **os.environ,
+            "SPARK_HOME": str(self.spark_home),
+            "SPARK_LOG_DIR": str(self.log_dir),
+            "SPARK_PID_DIR": str(self.state / "pid"),
+            "SPARK_IDENT_STRING": f"retrainer-{self.port}",  # one pid file per port: servers side by side
+            "SPARK_LOCAL_IP": LOOPBACK,
+            "PYSPARK_PYTHON": sys.executable,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        }
+
+    def listening(self) -> bool:
+        with socket.socket() as s:
+            s.settimeout(1.0)
+            return s.connect_ex((LOOPBACK, self.port)) == 0
+
+    def healthy(self) -> bool:
+        """A query answers (a listening port alone can be a server still starting, or another program). Asked
+        from a child process: a Connect session switches the whole Python process to Connect mode."""
+        if not self.listening():
+            return False
+        session = f"SparkSession.builder.remote({self.url!r}).getOrCreate()"
+        probe = f"from pyspark.sql import SparkSession; {session}.range(1).count()"
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120, env=self._env())
+        return done.returncode == 0
+
+    def command(self) -> list[str]:
+        """``start-connect-server.sh`` with the session settings every stage relies on."""
+        settings = deployment()
+        conf = {
+            "spark.connect.grpc.binding.address": LOOPBACK,
+            "spark.connect.grpc.binding.port": str(self.port),
+            "spark.ui.enabled": "false",
+            "spark.sql.session.timeZone": "UTC",
+            "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+            "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        }
+        args = [str(self.spark_home / "sbin" / "start-connect-server.sh"), "--master", "local[*]"]
+        args += ["--driver-memory", settings.spark_driver_memory]
+        for key, value in conf.items():
+            args += ["--conf", f"{key}={value}"]
+        return args
+
+    def up(self, timeout: float = START_TIMEOUT) -> str:
+        """Start the server unless one answers already; return its URL once a query succeeds."""
+        if self.healthy():
+            return self.url
+        if self.listening():
+            raise ServerNotReady(f"port {self.port} is taken by something that is not a Spark Connect server")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(self.command(), check=True, env=self._env(), capture_output=True, text=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.healthy():
+                return self.url
+            time.sleep(1.0)
+        logs = sorted(self.log_dir.glob("*.out"))
+        raise ServerNotReady(f"Spark Connect on {self.url} did not answer within {timeout:.0f} s; log: {logs}")
+
+    def down(self) -> None:
+        """Stop the server this state folder started (Spark's stop script: pid file, then the process)."""
+        script = self.spark_home / "sbin" / "stop-connect-server.sh"
+        subprocess.run([str(script)], env=self._env(), capture_output=True, text=True, check=False)
+        deadline = time.monotonic() + 60
+        while self.listening() and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m retrainer.devtools.spark_connect", description=__doc__)
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--state", type=Path, default=None, help="pid file and logs (default .spark-connect/)")
+    args = parser.parse_args(argv)
+    server = SparkConnectServer(args.port, args.state) if args.state else SparkConnectServer(args.port)
+    if args.action == "up":
+        started = time.monotonic()
+        reused = server.healthy()
+        url = server.up()
+        how = "reused the running server" if reused else f"started in {time.monotonic() - started:.0f} s"
+        print(f"Spark Connect on {url} ({how}; logs in {server.log_dir})")
+    elif args.action == "down":
+        server.down()
+        print(f"Spark Connect on {server.url} stopped")
+    else:
+        ok = server.healthy()
+        print(f"Spark Connect on {server.url}: {'answering' if ok else 'not running'}")
+        return 0 if ok else 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
