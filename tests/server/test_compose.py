@@ -60,9 +60,8 @@ def test_compose_refuses_to_start_without_the_generated_secrets(tmp_path: Path) 
 
 def test_the_team_stack_has_every_service(resolved) -> None:
     services = resolved[0]["services"]
-    assert set(AIRFLOW) | {"airflow-init", "postgres", "redis", "mlflow", "spark-master", "spark-worker"} <= set(
-        services
-    )
+    spark = {"spark-master", "spark-worker", "spark-connect"}
+    assert set(AIRFLOW) | {"airflow-init", "postgres", "redis", "mlflow"} | spark <= set(services)
     for name in AIRFLOW:
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
         assert services[name]["depends_on"]["mlflow"]["condition"] == "service_healthy"
@@ -123,7 +122,12 @@ def test_workers_queues_and_the_gpu_reservation(resolved) -> None:
     default = services["airflow-worker"]["command"]
     assert default[default.index("--queues") + 1] == "default"
     assert gpu["environment"]["RETRAINER_TRAINING_QUEUE"] == TRAINING_QUEUE
-    assert services["airflow-scheduler"]["environment"]["RETRAINER_SPARK_MASTER"] == "spark://spark-master:7077"
+    env = services["airflow-scheduler"]["environment"]
+    assert env["RETRAINER_SPARK_MASTER"] == "sc://spark-connect:15002"
+    assert env["AIRFLOW_CONN_RETRAINER_SPARK_CONNECT"] == "spark-connect://spark-connect:15002"
+    connect = " ".join(services["spark-connect"]["command"])
+    assert "SparkConnectServer" in connect and "--master spark://spark-master:7077" in connect
+    assert "spark.connect.grpc.binding.port=15002" in connect and "spark.driver.host=spark-connect" in connect
     assert f"airflow pools set {POOL} 1" in " ".join(services["airflow-init"]["command"])
     assert f"airflow pools set {GPU_POOL} 1" in " ".join(services["airflow-init"]["command"])
 

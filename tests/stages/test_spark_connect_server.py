@@ -1,0 +1,62 @@
+"""The embedded Spark Connect server: started once and reused, not taken down by a client that dies or a
+query that fails, stopped by ``down`` (what ``make stop`` runs); and a process talks to Spark one way."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from support import SPARK_CONNECT_PORT
+
+LONG_QUERY = """
+import sys
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.remote(sys.argv[1]).getOrCreate()
+print("connected", flush=True)
+spark.range(10**12).selectExpr("sum(id * id)").collect()
+"""
+
+
+def _pid(state: Path) -> str:
+    (pid_file,) = (state / "pid").glob("*.pid")
+    return pid_file.read_text().strip()
+
+
+def test_the_server_is_reused_outlives_its_clients_and_stops(tmp_path: Path) -> None:
+    from retrainer.devtools.spark_connect import SparkConnectServer
+
+    server = SparkConnectServer(SPARK_CONNECT_PORT + 3, tmp_path / "state")
+    try:
+        url = server.up()
+        first = _pid(server.state)
+        assert server.up() == url and _pid(server.state) == first  # a second `up` reuses it, starts nothing
+
+        client = subprocess.Popen([sys.executable, "-c", LONG_QUERY, url], stdout=subprocess.PIPE, text=True)
+        assert client.stdout is not None and client.stdout.readline().strip() == "connected"
+        time.sleep(2)  # the query is running on the server
+        client.kill()  # a task killed mid-query (SIGKILL: no goodbye to the server)
+        client.wait(timeout=30)
+        failing = subprocess.run(
+            [sys.executable, "-c", f"from pyspark.sql import SparkSession as S; S.builder.remote({url!r})"
+             ".getOrCreate().sql('select no_such_column from range(1)').collect()"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert failing.returncode != 0 and "no_such_column" in failing.stderr  # a failed task ...
+        assert server.healthy() and _pid(server.state) == first  # ... leaves the same server answering
+        assert list(server.log_dir.glob("*.out")), "the server's log is under the state folder"
+    finally:
+        server.down()
+    assert not server.listening()
+
+
+def test_a_process_talks_to_spark_one_way(spark) -> None:
+    """This test process uses the tests' Connect server; a classic driver beside it is refused up front."""
+    from retrainer.spark.session import SparkModeConflict, get_spark
+
+    assert spark.range(3).count() == 3
+    with pytest.raises(SparkModeConflict, match="talks to a Spark Connect server"):
+        get_spark("local[2]")
