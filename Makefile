@@ -40,7 +40,7 @@ SECRETS := $(CURDIR)/.env
 WITH_SECRETS = set -a && . $(SECRETS) && set +a && export AIRFLOW__API_AUTH__JWT_SECRET="$$AIRFLOW_JWT_SECRET" \
 	AIRFLOW__CORE__FERNET_KEY="$$AIRFLOW_FERNET_KEY" &&
 
-.PHONY: help install secrets test-tools data airflow-db spark-connect stop run test test-quick lint docs docs-serve bench bench-train bench-spark mlflow-ui airflow airflow-ui clean
+.PHONY: help install secrets test-tools data airflow-db spark-connect stop bench-pipeline run test test-quick lint docs docs-serve bench bench-train bench-spark mlflow-ui airflow airflow-ui clean
 
 help:
 	@echo "make run  [DATE=2013-06-01] [CONF='{\"epochs\": 5}'] [WORKLOAD=arrival_delay_minutes]"
@@ -52,7 +52,7 @@ help:
 	@echo "make airflow                                      Airflow (api-server, scheduler, dag-processor, triggerer)"
 	@echo "                                                  and MLflow on 127.0.0.1 until Ctrl-C"
 	@echo "make stop                                         stop the Spark Connect server make run left running"
-	@echo "make mlflow-ui | bench | bench-train | bench-spark | clean"
+	@echo "make mlflow-ui | bench | bench-pipeline | bench-train | bench-spark | clean"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -132,8 +132,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: install data
+bench: install data spark-connect
 	$(BIN)/python bench/bench_pipeline.py
+
+# The whole pipeline cold and warm (28 days, a year) beside the TFX peer from the same sitting (TFX=<its root>).
+bench-pipeline: install data spark-connect
+	$(BIN)/python bench/pipeline.py $(if $(TFX),--tfx $(TFX))
 
 # tf.data from Parquet vs in-memory batches, 1x and 10x (needs the features of the run dated 2013-12-31, 350 days)
 bench-spark: install

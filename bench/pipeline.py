@@ -1,0 +1,183 @@
+"""Benchmark: the whole pipeline, cold and warm, beside the TFX 1.21 peer measured in the same sitting.
+
+Cases (each through ``retrainer run``, one process, as a user or a notebook runs it):
+
+- ``28d cold``: a 28-day window for 2013-06-08 on an empty data root (no raw-gate records, empty feature
+  store, no champion);
+- ``28d warm``: then 2013-06-09, the previous date already run (the daily scheduled case);
+- ``year cold``: a 350-day window for 2013-12-31 on another empty data root.
+
+Every case talks to the one Spark Connect server (started first if none answers, as ``make run`` does;
+its start is reported apart). Wall time, and the peak resident memory summed over the run's process tree
+plus the Spark Connect server's JVM (sampled every 0.25 s). With ``--tfx ROOT`` (an install of
+``../shared/peers/tfx``, see its README) the peer's ``small`` (30 days) and ``full`` (the year) pipelines
+run right after, one after the other, and the ratios are computed from this one sitting.
+
+    make bench-pipeline [TFX=/tmp/tfxpeer]      # results: bench/PIPELINE.md and bench/pipeline.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from retrainer.devtools.spark_connect import SparkConnectServer
+
+HERE = Path(__file__).resolve().parent
+CASES = {  # name: (data root key, run date, window days)
+    "28d cold": ("a", "2013-06-08", 28),
+    "28d warm": ("a", "2013-06-09", 28),
+    "year cold": ("b", "2013-12-31", 350),
+}
+
+
+def _tree_rss(roots: list[psutil.Process]) -> int:
+    total = 0
+    for root in roots:
+        try:
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+    return total
+
+
+def measured(cmd: list[str], env: dict[str, str], also: list[psutil.Process], log: Path) -> dict[str, Any]:
+    """Run ``cmd``; its wall seconds and the peak RSS (MiB) of its tree plus the ``also`` processes."""
+    peak = 0
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        child = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    me = psutil.Process(child.pid)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss([me, *also]))
+            time.sleep(0.25)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    code = child.wait()
+    done.set()
+    sampler.join()
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({code}); log: {log}")
+    return {"seconds": round(time.perf_counter() - started, 1), "peak_mib": round(peak / 2**20)}
+
+
+def spark_server_process(server: SparkConnectServer) -> list[psutil.Process]:
+    """The server's JVM (by its pid file), so its memory counts with the pipeline's."""
+    found = list((server.state / "pid").glob("*.pid"))
+    return [psutil.Process(int(found[0].read_text().strip()))] if found else []
+
+
+def run_retrainer(raw: Path, work: Path, url: str, server: SparkConnectServer) -> dict[str, Any]:
+    results = {}
+    for name, (root_key, date, window) in CASES.items():
+        root = work / f"root-{root_key}"
+        if not root.exists():
+            root.mkdir(parents=True)
+            (root / "raw").symlink_to(raw)
+        env = {
+            **os.environ,
+            "RETRAINER_DATA_ROOT": str(root),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            "RETRAINER_SPARK_MASTER": url,
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "retrainer.runners.cli",
+            "--log-level",
+            "WARNING",
+            "run",
+            "--date",
+            date,
+            "--window-days",
+            str(window),
+        ]  # fmt: skip  (the default model and tuning)
+        results[name] = measured(cmd, env, spark_server_process(server), work / f"{name.replace(' ', '-')}.log")
+        print(f"retrainer {name}: {results[name]}", flush=True)
+    return results
+
+
+def run_tfx(tfx_root: Path, peer: Path) -> dict[str, Any]:
+    results = {}
+    for size, name in (("small", "30d cold"), ("full", "year cold")):
+        env = {**os.environ, "ROOT": str(tfx_root)}
+        tag = f"retrainer-bench-{size}"
+        subprocess.run(["bash", str(peer / "bench_run.sh"), size, tag], env=env, check=True, capture_output=True)
+        mem = json.loads((tfx_root / "logs" / f"{tag}.treemem.json").read_text())
+        results[name] = {"seconds": mem["wall_s"], "peak_mib": round(mem["peak_tree_rss_mib"])}
+        print(f"TFX {name}: {results[name]}", flush=True)
+    return results
+
+
+def report(ours: dict[str, Any], tfx: dict[str, Any], server_start: float, out: Path) -> str:
+    def ratio(case: str, peer_case: str) -> str:
+        if peer_case not in tfx:
+            return "not run"
+        return f"{ours[case]['seconds'] / tfx[peer_case]['seconds']:.2f}x"
+
+    lines = [
+        "# Whole pipeline beside the TFX peer (`make bench-pipeline`)",
+        "",
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; one sitting. Spark Connect server start "
+        f"before the first case: {server_start:.1f} s (0 when one was already running).",
+        "",
+        "| case | retrainer s | peak MiB (tree + Spark server) | TFX peer s | TFX peak MiB | retrainer / TFX |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    pairs = {"28d cold": "30d cold", "28d warm": "30d cold", "year cold": "year cold"}
+    for case, peer_case in pairs.items():
+        peer = tfx.get(peer_case, {})
+        lines.append(
+            f"| {case} | {ours[case]['seconds']} | {ours[case]['peak_mib']} | {peer.get('seconds', '-')} | "
+            f"{peer.get('peak_mib', '-')} | {ratio(case, peer_case)} |"
+        )
+    text = "\n".join(lines) + "\n"
+    out.write_text(text)
+    (out.with_suffix(".json")).write_text(json.dumps({"retrainer": ours, "tfx": tfx}, indent=2) + "\n")
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--raw", type=Path, default=Path(os.environ.get("RETRAINER_DATA_ROOT", "data")) / "raw")
+    parser.add_argument("--tfx", type=Path, help="an installed TFX peer root (../shared/peers/tfx/README.md)")
+    parser.add_argument("--peer", type=Path, default=HERE.parent.parent / "shared" / "peers" / "tfx")
+    parser.add_argument("--out", type=Path, default=HERE / "PIPELINE.md")
+    args = parser.parse_args()
+
+    server = SparkConnectServer(int(os.environ.get("SPARK_CONNECT_PORT", "15002")))
+    started = time.perf_counter()
+    reused = server.healthy()
+    url = server.up()
+    server_start = 0.0 if reused else time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as work:
+        ours = run_retrainer(args.raw.resolve(), Path(work), url, server)
+    tfx = run_tfx(args.tfx, args.peer.resolve()) if args.tfx else {}
+    print(report(ours, tfx, server_start, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
