@@ -6,6 +6,7 @@ Under spark-submit the JVM is already up with the submitted master, and ``get_sp
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from retrainer.core.config import ConfigError, RunConfig
@@ -17,6 +18,10 @@ from retrainer.stages.features import build_features
 
 
 def main(argv: list[str]) -> int:
+    # This process is a classic driver: a submitter that used Spark Connect passes on pyspark's Connect-mode
+    # markers in the environment, which would send every DataFrame call of the job to a Connect client.
+    for marker in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE"):
+        os.environ.pop(marker, None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     cfg = RunConfig.from_argv(argv)
