@@ -82,28 +82,28 @@ def validate(workload: str, features: dict[str, Any], **context: Any) -> dict[st
         return hand_on(validate_features(received(features, FeaturesResult), run), run)
 
 
-@task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
-def evaluate(workload: str, validated: dict[str, Any], training: dict[str, Any], **context: Any) -> dict[str, Any]:
+def _on_the_trained_model(stage: Any, workload: str, validated: Any, training: Any, context: Any) -> dict[str, Any]:
+    """evaluate and export: a stage over the validated features and the trained model."""
     from retrainer.core.results import TrainingResult, ValidationResult
     from retrainer.runners.airflow_adapter import hand_on, received, run_context
-    from retrainer.stages.evaluate import evaluate_models
 
     with no_retry_on_bad_data():
         run = run_context(context, workload)
-        result = evaluate_models(received(validated, ValidationResult), received(training, TrainingResult), run)
-        return hand_on(result, run)
+        return hand_on(stage(received(validated, ValidationResult), received(training, TrainingResult), run), run)
+
+
+@task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
+def evaluate(workload: str, validated: dict[str, Any], training: dict[str, Any], **context: Any) -> dict[str, Any]:
+    from retrainer.stages.evaluate import evaluate_models
+
+    return _on_the_trained_model(evaluate_models, workload, validated, training, context)
 
 
 @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30))
 def export(workload: str, validated: dict[str, Any], training: dict[str, Any], **context: Any) -> dict[str, Any]:
-    from retrainer.core.results import TrainingResult, ValidationResult
-    from retrainer.runners.airflow_adapter import hand_on, received, run_context
     from retrainer.stages.export import export_model
 
-    with no_retry_on_bad_data():
-        run = run_context(context, workload)
-        result = export_model(received(validated, ValidationResult), received(training, TrainingResult), run)
-        return hand_on(result, run)
+    return _on_the_trained_model(export_model, workload, validated, training, context)
 
 
 # One promotion at a time across every run of every kind (scheduled, manual, backfill):
