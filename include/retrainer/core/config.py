@@ -152,8 +152,10 @@ class Engines:
         help="MLflow tracking URI", env="MLFLOW_TRACKING_URI", default_factory=default_tracking_uri
     )
     spark_master: str = param(
-        "local[*]", help="Spark master URL (under spark-submit the submitted one wins)", env="RETRAINER_SPARK_MASTER"
-    )
+        "local[*]", env="RETRAINER_SPARK_MASTER",
+        help="a Spark Connect URL (sc://host:port; make sets the local server's) or a master URL for a driver in "
+        "this process (local[*], spark://host:7077; under spark-submit the submitted one wins)",
+    )  # fmt: skip
     strategy: str = param(
         "auto", choices=STRATEGIES, env="RETRAINER_STRATEGY",
         help="tf.distribute strategy; auto = multi-worker if TF_CONFIG names several tasks, mirrored with GPUs",
