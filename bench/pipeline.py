@@ -169,9 +169,8 @@ def main() -> int:
 
     server = SparkConnectServer(int(os.environ.get("SPARK_CONNECT_PORT", "15002")))
     started = time.perf_counter()
-    reused = server.healthy()
-    url = server.up()
-    server_start = 0.0 if reused else time.perf_counter() - started
+    server_start = time.perf_counter() - started if server.up() else 0.0
+    url = server.url
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as work:
         ours = run_retrainer(args.raw.resolve(), Path(work), url, server)
     tfx = run_tfx(args.tfx, args.peer.resolve()) if args.tfx else {}

@@ -76,10 +76,9 @@ def spark_connect_server() -> Iterator[str]:
     from retrainer.devtools.spark_connect import SparkConnectServer
 
     server = SparkConnectServer(SPARK_CONNECT_PORT, SESSION_DIR / "spark-connect")
-    reused = server.healthy()
-    url = server.up()
-    yield url
-    if not reused:
+    started = server.up()
+    yield server.url
+    if started:
         server.down()
 
 

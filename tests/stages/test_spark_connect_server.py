@@ -31,9 +31,9 @@ def test_the_server_is_reused_outlives_its_clients_and_stops(tmp_path: Path) -> 
 
     server = SparkConnectServer(SPARK_CONNECT_PORT + 3, tmp_path / "state")
     try:
-        url = server.up()
-        first = _pid(server.state)
-        assert server.up() == url and _pid(server.state) == first  # a second `up` reuses it, starts nothing
+        assert server.up() is True  # started it
+        url, first = server.url, _pid(server.state)
+        assert server.up() is False and _pid(server.state) == first  # a second `up` reuses it, starts nothing
 
         client = subprocess.Popen([sys.executable, "-c", LONG_QUERY, url], stdout=subprocess.PIPE, text=True)
         assert client.stdout is not None and client.stdout.readline().strip() == "connected"

@@ -262,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):  # set explicitly: a shell may start us with SIGINT ignored
         signal.signal(signum, lambda *_: stop.update(now=True))
     spark = SparkConnectServer(int(os.environ.get("SPARK_CONNECT_PORT", DEFAULT_PORT)))
-    reused = spark.healthy()  # make run may have left one running: use it, and leave it to make stop
-    spark.up()
+    reused = not spark.up()  # make run may have left one running: use it, and leave it to make stop
     try:
         with stack.running(stack.airflow_home / "logs" / "servers"):
             print(f"Airflow  {stack.api_url}   login: {ADMIN} / {stack.secrets['AIRFLOW_ADMIN_PASSWORD']} (from .env)")

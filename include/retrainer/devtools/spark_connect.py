@@ -23,6 +23,7 @@ from pathlib import Path
 
 from retrainer.core.config import project_home
 from retrainer.core.deployment import deployment
+from retrainer.spark.session import session_settings
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 15002  # Spark Connect's own default port
@@ -84,25 +85,23 @@ class SparkConnectServer:
 
     def command(self) -> list[str]:
         """``start-connect-server.sh`` with the session settings every stage relies on."""
-        settings = deployment()
         conf = {
             "spark.connect.grpc.binding.address": LOOPBACK,
             "spark.connect.grpc.binding.port": str(self.port),
             "spark.ui.enabled": "false",
-            "spark.sql.session.timeZone": "UTC",
-            "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
-            "spark.sql.sources.partitionOverwriteMode": "dynamic",
+            **session_settings(),  # the defaults; each client session sets them again (spark.session)
         }
         args = [str(self.spark_home / "sbin" / "start-connect-server.sh"), "--master", "local[*]"]
-        args += ["--driver-memory", settings.spark_driver_memory]
+        args += ["--driver-memory", deployment().spark_driver_memory]
         for key, value in conf.items():
             args += ["--conf", f"{key}={value}"]
         return args
 
-    def up(self, timeout: float = START_TIMEOUT) -> str:
-        """Start the server unless one answers already; return its URL once a query succeeds."""
+    def up(self, timeout: float = START_TIMEOUT) -> bool:
+        """Start the server unless one answers already; return once a query succeeds. True when this call
+        started it (its caller may then stop it), False when it reused a running one."""
         if self.healthy():
-            return self.url
+            return False
         if self.listening():
             raise ServerNotReady(f"port {self.port} is taken by something that is not a Spark Connect server")
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +109,7 @@ class SparkConnectServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.healthy():
-                return self.url
+                return True
             time.sleep(1.0)
         logs = sorted(self.log_dir.glob("*.out"))
         raise ServerNotReady(f"Spark Connect on {self.url} did not answer within {timeout:.0f} s; log: {logs}")
@@ -132,11 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     server = SparkConnectServer(args.port, args.state) if args.state else SparkConnectServer(args.port)
     if args.action == "up":
-        started = time.monotonic()
-        reused = server.healthy()
-        url = server.up()
-        how = "reused the running server" if reused else f"started in {time.monotonic() - started:.0f} s"
-        print(f"Spark Connect on {url} ({how}; logs in {server.log_dir})")
+        begun = time.monotonic()
+        how = f"started in {time.monotonic() - begun:.0f} s" if server.up() else "reused the running server"
+        print(f"Spark Connect on {server.url} ({how}; logs in {server.log_dir})")
     elif args.action == "down":
         server.down()
         print(f"Spark Connect on {server.url} stopped")

@@ -56,17 +56,14 @@ def spark_connect_url() -> str | None:
     ``spark_connect`` type, read by its hook), or None when no such connection is defined: then tasks use
     the run's ``spark_master`` (``RETRAINER_SPARK_MASTER``)."""
     from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
-    from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     from retrainer.core.deployment import deployment
 
-    conn_id = deployment().spark_connect_conn_id
     try:
-        BaseHook.get_connection(conn_id)
+        return SparkConnectHook(deployment().spark_connect_conn_id).get_connection_url()
     except AirflowNotFoundException:  # only "not defined": a failing secrets backend fails the task
         return None
-    return SparkConnectHook(conn_id).get_connection_url()
 
 
 def run_context(context: Any, workload: str) -> RunContext:
