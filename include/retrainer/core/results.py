@@ -100,6 +100,9 @@ class FeaturesResult(StageResult):
     train_fingerprint: str  # content hash of the training part files
     store_days_computed: list[str] = dataclasses.field(default_factory=list)  # feature-store days computed now
     store_days_reused: int = 0  # window days whose stored features were current
+    # ISO day -> digest of the feature store's rows of that day that these features were built from:
+    # validation checks those days (cached per digest) and refuses if the store has other rows now.
+    store_digests: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +120,8 @@ class GateReport(StageResult):
     by_construction: int = 0  # of the evaluated expectations, those that hold by construction (reported apart)
     drift: dict[str, float] | None = None  # PSI per feature against the champion's training data
     drift_baseline: str = ""  # what drift was measured against, or why it was not
+    days_checked: int = 0  # window days whose rows Great Expectations checked now (validation)
+    days_reused: int = 0  # window days whose cached checks were current (validation)
 
     @property
     def could_fail(self) -> int:

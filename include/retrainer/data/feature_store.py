@@ -19,6 +19,7 @@ backfill compute a day once; each day's folder is then moved into place with
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import datetime as dt
 import logging
 import shutil
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from retrainer.core import atomic, locks
 from retrainer.core.run_window import days_between
-from retrainer.core.fingerprint import dict_fingerprint, file_digest
+from retrainer.core.fingerprint import dict_fingerprint, file_digest, folder_fingerprint
 from retrainer.core.layout import raw_dim, raw_gate_record
 from retrainer.spark.raw_reader import RawReader
 from retrainer.workloads import Workload
@@ -54,6 +55,19 @@ def store_root(data_root: str | Path, workload: Workload) -> Path:
     return Path(data_root) / "feature_store" / workload.name / f"v={store_version(workload)}"
 
 
+def day_folder(data_root: str | Path, workload: Workload, day: dt.date) -> Path:
+    """Where the store keeps ``day``'s rows: a Hive-style partition of the workload's date column."""
+    return store_root(data_root, workload) / f"{workload.contract.table.date_column}={day.isoformat()}"
+
+
+def day_digest(folder: Path) -> str:
+    """Digest of a stored day's rows (their Parquet data pages); a day without flights has no part files and
+    the digest of nothing. What ties a run's features, and the cached checks of a day, to the rows read."""
+    if not any(folder.glob("*.parquet")):
+        return hashlib.sha256(b"").hexdigest()
+    return folder_fingerprint(folder)
+
+
 @dataclasses.dataclass(frozen=True)
 class StoreUpdate:
     """What one call of :meth:`FeatureStore.ensure` did."""
@@ -74,7 +88,11 @@ class FeatureStore:
         return store_root(self.data_root, self.workload)
 
     def day_dir(self, day: dt.date) -> Path:
-        return self.root / f"{self.workload.contract.table.date_column}={day.isoformat()}"
+        return day_folder(self.data_root, self.workload, day)
+
+    def digests(self, days: Iterable[dt.date]) -> dict[str, str]:
+        """The digest of each day's stored rows, by ISO day."""
+        return {d.isoformat(): day_digest(self.day_dir(d)) for d in days}
 
     def inputs_of(self, day: dt.date, dims: Mapping[str, str]) -> dict[str, object]:
         """The digests of every raw input of ``day``'s rows: its lookback's daily files and the dimensions."""

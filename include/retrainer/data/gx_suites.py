@@ -33,7 +33,7 @@ class Suite:
     notes: Mapping[tuple[str, str], str] = dataclasses.field(default_factory=dict)
 
 
-def _expectation(spec: dict[str, Any]) -> Any:
+def expectation(spec: dict[str, Any]) -> Any:
     import great_expectations as gx
 
     class_name = "".join(part.capitalize() for part in spec["type"].split("_"))
@@ -85,7 +85,7 @@ def run_suites(
         batch = source_for(suite_def.frame).add_dataframe_asset(name=name).add_batch_definition_whole_dataframe(name)
         suite = ctx.suites.add(gx.ExpectationSuite(name=f"{prefix}.{name}"))
         for spec in suite_def.specs:
-            suite.add_expectation(_expectation(spec))
+            suite.add_expectation(expectation(spec))
             by_construction += bool(spec.get("meta", {}).get("by_construction"))
         vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
         checkpoint = ctx.checkpoints.add(

@@ -96,6 +96,10 @@ def _data_lines(feats: FeaturesResult | None, report: GateReport | None, gate_re
         lines = ["  features    not built"]
     if report:
         lines.append(f"  validation  {_checks(report)}")
+        if report.days_checked or report.days_reused:
+            lines.append(
+                f"              rows of {report.days_checked} day(s) checked now, {report.days_reused} checked before"
+            )
         lines += [f"              - {f}" for f in report.failed]
         lines += [f"              ! {w}" for w in report.warnings]
         if report.drift:

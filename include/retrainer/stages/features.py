@@ -63,6 +63,7 @@ def build_features(gate: RawGateResult, run: RunContext | RunConfig) -> Features
     )  # fmt: skip
 
     label, date_col = contract.label.name, contract.table.date_column
+    digests = store.digests(window.days())
     table = store.read(window.days()).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         labelled = table.where(F.col(label).isNotNull())
@@ -83,6 +84,11 @@ def build_features(gate: RawGateResult, run: RunContext | RunConfig) -> Features
             atomic.write_json(files.daily_profile, daily)
             atomic.write_json(files.profile, drift.profile(train, contract))
             fingerprint = folder_fingerprint(files.train)
+            if store.digests(window.days()) != digests:  # a late correction landed while these were read
+                raise RuntimeError(
+                    f"feature store days of {cfg.run.date}'s window changed while its features were "
+                    "built (a concurrent run recomputed them): retry the features task"
+                )
     finally:
         table.unpersist()
     result = FeaturesResult(
@@ -96,6 +102,7 @@ def build_features(gate: RawGateResult, run: RunContext | RunConfig) -> Features
         train_fingerprint=fingerprint,
         store_days_computed=update.computed,
         store_days_reused=update.reused,
+        store_digests=digests,
     )
     layout.save(result)
     log.info(

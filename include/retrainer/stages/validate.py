@@ -9,6 +9,7 @@ observed, after the JSON results and the Data Docs site are written, so nothing 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from retrainer.core.errors import BadData
 from retrainer.core.feature_files import FeatureFiles
 from retrainer.core.layout import ValidationFiles
 from retrainer.core.results import FeaturesResult, GateReport, ValidationResult
-from retrainer.data import drift
+from retrainer.data import day_checks, drift
+from retrainer.data.feature_store import day_folder
 from retrainer.data.gx_suites import Suite, run_suites
 from retrainer.spark.session import get_spark
 from retrainer.spec.contract import NULL_FRACTION, PSI
@@ -31,6 +33,11 @@ log = logging.getLogger(__name__)
 
 class ValidationFailed(BadData):
     """The features broke the contract; the message lists each failed expectation."""
+
+
+class StoreChangedSinceFeatures(RuntimeError):
+    """The feature store holds other rows for a window day than the run's features were built from (a
+    concurrent run recomputed the day): the features must be built again before they can be validated."""
 
 
 def validate_features(features: FeaturesResult, run: RunContext | RunConfig) -> ValidationResult:
@@ -50,7 +57,7 @@ def validate_features(features: FeaturesResult, run: RunContext | RunConfig) -> 
     spark = get_spark(cfg.engines.spark_master)
     with atomic.staged_dir(layout.validation) as staging:
         days = [d.isoformat() for d in cfg.window.days()]
-        report = _run_suites(FeatureFiles(pending), run, days, spark, staging, layout.validation)
+        report = _run_suites(features, run, days, spark, staging, layout.validation)
         atomic.write_json(ValidationFiles(staging).report, report.to_dict())
     if not report.success:
         if pending != layout.features:
@@ -73,18 +80,22 @@ def validate_features(features: FeaturesResult, run: RunContext | RunConfig) -> 
 
 
 def _run_suites(
-    files: FeatureFiles, run: RunContext, days: list[str], spark: Any, staging: Path, final: Path
+    features: FeaturesResult, run: RunContext, days: list[str], spark: Any, staging: Path, final: Path
 ) -> GateReport:
-    """The feature table, the per-day profile and the drift against the champion, as three suites."""
+    """The feature table (from its days' cached row checks), the per-day profile and the drift against the
+    champion, as three suites."""
     cfg, contract = run.config, run.workload.contract
     import pandas as pd
 
-    table = spark.read.parquet(str(files.train)).unionByName(spark.read.parquet(str(files.eval)))
+    files = FeatureFiles(Path(features.folder))
+
     per_day = pd.DataFrame(atomic.read_json(files.daily_profile))
+    checks = _check_days(run, days, per_day, features)
+    table = day_checks.window_suite(checks, contract.expectations(), f"[{cfg.window.train_start}, {cfg.window.end})")
     labels = {"rows": "labelled rows per day", "label_mean": f"mean of {contract.label.name} per day"}
     labels |= {f"{NULL_FRACTION}{c}": f"null share of {c} per day" for c in contract.nullable_checked_per_day()}
     suites = [
-        Suite("feature_table", table, contract.expectations()),
+        Suite("feature_table", table.frame, table.specs, labels=table.labels, row_key=table.row_key, notes=table.notes),
         Suite("per_day", per_day, contract.per_day_expectations(days), labels=labels),
     ]
     scores, baseline = _drift(files, run, spark)
@@ -99,7 +110,35 @@ def _run_suites(
         expectations = contract.drift_expectations(only=scores)
         suites.append(Suite("drift", frame, expectations, labels=psi_labels, row_key="training split"))
     report = run_suites(suites, contract.name, ValidationFiles(staging), ValidationFiles(final))
-    return dataclasses.replace(report, drift=scores, drift_baseline=baseline)
+    return dataclasses.replace(report, drift=scores, drift_baseline=baseline, days_checked=len(checks.checked),
+                               days_reused=checks.reused)  # fmt: skip
+
+
+def _check_days(run: RunContext, days: list[str], per_day: Any, features: FeaturesResult) -> day_checks.DayChecks:
+    """The row-level checks of every window day, from the feature store's days these features were built
+    from (each checked once, then cached): refuses if the store has other rows for a day now."""
+    cfg, workload = run.config, run.workload
+    if not features.store_digests:
+        raise StoreChangedSinceFeatures(
+            f"features of {cfg.run.date} do not say which feature-store rows they were "
+            "built from (built by an older retrainer): run the features stage again"
+        )
+    folders = {d: day_folder(cfg.engines.data_root, workload, dt.date.fromisoformat(d)) for d in days}
+    checks = day_checks.check_days(folders, workload.contract, workload.contract.expectations())
+    built_rows = dict(zip(per_day["date"], per_day["rows"], strict=True))
+    changed = [
+        d for d in days
+        if checks.days[d].digest != features.store_digests.get(d) or checks.days[d].rows != built_rows.get(d)
+    ]  # fmt: skip
+    if changed:
+        raise StoreChangedSinceFeatures(
+            f"the feature store's rows of {', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''} are not the "
+            f"rows {cfg.run.date}'s features were built from (a concurrent run recomputed them): run the features "
+            "stage again"
+        )
+    log.info("row checks: %d day(s) checked by Great Expectations now, %d reused from earlier runs",
+             len(checks.checked), checks.reused)  # fmt: skip
+    return checks
 
 
 def _drift(files: FeatureFiles, run: RunContext, spark: Any) -> tuple[dict[str, float] | None, str]:
