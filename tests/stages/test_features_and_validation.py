@@ -107,7 +107,7 @@ def test_drift_after_a_contract_change_compares_the_features_both_profiles_have(
     reference = atomic.read_json(_files(built).profile)
     del reference["numeric"]["temp"]
     reference["numeric"]["old_rate"] = dict(reference["numeric"]["distance"])
-    current = drift.profile(spark.read.parquet(str(_files(built).train)), contract, reference=reference)
+    current = drift.profile(_files(built).train, contract, reference=reference)
 
     scores = drift.drift(reference, current)
     features = {c.name for c in contract.features}

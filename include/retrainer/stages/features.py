@@ -82,7 +82,9 @@ def build_features(gate: RawGateResult, run: RunContext | RunConfig) -> Features
                 row["excluded_no_label"] = excluded.get(row["date"], 0)
             atomic.write_json(files.stats, compute_stats(train, contract))
             atomic.write_json(files.daily_profile, daily)
-            atomic.write_json(files.profile, drift.profile(train, contract))
+            atomic.write_json(
+                files.profile, drift.profile(files.train, contract, edges=drift.quantile_edges(train, contract))
+            )
             fingerprint = folder_fingerprint(files.train)
             if store.digests(window.days()) != digests:  # a late correction landed while these were read
                 raise RuntimeError(

@@ -1,11 +1,13 @@
 """Stage 2, validate (Great Expectations 1.x): the run's features against the workload's contract.
 
-Three suites, all derived from the contract: the raw partitions had every column the workload
-reads; the feature table's columns, types, nulls, ranges, categories and label rate; and the rows
-per day. A failure raises :class:`ValidationFailed` listing every failed expectation with what was
+Three suites, all derived from the contract: the feature table (nulls, ranges, categories, patterns and
+the label's rate over the window, from each day's row checks, run once per stored day and cached:
+``data/day_checks.py``), the rows, label rate and null shares of each day on its own, and drift against
+the champion's training data. None of it needs Spark: the day checks read the stored days' Parquet, the
+per-day profile is the features stage's, the drift histograms are summed over the training split in
+Arrow batches. A failure raises :class:`ValidationFailed` listing every failed expectation with what was
 observed, after the JSON results and the Data Docs site are written, so nothing downstream runs.
 """
-
 from __future__ import annotations
 
 import dataclasses
@@ -24,7 +26,6 @@ from retrainer.core.results import FeaturesResult, GateReport, ValidationResult
 from retrainer.data import day_checks, drift
 from retrainer.data.feature_store import day_folder
 from retrainer.data.gx_suites import Suite, run_suites
-from retrainer.spark.session import get_spark
 from retrainer.spec.contract import NULL_FRACTION, PSI
 from retrainer.workloads import RunContext
 
@@ -54,10 +55,9 @@ def validate_features(features: FeaturesResult, run: RunContext | RunConfig) -> 
     if not pending.is_dir():
         raise FileNotFoundError(f"features {pending} not found: run the features stage for {cfg.run.date} first")
     layout.discard(ValidationResult)
-    spark = get_spark(cfg.engines.spark_master)
     with atomic.staged_dir(layout.validation) as staging:
         days = [d.isoformat() for d in cfg.window.days()]
-        report = _run_suites(features, run, days, spark, staging, layout.validation)
+        report = _run_suites(features, run, days, staging, layout.validation)
         atomic.write_json(ValidationFiles(staging).report, report.to_dict())
     if not report.success:
         if pending != layout.features:
@@ -79,9 +79,7 @@ def validate_features(features: FeaturesResult, run: RunContext | RunConfig) -> 
     return result
 
 
-def _run_suites(
-    features: FeaturesResult, run: RunContext, days: list[str], spark: Any, staging: Path, final: Path
-) -> GateReport:
+def _run_suites(features: FeaturesResult, run: RunContext, days: list[str], staging: Path, final: Path) -> GateReport:
     """The feature table (from its days' cached row checks), the per-day profile and the drift against the
     champion, as three suites."""
     cfg, contract = run.config, run.workload.contract
@@ -98,7 +96,7 @@ def _run_suites(
         Suite("feature_table", table.frame, table.specs, labels=table.labels, row_key=table.row_key, notes=table.notes),
         Suite("per_day", per_day, contract.per_day_expectations(days), labels=labels),
     ]
-    scores, baseline = _drift(files, run, spark)
+    scores, baseline = _drift(files, run)
     if scores is not None:
         frame = pd.DataFrame(
             [
@@ -141,7 +139,7 @@ def _check_days(run: RunContext, days: list[str], per_day: Any, features: Featur
     return checks
 
 
-def _drift(files: FeatureFiles, run: RunContext, spark: Any) -> tuple[dict[str, float] | None, str]:
+def _drift(files: FeatureFiles, run: RunContext) -> tuple[dict[str, float] | None, str]:
     """PSI per feature between this run's training split and the champion's, or None and why not."""
     cfg, workload = run.config, run.workload
     contract = workload.contract
@@ -155,7 +153,7 @@ def _drift(files: FeatureFiles, run: RunContext, spark: Any) -> tuple[dict[str, 
     version, ref = reference
     if ref is None:
         return None, f"not measured: champion v{version} was registered without a data profile"
-    current = drift.profile(spark.read.parquet(str(files.train)), contract, reference=ref)
+    current = drift.profile(files.train, contract, reference=ref)
     atomic.write_json(files.folder / "drift_profile.json", current)
     new = drift.not_compared(ref, [c.name for c in contract.features])
     if new:
