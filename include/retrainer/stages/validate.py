@@ -8,6 +8,7 @@ per-day profile is the features stage's, the drift histograms are summed over th
 Arrow batches. A failure raises :class:`ValidationFailed` listing every failed expectation with what was
 observed, after the JSON results and the Data Docs site are written, so nothing downstream runs.
 """
+
 from __future__ import annotations
 
 import dataclasses
