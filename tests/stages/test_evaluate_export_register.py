@@ -81,6 +81,44 @@ def test_exported_savedmodel_serves_raw_features_in_a_fresh_load(first: dict, va
     assert out.shape == (5, 1) and np.all((out > 0) & (out < 1))
 
 
+def test_an_export_that_serves_other_predictions_is_refused_and_the_saved_model_kept(
+    first: dict, validated: ValidationResult, cfg
+) -> None:
+    """The fresh process's predictions are compared, not trusted: a model whose served predictions differ
+    from the in-memory ones by 0.01 is refused, and the run's SavedModel stays the one that passed."""
+    from retrainer.core.fingerprint import file_digest
+    from retrainer.stages.export import ExportMismatch, _export_and_check, _FreshProcess
+    from retrainer.training.loop import load_trained_model
+    from retrainer.workloads import RunContext
+
+    run = RunContext.of(cfg)
+    model = load_trained_model(validated, first["training"], run.workload)
+
+    class Shifted:  # predicts 0.01 more in memory than the SavedModel it exports serves
+        def __call__(self, *args, **kwargs):
+            return model(*args, **kwargs) + 0.01
+
+        def export(self, *args, **kwargs):
+            return model.export(*args, **kwargs)
+
+    saved = Path(first["export"].saved_model_uri) / "saved_model.pb"
+    before = file_digest(saved)
+    with _FreshProcess() as checker, pytest.raises(ExportMismatch, match=r"disagrees .* max \|diff\| = 0\.01"):
+        _export_and_check(Shifted(), validated, run, checker)
+    assert file_digest(saved) == before
+
+
+def test_the_fresh_process_names_a_model_it_cannot_load_and_stops_when_export_fails(tmp_path: Path) -> None:
+    from retrainer.stages.export import ExportMismatch, _FreshProcess
+
+    with _FreshProcess() as checker, pytest.raises(ExportMismatch, match="failed to load or predict"):
+        checker.predict(tmp_path / "no-model", tmp_path / "no-sample.parquet")
+    with pytest.raises(RuntimeError, match="before the model existed"), _FreshProcess() as checker:
+        child = checker.proc
+        raise RuntimeError("export failed before the model existed")
+    assert child.poll() is not None  # stopped, not left waiting for a path
+
+
 def test_champion_alias_serves_the_savedmodel_through_mlflow(first: dict, validated: ValidationResult, cfg) -> None:
     import mlflow
 

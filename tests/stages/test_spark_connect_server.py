@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support import SPARK_CONNECT_PORT
+from retrainer.core.processes import free_ports
 
 LONG_QUERY = """
 import sys
@@ -29,7 +29,7 @@ def _pid(state: Path) -> str:
 def test_the_server_is_reused_outlives_its_clients_and_stops(tmp_path: Path) -> None:
     from retrainer.devtools.spark_connect import SparkConnectServer
 
-    server = SparkConnectServer(SPARK_CONNECT_PORT + 3, tmp_path / "state")
+    server = SparkConnectServer(free_ports(1)[0], tmp_path / "state")
     try:
         assert server.up() is True  # started it
         url, first = server.url, _pid(server.state)

@@ -7,8 +7,11 @@ that build engines and data stay in ``tests/conftest.py``.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
+
+from retrainer.core.processes import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,9 +30,11 @@ TIERS = {
 LAND_START = dt.date(2013, 1, 21)
 LAND_END = dt.date(2013, 2, 6)
 RUN_DATE = dt.date(2013, 2, 5)
-# The tests' own Spark Connect server (conftest starts it for the tiers that use Spark, stops it at the end):
-# not make run's port, so a test session neither uses nor stops a server someone else left running.
-SPARK_CONNECT_PORT = 15012
+# The tests' own Spark Connect server (conftest starts it for the tiers that use Spark, stops it at the end), on
+# a free port of this session's own: two sessions at once (two checkouts, a CI run beside a developer's) must
+# not share one server, which the first to finish would stop under the other. RETRAINER_TEST_SPARK_CONNECT_PORT
+# names a fixed port instead.
+SPARK_CONNECT_PORT = int(os.environ.get("RETRAINER_TEST_SPARK_CONNECT_PORT") or free_ports(1)[0])
 SPARK_CONNECT_URL = f"sc://127.0.0.1:{SPARK_CONNECT_PORT}"
 
 

@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from support import SPARK_CONNECT_PORT
+from retrainer.core.processes import free_ports
 
 CONN = "AIRFLOW_CONN_RETRAINER_SPARK_CONNECT"
 
@@ -54,14 +54,15 @@ def test_the_embedded_server_binds_loopback_with_the_settings_the_stages_rely_on
     from retrainer.devtools.spark_connect import SparkConnectServer
     from retrainer.spark.session import session_settings
 
-    server = SparkConnectServer(SPARK_CONNECT_PORT + 1, tmp_path)
+    port = free_ports(1)[0]
+    server = SparkConnectServer(port, tmp_path)
     argv = server.command()
     assert argv[0].endswith("sbin/start-connect-server.sh") and argv[argv.index("--master") + 1] == "local[*]"
     confs = dict(a.split("=", 1) for a in argv[argv.index("--driver-memory") + 2 :][1::2])
     assert confs["spark.connect.grpc.binding.address"] == "127.0.0.1"
-    assert confs["spark.connect.grpc.binding.port"] == str(SPARK_CONNECT_PORT + 1)
+    assert confs["spark.connect.grpc.binding.port"] == str(port)
     assert session_settings().items() <= confs.items()
-    assert server.url == f"sc://127.0.0.1:{SPARK_CONNECT_PORT + 1}"
+    assert server.url == f"sc://127.0.0.1:{port}"
     assert not server.listening() and not server.healthy()
 
 

@@ -2,16 +2,19 @@
 
 Exported into a staging folder, reloaded in a fresh Python process, and its predictions on 100
 evaluation rows compared with the in-memory model's; only a SavedModel that passes replaces the
-run's ``saved_model`` folder.
+run's ``saved_model`` folder. The fresh process is started first, so its TensorFlow import overlaps
+loading and exporting the model here.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +22,7 @@ from retrainer.core import atomic
 from retrainer.core.config import RunConfig
 from retrainer.core.fingerprint import parquet_parts
 from retrainer.core.layout import ExportFiles
+from retrainer.core.processes import dies_with_parent
 from retrainer.core.results import ExportResult, TrainingResult, ValidationResult
 from retrainer.training.dataset import arrow_to_inputs
 from retrainer.workloads import RunContext
@@ -34,16 +38,26 @@ class ExportMismatch(RuntimeError):
 
 
 def export_model(validated: ValidationResult, training: TrainingResult, run: RunContext | RunConfig) -> ExportResult:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from retrainer.training.loop import load_trained_model
 
     run = RunContext.of(run)
     workload = run.workload
-    contract = workload.contract
     layout = run.layout
-    model = load_trained_model(validated, training, workload)
+    with _FreshProcess() as checker:  # importing TensorFlow while this process loads and exports the model
+        model = load_trained_model(validated, training, workload)
+        result = _export_and_check(model, validated, run, checker)
+    layout.save(result)
+    log.info("exported %s; fresh-process check on %d rows: max |diff| %.2g",
+             result.saved_model_uri, result.verified_rows, result.max_abs_diff)  # fmt: skip
+    return result
+
+
+def _export_and_check(model: Any, validated: ValidationResult, run: RunContext, checker: _FreshProcess) -> ExportResult:
+    """Export into a staging folder; it replaces the run's SavedModel only if the fresh process agrees."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    contract, layout = run.workload.contract, run.layout
 
     first = pq.ParquetFile(parquet_parts(validated.files.eval)[0])
     sample = pa.Table.from_batches([next(first.iter_batches(batch_size=SAMPLE_ROWS))])
@@ -54,7 +68,7 @@ def export_model(validated: ValidationResult, training: TrainingResult, run: Run
         export_dir, sample_path = staged.model, staged.verification_sample
         model.export(str(export_dir), verbose=False)
         pq.write_table(sample.select([c.name for c in contract.features]), sample_path)
-        served = np.asarray(_predict_in_fresh_process(export_dir, sample_path))
+        served = np.asarray(checker.predict(export_dir, sample_path))
         if served.shape != expected.shape:
             raise ExportMismatch(f"SavedModel served {served.shape} predictions for {expected.shape} rows")
         diff = float(np.max(np.abs(served - expected))) if len(expected) else 0.0
@@ -63,25 +77,35 @@ def export_model(validated: ValidationResult, training: TrainingResult, run: Run
                 f"SavedModel reloaded in a fresh process disagrees with the trained model on {len(expected)} "
                 f"evaluation rows: max |diff| = {diff:.3g} (atol {ATOL}, rtol {RTOL})"
             )
-    saved_model_uri = str(ExportFiles(layout.saved_model).model)
-    result = ExportResult(
-        saved_model_uri=saved_model_uri,
+    return ExportResult(
+        saved_model_uri=str(ExportFiles(layout.saved_model).model),
         verified_rows=len(expected),
         max_abs_diff=diff,
         serving_inputs=contract.serving_dtypes(),
     )
-    layout.save(result)
-    log.info("exported %s; fresh-process check on %d rows: max |diff| %.2g", saved_model_uri, len(expected), diff)
-    return result
 
 
-def _predict_in_fresh_process(model_dir: Path, sample: Path) -> list[float]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "retrainer.serving.verify", "--model", str(model_dir), "--sample", str(sample)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        raise ExportMismatch(f"SavedModel failed to load or predict in a fresh process:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])["predictions"]
+class _FreshProcess:
+    """A new Python (``retrainer.serving.verify --wait``) started before the model exists: it imports
+    TensorFlow, then waits for the SavedModel's path. It never sees this process's objects; it dies with
+    this process, and is stopped if the export fails before asking it."""
+
+    def __enter__(self) -> _FreshProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "retrainer.serving.verify", "--wait"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=dies_with_parent(signal.SIGKILL),
+        )  # fmt: skip
+        return self
+
+    def predict(self, model_dir: Path, sample: Path) -> list[float]:
+        request = json.dumps({"model": str(model_dir), "sample": str(sample)}) + "\n"
+        out, err = self.proc.communicate(request, timeout=600)
+        if self.proc.returncode != 0:
+            raise ExportMismatch(f"SavedModel failed to load or predict in a fresh process:\n{err[-3000:]}")
+        return json.loads(out.strip().splitlines()[-1])["predictions"]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
