@@ -119,6 +119,16 @@ def test_the_fresh_process_names_a_model_it_cannot_load_and_stops_when_export_fa
     assert child.poll() is not None  # stopped, not left waiting for a path
 
 
+def test_the_registered_version_carries_what_each_stage_cost(first: dict, cfg) -> None:
+    import json
+
+    tags = registry.version_tags(cfg.engines.tracking_uri, MODEL, first["registration"].version)
+    cost = json.loads(tags["retrainer.cost"])
+    assert set(cost) == {"check_raw", "features", "validate", "train", "evaluate", "export"}
+    assert all(c["wall_s"] > 0 and c["cpu_s"] >= 0 and c["peak_rss_mib"] > 50 for c in cost.values())
+    assert cost["train"]["cpu_s"] > 0.5  # TensorFlow trained in this process: its CPU is the stage's
+
+
 def test_champion_alias_serves_the_savedmodel_through_mlflow(first: dict, validated: ValidationResult, cfg) -> None:
     import mlflow
 

@@ -124,6 +124,11 @@ class RunLayout:
 
     # --- folders ---------------------------------------------------------------------------------
     @property
+    def costs(self) -> Path:
+        """Each stage's wall and CPU seconds and peak memory (``retrainer.core.costs``), one file per stage."""
+        return self.root / "cost"
+
+    @property
     def features(self) -> Path:
         """Validated features: the only feature folder that training reads."""
         return self.root / "features"

@@ -7,6 +7,7 @@ from typing import Any
 from retrainer import registry
 from retrainer.core import atomic
 from retrainer.core.config import RunConfig
+from retrainer.core.costs import StageCost, read_costs
 from retrainer.core.layout import RunLayout, ValidationFiles
 from retrainer.core.results import (
     EvaluationResult,
@@ -59,6 +60,7 @@ def run_summary(cfg: RunConfig) -> str:
     current = registry.aliases(cfg.engines.tracking_uri, workload.registered_model)
     unchanged = "" if reg else " (not changed by this run)"
     lines.append(f"  aliases     {', '.join(f'{a} -> v{v}' for a, v in sorted(current.items())) or '-'}{unchanged}")
+    lines += _cost_lines(read_costs(layout.costs))
     lines += ["", "  where:"]
     if exp:
         lines.append(f"    SavedModel   {exp.saved_model_uri} (fresh-process check max |diff| {exp.max_abs_diff:.2g})")
@@ -69,6 +71,19 @@ def run_summary(cfg: RunConfig) -> str:
     lines.append(f"    run folder   {layout.root}")
     lines.append(f"    MLflow       {cfg.engines.tracking_uri}  (make mlflow-ui)")
     return "\n".join(lines)
+
+
+def _cost_lines(costs: dict[str, StageCost]) -> list[str]:
+    """Wall seconds per stage of this attempt (records older than its raw gate are an earlier run's)."""
+    if not costs:
+        return []
+    start = costs["check_raw"].started_at if "check_raw" in costs else ""
+    order = ["check_raw", "features", "validate", "train", "evaluate", "export", "register"]
+    mine = sorted((c for c in costs.values() if c.started_at >= start),
+                  key=lambda c: order.index(c.stage) if c.stage in order else len(order))  # fmt: skip
+    stages = ", ".join(f"{c.stage} {c.wall_s:.1f} s{'' if c.ok else ' (failed)'}" for c in mine)
+    cpu, peak = sum(c.cpu_s for c in mine), max(c.peak_rss_mib for c in mine)
+    return [f"  cost        {stages}", f"              wall per stage; {cpu:.1f} s CPU in all; peak {peak:,.0f} MiB"]
 
 
 def _gate_lines(gate_report: GateReport | None, gate: RawGateResult | None) -> list[str]:

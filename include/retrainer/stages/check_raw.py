@@ -28,6 +28,7 @@ from retrainer.data.landed_files import check_raw_inputs
 from retrainer.data.raw_gate_suite import day_suite
 from retrainer.data.raw_scan import scan_days, source_fingerprint
 from retrainer.spec.raw_contract import RawContract
+from retrainer.stages import costed
 from retrainer.workloads import RunContext
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def _records(cfg: RunConfig, contract: RawContract, days: list[dt.date]) -> _Rec
     return out
 
 
+@costed("check_raw")
 def check_raw_days(run: RunContext | RunConfig) -> RawGateResult:
     """Gate the raw days of the run; raises :class:`RawDataRejected` naming every failed check."""
     run = RunContext.of(run)

@@ -20,6 +20,7 @@ from retrainer.core.config import RunConfig
 from retrainer.core.fingerprint import parquet_parts
 from retrainer.core.results import EvaluationResult, TrainingResult, ValidationResult
 from retrainer.registry import promotion
+from retrainer.stages import costed
 from retrainer.training import baselines
 from retrainer.training.dataset import arrow_to_inputs, iter_record_batches, labels
 from retrainer.workloads import RunContext
@@ -27,6 +28,7 @@ from retrainer.workloads import RunContext
 log = logging.getLogger(__name__)
 
 
+@costed("evaluate")
 def evaluate_models(
     validated: ValidationResult, training: TrainingResult, run: RunContext | RunConfig
 ) -> EvaluationResult:

@@ -24,6 +24,7 @@ from retrainer.core.fingerprint import parquet_parts
 from retrainer.core.layout import ExportFiles
 from retrainer.core.processes import dies_with_parent
 from retrainer.core.results import ExportResult, TrainingResult, ValidationResult
+from retrainer.stages import costed
 from retrainer.training.dataset import arrow_to_inputs
 from retrainer.workloads import RunContext
 
@@ -37,6 +38,7 @@ class ExportMismatch(RuntimeError):
     """The reloaded SavedModel does not predict what the trained model predicts."""
 
 
+@costed("export")
 def export_model(validated: ValidationResult, training: TrainingResult, run: RunContext | RunConfig) -> ExportResult:
     from retrainer.training.loop import load_trained_model
 

@@ -24,6 +24,7 @@ from retrainer.data.feature_store import FeatureStore
 from retrainer.data.landed_files import require_unchanged
 from retrainer.spark.session import get_spark
 from retrainer.spec.contract import NULL_FRACTION, Contract, Role
+from retrainer.stages import costed
 from retrainer.workloads import RunContext
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 MAX_VOCABULARY = 2000
 
 
+@costed("features")
 def build_features(gate: RawGateResult, run: RunContext | RunConfig) -> FeaturesResult:
     """Build the run's feature sets under ``runs/<workload>/date=D/features.pending`` (replaced as a whole)
     from the landed days the raw gate passed (and only if they are still the files it checked).

@@ -11,20 +11,26 @@ champion moved since; neither ever moves back in time.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from retrainer import registry
 from retrainer.core.config import RunConfig
+from retrainer.core.costs import read_costs
+from retrainer.core.layout import RunLayout
 from retrainer.core.results import EvaluationResult, ExportResult, RegistrationResult, TrainingResult, ValidationResult
 from retrainer.registry import promotion
 from retrainer.registry.mlflow_run import log_and_register, range_text
+from retrainer.stages import costed
 from retrainer.stages.evaluate import evaluate_models
 from retrainer.workloads import RunContext
 
 log = logging.getLogger(__name__)
 RUN_KEY_TAG = "retrainer.run_key"
+COST_TAG = "retrainer.cost"  # JSON: wall and CPU seconds and peak MiB of each stage before register
 
 
+@costed("register")
 def register_model(
     validated: ValidationResult,
     training: TrainingResult,
@@ -73,12 +79,18 @@ def register_model(
 def _version_tags(cfg: RunConfig, training: TrainingResult, evaluation: EvaluationResult) -> dict[str, str]:
     """What a version says about itself: its run key, the run date the promotion policy compares, its data."""
     window, headline = cfg.window, evaluation.headline
+    costs = {
+        stage: {"wall_s": c.wall_s, "cpu_s": c.cpu_s, "peak_rss_mib": c.peak_rss_mib}
+        for stage, c in read_costs(RunLayout.of(cfg).costs).items()
+        if stage != "register"  # its own cost is not known until it returns
+    }
     return {
         RUN_KEY_TAG: training.run_key,
         promotion.RUN_DATE_TAG: cfg.run.date.isoformat(),
         "train_range": range_text(window.train_start, window.eval_start),
         "eval_range": range_text(window.eval_start, window.end),
         f"new_{headline}": f"{evaluation.new[headline]:.6f}",
+        COST_TAG: json.dumps(costs, sort_keys=True),
     }
 
 

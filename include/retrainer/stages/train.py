@@ -13,6 +13,7 @@ import logging
 
 from retrainer.core.config import RunConfig
 from retrainer.core.results import TrainingResult, ValidationResult
+from retrainer.stages import costed
 from retrainer.training.launchers import get_launcher
 from retrainer.workloads import RunContext
 
@@ -24,6 +25,7 @@ class NotValidated(ValueError):
     """Training was asked to read features that are not this run's validated features."""
 
 
+@costed("train")
 def train_model(validated: ValidationResult, run: RunContext | RunConfig) -> TrainingResult:
     run = RunContext.of(run)
     cfg = run.config

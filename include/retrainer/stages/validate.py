@@ -28,6 +28,7 @@ from retrainer.data import day_checks, drift
 from retrainer.data.feature_store import day_folder
 from retrainer.data.gx_suites import Suite, run_suites
 from retrainer.spec.contract import NULL_FRACTION, PSI
+from retrainer.stages import costed
 from retrainer.workloads import RunContext
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class StoreChangedSinceFeatures(RuntimeError):
     concurrent run recomputed the day): the features must be built again before they can be validated."""
 
 
+@costed("validate")
 def validate_features(features: FeaturesResult, run: RunContext | RunConfig) -> ValidationResult:
     """Validate features built by :func:`retrainer.stages.features.build_features`.
 
