@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,6 @@ from retrainer.core import atomic
 from retrainer.core.config import RunConfig
 from retrainer.core.fingerprint import parquet_parts
 from retrainer.core.layout import ExportFiles
-from retrainer.core.processes import dies_with_parent
 from retrainer.core.results import ExportResult, TrainingResult, ValidationResult
 from retrainer.stages import costed
 from retrainer.training.dataset import arrow_to_inputs
@@ -89,14 +87,15 @@ def _export_and_check(model: Any, validated: ValidationResult, run: RunContext, 
 
 class _FreshProcess:
     """A new Python (``retrainer.serving.verify --wait``) started before the model exists: it imports
-    TensorFlow, then waits for the SavedModel's path. It never sees this process's objects; it dies with
-    this process, and is stopped if the export fails before asking it."""
+    TensorFlow, then waits for the SavedModel's path on stdin. It never sees this process's objects. It is
+    stopped if the export fails before asking it, and it exits when this process dies (its stdin closes).
+    No ``preexec_fn``: that forces a plain fork, whose at-fork handlers (gRPC's, when the same process
+    holds a Spark Connect session, as under ``retrainer run``) break the child."""
 
     def __enter__(self) -> _FreshProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "retrainer.serving.verify", "--wait"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            preexec_fn=dies_with_parent(signal.SIGKILL),
         )  # fmt: skip
         return self
 
