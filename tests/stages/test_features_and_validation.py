@@ -183,6 +183,23 @@ def test_a_day_with_a_shifted_label_fails_per_day_validation_and_keeps_the_good_
     assert layout.load_optional(ValidationResult) is None  # nothing left that says "validated" for this date
 
 
+def test_an_unreadable_registry_fails_validation_instead_of_skipping_drift(
+    spark, cfg, corrupt_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing listens where the registry should be: validation raises (Airflow retries it), it does not pass
+    with "drift not measured", and nothing says "validated" for the date."""
+    from retrainer.registry import RegistryUnavailable
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    down = small_config(corrupt_root, "http://127.0.0.1:9")
+    features = features_for(down)
+    with pytest.raises(RegistryUnavailable, match="could not read the champion alias"):
+        validate_features(features, down)
+    layout = RunLayout.of(down)
+    assert layout.load_optional(ValidationResult) is None and not layout.features.exists()
+    assert layout.features_pending.exists()  # kept for the retry
+
+
 def test_features_refuse_files_changed_after_the_gate(spark, cfg, corrupt_root: Path) -> None:
     from retrainer.data.landed_files import ChangedAfterGate
 

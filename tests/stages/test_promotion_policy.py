@@ -137,6 +137,8 @@ def test_an_unreadable_registry_is_an_error_never_no_champion(trained, root, for
             evaluate_models(validated, training, cfg)
         with pytest.raises(registry.RegistryUnavailable):
             registry.aliases(uri, MODEL)
+        with pytest.raises(registry.RegistryUnavailable):  # the drift gate's reference: never "no champion"
+            registry.champion_profile(uri, MODEL)
     assert registry.alias_version(f"sqlite:///{root / 'empty.db'}", MODEL, "champion") is None  # absent is absent
 
 

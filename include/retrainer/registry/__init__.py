@@ -32,17 +32,22 @@ def _is_absent(exc: Exception) -> bool:
 
 
 def champion_profile(tracking_uri: str, model_name: str) -> tuple[str, dict[str, Any] | None] | None:
-    """(champion version, its training data profile or None if it has none), or None without a champion."""
+    """(champion version, its training data profile or None if it was registered without one), or None
+    without a champion. A profile that exists but cannot be read raises :class:`RegistryUnavailable`: the
+    drift gate must fail (and be retried), never pass as "not measured", while the store is down."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     mv = version_by_alias(tracking_uri, model_name, CHAMPION)
     if mv is None:
         return None
+    uri = f"runs:/{mv.run_id}/{PROFILE_ARTIFACT}"
     try:
-        return str(mv.version), mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{PROFILE_ARTIFACT}")
-    except (MlflowException, OSError):
-        return str(mv.version), None
+        return str(mv.version), mlflow.artifacts.load_dict(uri)
+    except Exception as exc:
+        if isinstance(exc, FileNotFoundError) or _is_absent(exc):
+            return str(mv.version), None
+        raise RegistryUnavailable(f"could not read {uri} (champion v{mv.version}'s data profile): "
+                                  f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
 
 
 def configure(tracking_uri: str) -> Any:
