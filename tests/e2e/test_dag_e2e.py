@@ -126,9 +126,11 @@ def test_rerunning_the_same_date_replaces_outputs_and_registers_nothing_new(
     after_parts = sorted(p.name for p in FeatureFiles(layout.features).train.glob("*.parquet"))
     assert len(after_parts) == len(before_parts)
     assert sorted(p.name for p in layout.root.iterdir()) == sorted(
-        ["raw_gate", "features", "validation", "checkpoints", "saved_model", "raw_gate.json", "features.json",
+        ["raw_gate", "features", "validation", "checkpoints", "saved_model", "cost", "raw_gate.json", "features.json",
          "validation.json", "training.json", "evaluation.json", "export.json", "registration.json"]
     )  # fmt: skip
+    stages = ["check_raw", "features", "validate", "train", "evaluate", "export", "register"]
+    assert sorted(p.name for p in layout.costs.iterdir()) == sorted(f"{s}.json" for s in stages)  # one per stage
 
 
 def test_a_corrupted_day_stops_the_run_at_the_raw_gate_and_keeps_the_champion(
