@@ -9,7 +9,8 @@ Cases (each through ``retrainer run``, one process, as a user or a notebook runs
 
 Every case talks to the one Spark Connect server (started first if none answers, as ``make run`` does;
 its start is reported apart). Wall time, and the peak resident memory summed over the run's process tree
-plus the Spark Connect server's JVM (sampled every 0.25 s). With ``--tfx ROOT`` (an install of
+plus the Spark Connect server's JVM (sampled every 0.25 s); each stage's wall time from the run's own cost
+records. With ``--tfx ROOT`` (an install of
 ``../shared/peers/tfx``, see its README) the peer's ``small`` (30 days) and ``full`` (the year) pipelines
 run right after, one after the other, and the ratios are computed from this one sitting.
 
@@ -19,6 +20,7 @@ run right after, one after the other, and the ratios are computed from this one 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import platform
@@ -32,6 +34,8 @@ from typing import Any
 
 import psutil
 
+from retrainer.core.costs import read_costs
+from retrainer.core.layout import RunLayout
 from retrainer.devtools.spark_connect import SparkConnectServer
 
 HERE = Path(__file__).resolve().parent
@@ -114,6 +118,8 @@ def run_retrainer(raw: Path, work: Path, url: str, server: SparkConnectServer) -
             str(window),
         ]  # fmt: skip  (the default model and tuning)
         results[name] = measured(cmd, env, spark_server_process(server), work / f"{name.replace(' ', '-')}.log")
+        costs = read_costs(RunLayout.for_run(root, "flight_delay", dt.date.fromisoformat(date)).costs)
+        results[name]["stages"] = {stage: c.wall_s for stage, c in costs.items()}  # the run's own records
         print(f"retrainer {name}: {results[name]}", flush=True)
     return results
 
@@ -153,6 +159,16 @@ def report(ours: dict[str, Any], tfx: dict[str, Any], server_start: float, out: 
             f"| {case} | {ours[case]['seconds']} | {ours[case]['peak_mib']} | {peer.get('seconds', '-')} | "
             f"{peer.get('peak_mib', '-')} | {ratio(case, peer_case)} |"
         )
+    stages = ["check_raw", "features", "validate", "train", "evaluate", "export", "register"]
+    lines += [
+        "",
+        "Wall seconds per stage, from each run's own cost records (`cost/<stage>.json`):",
+        "",
+        "| case | " + " | ".join(stages) + " |",
+        "|---|" + "---:|" * len(stages),
+    ]
+    for case, r in ours.items():
+        lines.append(f"| {case} | " + " | ".join(str(r.get("stages", {}).get(s, "-")) for s in stages) + " |")
     text = "\n".join(lines) + "\n"
     out.write_text(text)
     (out.with_suffix(".json")).write_text(json.dumps({"retrainer": ours, "tfx": tfx}, indent=2) + "\n")
