@@ -42,12 +42,10 @@ def build_features(gate: RawGateResult, run: RunContext | RunConfig) -> Features
     They become ``features`` only when validation passes, so bad data never replaces good data.
     """
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
 
     run = RunContext.of(run)
     cfg = run.config
     workload = run.workload
-    contract = workload.contract
     window = cfg.window
     layout = run.layout
     layout.discard(FeaturesResult)  # whatever happens below, no earlier build is reported as this one
@@ -64,30 +62,11 @@ def build_features(gate: RawGateResult, run: RunContext | RunConfig) -> Features
         store.root, len(update.computed), _day_span(update.computed), update.reused,
     )  # fmt: skip
 
-    label, date_col = contract.label.name, contract.table.date_column
     digests = store.digests(window.days())
     table = store.read(window.days()).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        labelled = table.where(F.col(label).isNotNull())
-        splits = {
-            "train": labelled.where(F.col(date_col) < F.lit(window.eval_start)),
-            "eval": labelled.where(F.col(date_col) >= F.lit(window.eval_start)),
-        }
-        excluded = _per_day(table.where(F.col(label).isNull()), date_col)
         with atomic.staged_dir(layout.features_pending) as tmp:
-            files = FeatureFiles(tmp)
-            _write_split(splits["train"], contract, files.train, cfg.tuning.part_files)
-            _write_split(splits["eval"], contract, files.eval, cfg.tuning.part_files)
-            train, evaluation = spark.read.parquet(str(files.train)), spark.read.parquet(str(files.eval))
-            daily = daily_profile(train.unionByName(evaluation), contract, [d.isoformat() for d in window.days()])
-            for row in daily:
-                row["excluded_no_label"] = excluded.get(row["date"], 0)
-            atomic.write_json(files.stats, compute_stats(train, contract))
-            atomic.write_json(files.daily_profile, daily)
-            atomic.write_json(
-                files.profile, drift.profile(files.train, contract, edges=drift.quantile_edges(train, contract))
-            )
-            fingerprint = folder_fingerprint(files.train)
+            daily, fingerprint = _write_features(table, run, FeatureFiles(tmp))
             if store.digests(window.days()) != digests:  # a late correction landed while these were read
                 raise RuntimeError(
                     f"feature store days of {cfg.run.date}'s window changed while its features were "
@@ -110,15 +89,36 @@ def build_features(gate: RawGateResult, run: RunContext | RunConfig) -> Features
     )
     layout.save(result)
     log.info(
-        "features for %s: train %d rows %s, eval %d rows %s, %s rows without label excluded",
-        cfg.run.date,
-        result.rows["train"],
-        result.train_range,
-        result.rows["eval"],
-        result.eval_range,
-        result.excluded_no_label,
-    )
+        "features for %s: train %d rows %s, eval %d rows %s, %s rows without label excluded", cfg.run.date,
+        result.rows["train"], result.train_range, result.rows["eval"], result.eval_range, result.excluded_no_label,
+    )  # fmt: skip
     return result
+
+
+def _write_features(table: DataFrame, run: RunContext, files: FeatureFiles) -> tuple[list[dict[str, Any]], str]:
+    """The window's rows -> the train and eval splits, their statistics, per-day profile and drift profile
+    under ``files``; returns the per-day profile and the training split's fingerprint."""
+    from pyspark.sql import functions as F
+
+    cfg, contract, window = run.config, run.workload.contract, run.config.window
+    label, date_col = contract.label.name, contract.table.date_column
+    labelled = table.where(F.col(label).isNotNull())
+    _write_split(
+        labelled.where(F.col(date_col) < F.lit(window.eval_start)), contract, files.train, cfg.tuning.part_files
+    )
+    _write_split(
+        labelled.where(F.col(date_col) >= F.lit(window.eval_start)), contract, files.eval, cfg.tuning.part_files
+    )
+    excluded = _per_day(table.where(F.col(label).isNull()), date_col)
+    spark = table.sparkSession
+    train, evaluation = spark.read.parquet(str(files.train)), spark.read.parquet(str(files.eval))
+    daily = daily_profile(train.unionByName(evaluation), contract, [d.isoformat() for d in window.days()])
+    for row in daily:
+        row["excluded_no_label"] = excluded.get(row["date"], 0)
+    atomic.write_json(files.stats, compute_stats(train, contract))
+    atomic.write_json(files.daily_profile, daily)
+    atomic.write_json(files.profile, drift.profile(files.train, contract, edges=drift.quantile_edges(train, contract)))
+    return daily, folder_fingerprint(files.train)
 
 
 def _day_span(days: list[str]) -> str:
