@@ -34,7 +34,7 @@ from typing import Any
 
 import psutil
 
-from retrainer.core.costs import read_costs
+from retrainer.core.costs import STAGES, read_costs
 from retrainer.core.layout import RunLayout
 from retrainer.devtools.spark_connect import SparkConnectServer
 
@@ -159,16 +159,15 @@ def report(ours: dict[str, Any], tfx: dict[str, Any], server_start: float, out: 
             f"| {case} | {ours[case]['seconds']} | {ours[case]['peak_mib']} | {peer.get('seconds', '-')} | "
             f"{peer.get('peak_mib', '-')} | {ratio(case, peer_case)} |"
         )
-    stages = ["check_raw", "features", "validate", "train", "evaluate", "export", "register"]
     lines += [
         "",
         "Wall seconds per stage, from each run's own cost records (`cost/<stage>.json`):",
         "",
-        "| case | " + " | ".join(stages) + " |",
-        "|---|" + "---:|" * len(stages),
+        "| case | " + " | ".join(STAGES) + " |",
+        "|---|" + "---:|" * len(STAGES),
     ]
     for case, r in ours.items():
-        lines.append(f"| {case} | " + " | ".join(str(r.get("stages", {}).get(s, "-")) for s in stages) + " |")
+        lines.append(f"| {case} | " + " | ".join(str(r.get("stages", {}).get(s, "-")) for s in STAGES) + " |")
     text = "\n".join(lines) + "\n"
     out.write_text(text)
     (out.with_suffix(".json")).write_text(json.dumps({"retrainer": ours, "tfx": tfx}, indent=2) + "\n")

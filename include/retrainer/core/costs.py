@@ -30,6 +30,8 @@ from retrainer.core import atomic
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
+# The names stages record their costs under, in pipeline order (the DAG's task ids): what readers sort by.
+STAGES = ("check_raw", "features", "validate", "train", "evaluate", "export", "register")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -135,16 +135,14 @@ class _Validator:
         else:
             fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": [date_col]}
             results = list(self.definition.run(batch_parameters={"dataframe": frame}, result_format=fmt).results)
+        failing = [self._failing_by_day(spec, r) for spec, r in zip(self.specs, results, strict=True)]
         out = []
         for day, rows in by_day.items():
-            checks = [self._day_part(spec, r, rows, day) for spec, r in zip(self.specs, results, strict=True)]
+            checks = [
+                self._day_part(spec, r, rows, fails.get(day, []))
+                for spec, r, fails in zip(self.specs, results, failing, strict=True)
+            ]
             out.append(DayCounts(day=day, digest=digests[day], suite=self.suite, rows=len(rows), checks=checks))
-        for i, (spec, r) in enumerate(zip(self.specs, results, strict=True)):
-            if r is not None and spec["type"] in COLUMN_MAP:
-                split = sum(c.checks[i]["unexpected"] for c in out)
-                if split != (r.result or {}).get("unexpected_count", 0):  # every failing value has a day
-                    raise RuntimeError(f"day checks: {spec['type']} on {spec['kwargs']['column']}: "
-                                       f"{split} failing values found by day, GX counted {r.result['unexpected_count']}")
         log.info("day checks: %d day(s) validated (%d rows) by Great Expectations", len(folders), len(frame))
         return out
 
@@ -167,8 +165,22 @@ class _Validator:
         frame = frame[frame[label].notna()]
         return frame[[c for c in self.contract.names if c in frame.columns]].reset_index(drop=True)
 
-    def _day_part(self, spec: Mapping[str, Any], result: Any, rows: Any, day: str) -> dict[str, Any]:
-        """One day's share of one expectation's result over the batch."""
+    def _failing_by_day(self, spec: Mapping[str, Any], result: Any) -> dict[str, list[Any]]:
+        """A column expectation's failing values over the batch, by day (one pass over GX's list)."""
+        if result is None or spec["type"] not in COLUMN_MAP:
+            return {}
+        res, column = result.result or {}, spec["kwargs"]["column"]
+        by_day: dict[str, list[Any]] = {}
+        for entry in res.get("unexpected_index_list") or []:
+            by_day.setdefault(str(entry.get(self.contract.table.date_column)), []).append(entry[column])
+        found = sum(len(v) for v in by_day.values())
+        if found != res.get("unexpected_count", 0):  # every failing value must have a day
+            raise RuntimeError(f"day checks: {spec['type']} on {column}: {found} failing values found by day, "
+                               f"GX counted {res.get('unexpected_count')}")  # fmt: skip
+        return by_day
+
+    def _day_part(self, spec: Mapping[str, Any], result: Any, rows: Any, failing: list[Any]) -> dict[str, Any]:
+        """One day's share of one expectation's result over the batch (``failing``: its values that failed)."""
         kind, column = spec["type"], spec["kwargs"].get("column")
         if kind == COLUMNS_MATCH:
             ok = result is None or result.success
@@ -180,7 +192,6 @@ class _Validator:
         if result is None:
             return {"checked": 0, "unexpected": 0, "examples": []}
         res = result.result or {}
-        failing = [e[column] for e in res.get("unexpected_index_list") or [] if str(e.get(self._date)) == day]
         # Columns checks skip missing values (GX reports them as missing_count); not-null checks count them.
         skipped = int(rows[column].isna().sum()) if "missing_count" in res else 0
         return {
@@ -188,10 +199,6 @@ class _Validator:
             "unexpected": len(failing),
             "examples": [_plain(v) for v in failing[:EXAMPLES]],
         }
-
-    @property
-    def _date(self) -> str:
-        return self.contract.table.date_column
 
 
 def _plain(value: Any) -> Any:

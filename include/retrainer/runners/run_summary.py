@@ -7,7 +7,7 @@ from typing import Any
 from retrainer import registry
 from retrainer.core import atomic
 from retrainer.core.config import RunConfig
-from retrainer.core.costs import StageCost, read_costs
+from retrainer.core.costs import STAGES, StageCost, read_costs
 from retrainer.core.layout import RunLayout, ValidationFiles
 from retrainer.core.results import (
     EvaluationResult,
@@ -78,9 +78,8 @@ def _cost_lines(costs: dict[str, StageCost]) -> list[str]:
     if not costs:
         return []
     start = costs["check_raw"].started_at if "check_raw" in costs else ""
-    order = ["check_raw", "features", "validate", "train", "evaluate", "export", "register"]
     mine = sorted((c for c in costs.values() if c.started_at >= start),
-                  key=lambda c: order.index(c.stage) if c.stage in order else len(order))  # fmt: skip
+                  key=lambda c: STAGES.index(c.stage) if c.stage in STAGES else len(STAGES))  # fmt: skip
     stages = ", ".join(f"{c.stage} {c.wall_s:.1f} s{'' if c.ok else ' (failed)'}" for c in mine)
     cpu, peak = sum(c.cpu_s for c in mine), max(c.peak_rss_mib for c in mine)
     return [f"  cost        {stages}", f"              wall per stage; {cpu:.1f} s CPU in all; peak {peak:,.0f} MiB"]

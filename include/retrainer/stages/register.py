@@ -49,14 +49,13 @@ def register_model(
     exp_id = registry.experiment_id(tracking_uri, f"retrainer/{cfg.run.workload}")
     version = registry.find_version_of_run(tracking_uri, name, exp_id, RUN_KEY_TAG, run_key)
     reused = version is not None
+    tags = _version_tags(cfg, layout, training, evaluation)
     if version is None:
-        version, mlflow_run_id = log_and_register(
-            validated, training, evaluation, exported, cfg, exp_id, _version_tags(cfg, training, evaluation)
-        )
+        version, mlflow_run_id = log_and_register(validated, training, evaluation, exported, cfg, exp_id, tags)
     else:
         mlflow_run_id = client.get_model_version(name, version).run_id
         log.info("training run %s already registered as %s v%s: reusing it", run_key[:12], name, version)
-    _complete_tags(tracking_uri, name, version, _version_tags(cfg, training, evaluation))
+    _complete_tags(tracking_uri, name, version, tags)
 
     with promotion.promotion_lock(cfg.engines.data_root, name):
         promoted, note, before = _move_aliases(validated, training, evaluation, version, run)
@@ -76,12 +75,14 @@ def register_model(
     return result
 
 
-def _version_tags(cfg: RunConfig, training: TrainingResult, evaluation: EvaluationResult) -> dict[str, str]:
+def _version_tags(
+    cfg: RunConfig, layout: RunLayout, training: TrainingResult, evaluation: EvaluationResult
+) -> dict[str, str]:
     """What a version says about itself: its run key, the run date the promotion policy compares, its data."""
     window, headline = cfg.window, evaluation.headline
     costs = {
         stage: {"wall_s": c.wall_s, "cpu_s": c.cpu_s, "peak_rss_mib": c.peak_rss_mib}
-        for stage, c in read_costs(RunLayout.of(cfg).costs).items()
+        for stage, c in read_costs(layout.costs).items()
         if stage != "register"  # its own cost is not known until it returns
     }
     return {

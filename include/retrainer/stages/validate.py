@@ -91,8 +91,9 @@ def _run_suites(features: FeaturesResult, run: RunContext, days: list[str], stag
     files = FeatureFiles(Path(features.folder))
 
     per_day = pd.DataFrame(atomic.read_json(files.daily_profile))
-    checks = _check_days(run, days, per_day, features)
-    table = day_checks.window_suite(checks, contract.expectations(), f"[{cfg.window.train_start}, {cfg.window.end})")
+    specs = contract.expectations()
+    checks = _check_days(run, days, per_day, features, specs)
+    table = day_checks.window_suite(checks, specs, f"[{cfg.window.train_start}, {cfg.window.end})")
     labels = {"rows": "labelled rows per day", "label_mean": f"mean of {contract.label.name} per day"}
     labels |= {f"{NULL_FRACTION}{c}": f"null share of {c} per day" for c in contract.nullable_checked_per_day()}
     suites = [
@@ -115,7 +116,9 @@ def _run_suites(features: FeaturesResult, run: RunContext, days: list[str], stag
                                days_reused=checks.reused)  # fmt: skip
 
 
-def _check_days(run: RunContext, days: list[str], per_day: Any, features: FeaturesResult) -> day_checks.DayChecks:
+def _check_days(
+    run: RunContext, days: list[str], per_day: Any, features: FeaturesResult, specs: list[dict[str, Any]]
+) -> day_checks.DayChecks:
     """The row-level checks of every window day, from the feature store's days these features were built
     from (each checked once, then cached): refuses if the store has other rows for a day now."""
     cfg, workload = run.config, run.workload
@@ -125,7 +128,7 @@ def _check_days(run: RunContext, days: list[str], per_day: Any, features: Featur
             "built from (built by an older retrainer): run the features stage again"
         )
     folders = {d: day_folder(cfg.engines.data_root, workload, dt.date.fromisoformat(d)) for d in days}
-    checks = day_checks.check_days(folders, workload.contract, workload.contract.expectations())
+    checks = day_checks.check_days(folders, workload.contract, specs)
     built_rows = dict(zip(per_day["date"], per_day["rows"], strict=True))
     changed = [
         d for d in days
