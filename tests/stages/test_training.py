@@ -221,6 +221,28 @@ def test_early_stopping_picks_the_epochs_and_the_final_model_also_learns_from_th
     assert out.epochs_trained == len(out.history)
 
 
+def test_validation_rows_read_once_score_as_the_streamed_evaluation_with_the_current_weights(
+    validated: ValidationResult, stats: dict
+) -> None:
+    """Early stopping scores its validation days through one traced function over rows read once; it must
+    give the streamed evaluation's metrics, and follow the weights as they train (no weights baked in)."""
+    from retrainer.training.model import build_model
+    from retrainer.training.phase import ValidationRows, score
+
+    files, days = [str(p) for p in parquet_parts(validated.files.train)], ("2013-02-01", "2013-02-03")
+    model = build_model(CONTRACT, WORKLOAD.objective, stats, hidden_units=8, seed=1)
+    rows = ValidationRows(model, files, CONTRACT, WORKLOAD.objective, days)
+    before = rows.score()
+    assert before == pytest.approx(score(model, files, CONTRACT, WORKLOAD.objective, days), abs=1e-6)
+    for v in model.network.trainable_variables:
+        v.assign(v + 0.05 * np.random.default_rng(0).standard_normal(v.shape).astype("float32"))
+    after = rows.score()
+    assert after["auc"] != pytest.approx(before["auc"], abs=1e-4)
+    assert after == pytest.approx(score(model, files, CONTRACT, WORKLOAD.objective, days), abs=1e-6)
+    with pytest.raises(ValueError, match="no validation rows"):
+        ValidationRows(model, files, CONTRACT, WORKLOAD.objective, ("2014-01-01", "2014-01-02"))
+
+
 def test_a_diverged_epoch_fails_before_anything_is_saved(
     validated: ValidationResult, stats: dict, tmp_path: Path, monkeypatch
 ) -> None:

@@ -61,6 +61,34 @@ def score(
     return metrics.result()
 
 
+class ValidationRows:
+    """A phase's validation days read once and scored every epoch by one traced function.
+
+    Scoring the same rows each epoch through an eager Keras call cost more than the epoch's training
+    (0.17 s against 0.05 s on a 28-day window); the rows are V days whatever the window (memory bounded by
+    the validation days, in chunks of at most ``CHUNK_ROWS``), so they are read and converted once.
+    """
+
+    def __init__(self, model: Any, files: list[str], contract: Contract, objective: Objective, days: DateRange) -> None:
+        import tensorflow as tf
+
+        self.objective = objective
+        self.predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        self.chunks = [
+            ({k: tf.constant(v) for k, v in arrow_to_inputs(b, contract).items()}, labels(b, contract))
+            for b in iter_record_batches(files, contract, days=days)
+        ]
+        if not self.chunks:
+            raise ValueError(f"no validation rows in {days}: early stopping has nothing to score")
+
+    def score(self) -> dict[str, Any]:
+        """The objective's evaluation metrics of the model, with its current weights, on these rows."""
+        metrics = self.objective.eval_metrics()
+        for x, y in self.chunks:
+            metrics.update(y, self.predict(x).numpy())
+        return metrics.result()
+
+
 def all_finite(variables: list[Any]) -> bool:
     import tensorflow as tf
 
@@ -114,7 +142,10 @@ def run_phase(rt: Runtime, member: Member, phase: Phase) -> PhaseOutcome:
     start_epoch = int(fit.epoch.numpy())
     if warm is not None and start_epoch == 0:  # a resumed attempt restores weights that were warm-started
         _warm_start(member, phase, fit, warm, iterator)
-    history = _epochs(rt, member, phase, fit, step, iterator, steps, (manager, best), board)
+    validation = None
+    if phase.validation:
+        validation = ValidationRows(fit.scorer, rt.files, s.contract, s.objective, phase.validation)
+    history = _epochs(rt, member, phase, fit, step, iterator, steps, (manager, best), board, validation)
     return PhaseOutcome(
         rows=rows, steps_per_epoch=steps, resumed_from_epoch=start_epoch, epochs=int(fit.epoch.numpy()),
         best_epoch=int(fit.best_epoch.numpy()), best_score=float(fit.best_score.numpy()), history=history,
@@ -124,7 +155,7 @@ def run_phase(rt: Runtime, member: Member, phase: Phase) -> PhaseOutcome:
 
 def _epochs(
     rt: Runtime, member: Member, phase: Phase, fit: MemberFit, step: Any, iterator: Any, steps: int,
-    managers: tuple[Any, Any], board: Any,
+    managers: tuple[Any, Any], board: Any, validation: ValidationRows | None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The phase's remaining epochs: train, check, score, save, log; stop early after ``patience``."""
     import tensorflow as tf
@@ -149,8 +180,8 @@ def _epochs(
             "learning_rate": float(fit.schedule(fit.optimizer.iterations)), "seconds": round(seconds, 2),
             "examples_per_second": round(steps * rt.global_batch / seconds, 1),
         }  # fmt: skip
-        if phase.validation:
-            scores = score(fit.scorer, rt.files, s.contract, s.objective, phase.validation)
+        if validation is not None:
+            scores = validation.score()
             row[rt.val_key] = float(scores[s.objective.headline])
             if int(fit.best_epoch.numpy()) == 0 or rt.better(row[rt.val_key], float(fit.best_score.numpy())):
                 best.save(checkpoint_number=e + 1)
