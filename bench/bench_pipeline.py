@@ -67,7 +67,7 @@ def main() -> int:
         for stage in ("features", "validate", "train"):
             extra = ["--epochs", str(args.epochs)] if stage == "train" else []
             result[stage] = run_stage([stage, *common, *extra], env)
-        layout = RunLayout.for_run(bench_root, "flight_delay", dt.date.fromisoformat(args.date))
+        layout = RunLayout.latest(bench_root, "flight_delay", dt.date.fromisoformat(args.date))
         feats, training = layout.load(FeaturesResult), layout.load(TrainingResult)
         result["rows"] = feats.rows["train"] + feats.rows["eval"]
         result["ex_per_s"] = max(h["examples_per_second"] for h in training.history)

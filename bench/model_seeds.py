@@ -45,7 +45,7 @@ def main() -> int:
     per_seed = {}
     for seed in seeds:
         seeded = cfg.replace(seed=seed)
-        training = worker.run(seeded, save=False)
+        training = worker.run(seeded, save=False, layout=layout)
         model = load_trained_model(validated, training, workload)
         per_seed[seed] = round(score(model, eval_files, workload.contract, objective)[objective.headline], 4)
         print(json.dumps({"seed": seed, objective.headline: per_seed[seed], "best_epoch": training.best_epoch}))

@@ -118,7 +118,7 @@ def run_retrainer(raw: Path, work: Path, url: str, server: SparkConnectServer) -
             str(window),
         ]  # fmt: skip  (the default model and tuning)
         results[name] = measured(cmd, env, spark_server_process(server), work / f"{name.replace(' ', '-')}.log")
-        costs = read_costs(RunLayout.for_run(root, "flight_delay", dt.date.fromisoformat(date)).costs)
+        costs = read_costs(RunLayout.latest(root, "flight_delay", dt.date.fromisoformat(date)).costs)
         results[name]["stages"] = {stage: c.wall_s for stage, c in costs.items()}  # the run's own records
         print(f"retrainer {name}: {results[name]}", flush=True)
     return results

@@ -12,7 +12,8 @@ file) -> `features` (Spark) -> `validate` (Great Expectations, drift against the
 the champion moved).
 
 A run dated **D** (its logical date) trains on `[D - window_days, D - eval_days)` and evaluates on
-`[D - eval_days, D)`. Outputs live under `runs/flight_delay/date=D/` and a rerun replaces them.
+`[D - eval_days, D)`. Outputs live under `runs/flight_delay/date=D/run=<run id>-<digest>/`, one folder
+per DAG run (a scheduled and a UI run of one date never share a file); clearing a run replaces its own.
 Trigger with parameters from the UI form; backfill with `airflow backfill create`.
 All logic is in the `retrainer` package; the DAG's shape is in `retrain_dag_factory.py`.
 """

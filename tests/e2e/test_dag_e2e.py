@@ -105,7 +105,7 @@ def test_the_savedmodel_of_the_run_loads_and_predicts(first_run: dict, e2e_env: 
 
     from retrainer.serving.pyfunc_model import to_signature_inputs
 
-    layout = RunLayout.for_run(e2e_env["RETRAINER_DATA_ROOT"], "flight_delay", RUN_DATE)
+    layout = RunLayout.latest(e2e_env["RETRAINER_DATA_ROOT"], "flight_delay", RUN_DATE)
     serve = tf.saved_model.load(layout.load(ExportResult).saved_model_uri).signatures["serving_default"]
     frame = ds.dataset(str(FeatureFiles(layout.features).eval)).to_table().to_pandas().head(50)
     p = next(iter(serve(**to_signature_inputs(frame, serve.structured_input_signature[1])).values())).numpy()
@@ -116,7 +116,7 @@ def test_rerunning_the_same_date_replaces_outputs_and_registers_nothing_new(
     first_run: dict, dag, e2e_env: dict, monkeypatch
 ) -> None:
     tracking = e2e_env["MLFLOW_TRACKING_URI"]
-    layout = RunLayout.for_run(e2e_env["RETRAINER_DATA_ROOT"], "flight_delay", RUN_DATE)
+    layout = RunLayout.latest(e2e_env["RETRAINER_DATA_ROOT"], "flight_delay", RUN_DATE)
     before_versions = _versions(tracking)
     before_parts = sorted(p.name for p in FeatureFiles(layout.features).train.glob("*.parquet"))
     states = _run(dag, monkeypatch, e2e_env)
@@ -163,7 +163,7 @@ def test_a_corrupted_day_stops_the_run_at_the_raw_gate_and_keeps_the_champion(
     from retrainer.core.layout import ValidationFiles
     from retrainer.core.results import GateReport
 
-    layout = RunLayout.for_run(root, "flight_delay", RUN_DATE)
+    layout = RunLayout.latest(root, "flight_delay", RUN_DATE)
     report = GateReport.from_dict(atomic.read_json(ValidationFiles(layout.raw_gate).report))
     assert any(f"missing required columns outside [0, 0] on {bad_day}: 1" in line for line in report.failed)
     assert any("lacks ['dest']" in line for line in report.failed)
@@ -214,7 +214,7 @@ def regression_run(dagbag, e2e_env):
 def test_the_regression_dag_trains_evaluates_and_registers_its_own_model(regression_run: dict, e2e_env) -> None:
     assert regression_run == dict.fromkeys(regression_run, "success") and len(regression_run) == 9
     tracking = e2e_env["MLFLOW_TRACKING_URI"]
-    layout = RunLayout.for_run(e2e_env["RETRAINER_DATA_ROOT"], REGRESSION, RUN_DATE)
+    layout = RunLayout.latest(e2e_env["RETRAINER_DATA_ROOT"], REGRESSION, RUN_DATE)
     evaluation = layout.load(EvaluationResult)
     assert (evaluation.headline, evaluation.higher_is_better) == ("rmse", False)
     assert 5 < evaluation.new["rmse"] < 200 and evaluation.new["mae"] <= evaluation.new["rmse"]
@@ -255,7 +255,7 @@ def test_the_cli_runs_the_regression_workload_against_its_own_champion(
             "--hidden-units", "12", "--min-gain", "1000"]  # fmt: skip
     assert main(argv) == 0
     summary = capsys.readouterr().out
-    evaluation = RunLayout.for_run(root, REGRESSION, RUN_DATE).load(EvaluationResult)
+    evaluation = RunLayout.latest(root, REGRESSION, RUN_DATE).load(EvaluationResult)
     assert evaluation.champion_version == champion and evaluation.champion is not None
     assert evaluation.promote is False
     assert "lower is better" in evaluation.reason and "< min_gain 1000" in evaluation.reason

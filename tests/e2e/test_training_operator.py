@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from retrainer.core.config import RunConfig
 from retrainer.core.layout import RunLayout
 from retrainer.core.receipts import Receipt
 from retrainer.core.results import TrainingResult, ValidationResult
@@ -63,8 +64,9 @@ def test_a_killed_chief_is_resumed_by_the_retry_at_the_next_epoch(
 ) -> None:
     # A data root of its own (the shared one's checkpoints belong to other tests), with this run's results.
     root = tmp_path / "data"
-    source = RunLayout.for_run(chain_root, "flight_delay", RUN_DATE)
-    layout = RunLayout.for_run(root, "flight_delay", RUN_DATE)
+    source = RunLayout(Path(validated.features_dir).parent)
+    # the folder the operator's run (run id, params) writes to
+    layout = RunLayout.of(RunConfig.build(RUN_DATE, "flight_delay", run_id="kill-test", data_root=str(root), **CONF))
     layout.root.mkdir(parents=True)
     for result in source.root.glob("*.json"):
         shutil.copy(result, layout.root / result.name)

@@ -105,7 +105,7 @@ def server(tmp_path_factory):
 
 
 def _layout(server, day: dt.date) -> RunLayout:
-    return RunLayout.for_run(server["base"] / "data", MODEL, day)
+    return RunLayout.latest(server["base"] / "data", MODEL, day)  # each DAG run has a folder of its own
 
 
 def _failed_tasks(server, run_id: str) -> str:

@@ -35,7 +35,8 @@ def test_every_command_has_help(command: str, capsys) -> None:
 def test_a_stage_without_its_upstream_says_which_stage_to_run(tmp_path: Path, capsys) -> None:
     assert main(["train", "--date", "2013-02-05", "--data-root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "date=2013-02-05/validation.json not found: run the validate stage for this date first" in err
+    assert "date=2013-02-05/run=manual-" in err
+    assert "/validation.json not found: run the validate stage for this run first (same date, run id" in err
 
 
 def test_bad_configuration_is_a_message_not_a_traceback(tmp_path: Path, capsys) -> None:
@@ -57,7 +58,8 @@ def test_each_stage_runs_alone_from_the_cli(spark, landed: Path, tmp_path: Path,
         assert main([stage, *common]) == 0, stage
         results[stage] = json.loads(capsys.readouterr().out)
     assert results["validate"]["report"]["success"] is True
-    assert results["validate"]["features_dir"] == str(RunLayout.for_run(root, "flight_delay", RUN_DATE).features)
+    (layout,) = RunLayout.runs_of(root, "flight_delay", RUN_DATE)  # every stage found the one run folder
+    assert results["validate"]["features_dir"] == str(layout.features)
     assert results["train"]["history"][0]["epoch"] == 1
     assert results["evaluate"]["promote"] is True
     assert Path(results["export"]["saved_model_uri"]).is_dir()

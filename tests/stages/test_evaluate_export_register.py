@@ -167,6 +167,34 @@ def test_a_retry_after_a_crash_before_tagging_the_version_reuses_it(first: dict,
     assert again.reused_existing_version and again.version == version
 
 
+def test_register_refuses_an_evaluation_or_a_savedmodel_that_is_not_this_runs(
+    first: dict, validated, cfg, tmp_path: Path
+) -> None:
+    """The promoted artefact is the evaluated one: another training run's evaluation, a SavedModel outside
+    the run's folder, or one whose files changed since export is refused before anything is registered."""
+    import dataclasses
+    import shutil
+
+    from retrainer.stages.register import ForeignArtefact
+
+    training, evaluation, exported = first["training"], first["evaluation"], first["export"]
+    assert evaluation.run_key == exported.run_key == training.run_key and len(exported.saved_model_digest) == 64
+    versions = registry.configure(cfg.engines.tracking_uri).search_model_versions(f"name = '{MODEL}'")
+    elsewhere = tmp_path / "model"
+    shutil.copytree(exported.saved_model_uri, elsewhere)  # the same bytes, but not in this run's folder
+    cases = {
+        "the evaluation scored training run other": (dataclasses.replace(evaluation, run_key="other" * 8), exported),
+        "the export is of training run other": (evaluation, dataclasses.replace(exported, run_key="other" * 8)),
+        "is outside the run folder": (evaluation, dataclasses.replace(exported, saved_model_uri=str(elsewhere))),
+        "is not the one export checked": (evaluation, dataclasses.replace(exported, saved_model_digest="0" * 64)),
+    }
+    for message, (ev, ex) in cases.items():
+        with pytest.raises(ForeignArtefact, match=message):
+            register_model(validated, training, ev, ex, cfg)
+    after = registry.configure(cfg.engines.tracking_uri).search_model_versions(f"name = '{MODEL}'")
+    assert len(after) == len(versions)  # nothing registered
+
+
 def test_a_model_that_misses_the_gate_becomes_challenger_not_champion(
     first: dict, validated: ValidationResult, cfg
 ) -> None:

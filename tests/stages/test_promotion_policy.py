@@ -82,17 +82,60 @@ def test_a_backfill_registers_and_compares_but_never_moves_the_champion_back(tra
     assert tags["run_date"] == str(OLD) and tags["eval_range"] == "[2013-02-02, 2013-02-04)"
 
 
+def test_deleting_the_champion_alias_or_version_keeps_the_floor_until_an_operator_resets_it(
+    trained, root, tmp_path, capsys
+) -> None:
+    """The forward-in-time floor is a high-water mark on the registered model, not the alias: deleting
+    the alias (or the version) in the MLflow UI no longer lets an old backfill become champion."""
+    from retrainer.runners.cli import main
+    from retrainer.stages.evaluate import evaluate_models
+
+    tracking = _tracking(tmp_path)
+    cfgs = {day: small_config(root, tracking, date=day, min_gain=ALWAYS) for day in (OLD, NEW)}
+    _, newest = _register(trained, NEW, cfgs[NEW])
+    assert newest.promoted
+    assert registry.model_tags(tracking, MODEL)[promotion.HIGH_WATER_TAG] == f"{NEW} v{newest.version}"
+    client = registry.configure(tracking)
+    client.delete_registered_model_alias(MODEL, "champion")  # as someone could in the MLflow UI
+    evaluation, older = _register(trained, OLD, cfgs[OLD])
+    assert evaluation.champion is None and evaluation.promote is False
+    assert f"held: this run's date {OLD} is before the newest promotion's {NEW} (v{newest.version}" in evaluation.reason
+    assert not older.promoted and "champion" not in older.aliases
+    client.delete_model_version(MODEL, newest.version)  # the version itself gone: still held
+    assert not evaluate_models(trained[OLD][0], trained[OLD][1], cfgs[OLD]).promote
+
+    argv = ["reset-high-water", "--reason", "v1 withdrawn", "--tracking-uri", tracking, "--data-root", str(root)]
+    assert main(argv) == 0  # the operator's explicit act, recorded on the model
+    assert json.loads(capsys.readouterr().out)["high_water_before"] == f"{NEW} v{newest.version}"
+    tags = registry.model_tags(tracking, MODEL)
+    assert promotion.HIGH_WATER_TAG not in tags
+    reset = json.loads(tags[promotion.HIGH_WATER_RESET_TAG])
+    assert reset["reason"] == "v1 withdrawn" and reset["from"] == f"{NEW} v{newest.version}" and reset["by"]
+    _, again = _register(trained, OLD, cfgs[OLD])
+    assert again.promoted and again.version == older.version  # its own version, now champion
+    assert registry.model_tags(tracking, MODEL)[promotion.HIGH_WATER_TAG] == f"{OLD} v{older.version}"
+
+    client.set_registered_model_tag(MODEL, promotion.HIGH_WATER_TAG, "recently")  # unreadable: never "no floor"
+    with pytest.raises(registry.RegistryUnavailable, match="not '<run date> v<version>'"):
+        evaluate_models(trained[OLD][0], trained[OLD][1], cfgs[OLD])
+
+
 def test_a_rerun_of_the_champions_own_date_may_replace_it(trained, root, tmp_path) -> None:
     tracking = _tracking(tmp_path)
     _, first = _register(trained, MID, small_config(root, tracking, date=MID, min_gain=ALWAYS))
-    validated = trained[MID][0]
+    from retrainer.stages.check_raw import check_raw_days
     from retrainer.stages.evaluate import evaluate_models
     from retrainer.stages.export import export_model
+    from retrainer.stages.features import build_features
     from retrainer.stages.register import register_model
     from retrainer.stages.train import train_model
+    from retrainer.stages.validate import validate_features
 
-    cfg = small_config(root, tracking, date=MID, min_gain=ALWAYS, seed=7)  # another model for the same date
-    rerun = train_model(validated, cfg)  # beside the first one's checkpoints (another run key), not over them
+    # another DAG run of the same date with another model: a folder of its own (the store's days reused)
+    cfg = small_config(root, tracking, date=MID, min_gain=ALWAYS, seed=7, run_id="manual__rerun")
+    validated = validate_features(build_features(check_raw_days(cfg), cfg), cfg)
+    assert RunLayout.of(cfg).root != RunLayout(Path(trained[MID][0].features_dir).parent).root
+    rerun = train_model(validated, cfg)
     assert rerun.run_key != trained[MID][1].run_key and rerun.checkpoint_dir != trained[MID][1].checkpoint_dir
     evaluation = evaluate_models(validated, rerun, cfg)
     assert evaluation.promote and "held" not in evaluation.reason
@@ -200,7 +243,7 @@ def test_two_promotions_racing_from_two_processes_are_serialised(trained, root, 
     for day, proc in procs.items():
         assert proc.wait(timeout=300) == 0, logs[day].read_text()[-3000:]
 
-    results = {day: RunLayout.for_run(root, "flight_delay", day).load(RegistrationResult) for day in cfgs}
+    results = {day: RunLayout.of(cfg).load(RegistrationResult) for day, cfg in cfgs.items()}
     newest = results[NEW]
     assert registry.alias_version(tracking, MODEL, "champion") == newest.version
     moved = [day for day, r in results.items() if "champion moved from" in r.decision]
@@ -211,5 +254,5 @@ def test_two_promotions_racing_from_two_processes_are_serialised(trained, root, 
         assert not results[MID].promoted and "held: this run's date 2013-02-05 is before" in results[MID].decision
     else:  # the older one promoted first; the newer one re-evaluated against it and replaced it
         assert results[MID].promoted and results[NEW].promoted
-    reevaluated = RunLayout.for_run(root, "flight_delay", second).load(EvaluationResult)
+    reevaluated = RunLayout.of(cfgs[second]).load(EvaluationResult)
     assert reevaluated.champion_version == results[first].version  # the saved evaluation is the re-evaluation

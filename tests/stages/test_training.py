@@ -97,7 +97,7 @@ def test_a_measurement_beside_the_run_trains_its_own_checkpoints_and_leaves_the_
     cfg = small_config(chain_root, chain_tracking)
     layout = RunLayout.of(cfg)
     before = layout.load_optional(TrainingResult)
-    other = worker.run(cfg.replace(seed=7), save=False)
+    other = worker.run(cfg.replace(seed=7), save=False, layout=layout)
     assert other.hyperparameters["seed"] == 7 and Path(other.checkpoint + ".index").exists()
     assert other.run_key != worker.current_run_key(cfg)  # its own checkpoint folder, beside the run's
     assert layout.load_optional(TrainingResult) == before

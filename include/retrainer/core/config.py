@@ -136,6 +136,11 @@ class Tuning:
             ]
         return []
 
+    def data_defining(self) -> dict[str, Any]:
+        """The parameters that shape the run's data (which days train, validate and evaluate; how the
+        splits are written): with the run id, they key the run's folder (:class:`RunLayout`)."""
+        return {name: getattr(self, name) for name in ("window_days", "eval_days", "validation_days", "part_files")}
+
     def model_defining(self) -> dict[str, Any]:
         """The parameters that change the trained model: part of the checkpoint key, logged to MLflow."""
         return {p.name: getattr(self, p.name) for p in params.parameters(Tuning) if p.spec.changes_model}

@@ -49,5 +49,19 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def tree_digest(folder: str | Path) -> str:
+    """SHA-256 over every file under ``folder``: its path relative to the folder and its bytes' digest.
+
+    What export records of the SavedModel it checked, so that register can tell the bytes it uploads are
+    those bytes (not another run's export, nor a folder changed since)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder")
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(root).as_posix()}\0{file_digest(path)}\n".encode())
+    return h.hexdigest()
+
+
 def dict_fingerprint(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

@@ -1,14 +1,24 @@
 """Where every artefact lives: the one owner of file and folder names, and the one reader of results.
 
-Runs are keyed by workload and run date, so a rerun replaces its outputs and never appends.
+A run's folder is keyed by workload, run date, run id (Airflow's DAG run id; ``manual`` from the CLI) and
+the parameters that shape its data (window, evaluation and validation days, part files):
+``runs/<workload>/date=D/run=<run id>-<digest>``. A rerun of the same run (a retry, a cleared task)
+replaces its outputs and never appends; two DAG runs of one date (scheduled, from the UI, a backfill)
+never share a file, nor do two CLI runs with other windows. Runs of one folder that differ only in model
+parameters keep their checkpoints apart (keyed by the training run key) and register refuses an
+evaluation or SavedModel of another training run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from retrainer.core import atomic
 from retrainer.core.results import (
@@ -107,20 +117,65 @@ RESULT_FILES: dict[type[StageResult], str] = {
 }
 
 
+RUN_PREFIX = "run="
+DEFAULT_RUN_ID = "manual"
+
+
+def run_folder_name(run_id: str, tuning: Mapping[str, Any]) -> str:
+    """``run=<run id, made safe for a path>-<digest of run id and tuning>``: readable, and unique per run.
+
+    The digest covers the exact run id (two ids that read alike once made safe still differ) and the
+    data-defining parameters (two CLI runs of one date with other ``eval_days`` never share features).
+    """
+    slug = re.sub(r"[^A-Za-z0-9._]+", "-", run_id).strip("-.")[:64] or "run"
+    key = json.dumps({"run_id": run_id, "tuning": dict(tuning)}, sort_keys=True, default=str)
+    return f"{RUN_PREFIX}{slug}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def date_folder(data_root: str | Path, workload: str, run_date: dt.date) -> Path:
+    """Every run of one workload and date, each in a ``run=...`` folder of its own."""
+    return Path(data_root) / "runs" / workload / f"date={run_date.isoformat()}"
+
+
 @dataclasses.dataclass(frozen=True)
 class RunLayout:
-    """The folder of one run (workload, date) and the fixed names inside it."""
+    """The folder of one run (workload, date, run id, data-defining parameters) and the names inside it."""
 
     root: Path
 
     @classmethod
-    def for_run(cls, data_root: str | Path, workload: str, run_date: dt.date) -> RunLayout:
-        return cls(Path(data_root) / "runs" / workload / f"date={run_date.isoformat()}")
+    def for_run(
+        cls,
+        data_root: str | Path,
+        workload: str,
+        run_date: dt.date,
+        run_id: str = DEFAULT_RUN_ID,
+        tuning: Mapping[str, Any] | None = None,
+    ) -> RunLayout:
+        return cls(date_folder(data_root, workload, run_date) / run_folder_name(run_id, tuning or {}))
 
     @classmethod
-    def of(cls, cfg: object) -> RunLayout:
+    def of(cls, cfg: Any) -> RunLayout:
         """The layout of a :class:`retrainer.core.config.RunConfig`."""
-        return cls.for_run(cfg.engines.data_root, cfg.run.workload, cfg.run.date)  # type: ignore[attr-defined]
+        data = cfg.tuning.data_defining()
+        return cls.for_run(cfg.engines.data_root, cfg.run.workload, cfg.run.date, cfg.run.run_id, data)
+
+    @classmethod
+    def runs_of(cls, data_root: str | Path, workload: str, run_date: dt.date) -> list[RunLayout]:
+        """Every run folder of a date, least recently changed first (a folder's time moves when a stage adds
+        or replaces a file in it): for an operator looking for a DAG run's outputs, and for tests."""
+        folder = date_folder(data_root, workload, run_date)
+        found = folder.glob(f"{RUN_PREFIX}*") if folder.is_dir() else []
+        return [cls(p) for p in sorted((p for p in found if p.is_dir()), key=lambda p: (p.stat().st_mtime, p.name))]
+
+    @classmethod
+    def latest(cls, data_root: str | Path, workload: str, run_date: dt.date) -> RunLayout:
+        """The newest run folder of a date; ``MissingStageResult`` if the date has none."""
+        runs = cls.runs_of(data_root, workload, run_date)
+        if not runs:
+            where = date_folder(data_root, workload, run_date)
+            raise MissingStageResult(f"no run of {workload} for {run_date} under {where}")
+        return runs[-1]
 
     # --- folders ---------------------------------------------------------------------------------
     @property
@@ -180,7 +235,9 @@ class RunLayout:
     def load(self, result_type: type[R]) -> R:
         path = self.path_of(result_type)
         if not path.exists():
-            raise MissingStageResult(f"{path} not found: run the {result_type.STAGE} stage for this date first")
+            raise MissingStageResult(
+                f"{path} not found: run the {result_type.STAGE} stage for this run first (same date, run id and window)"
+            )
         return result_type.from_dict(atomic.read_json(path))
 
     def load_optional(self, result_type: type[R]) -> R | None:

@@ -184,6 +184,7 @@ class EvaluationResult(StageResult):
     champion_run_date: dt.date | None = None  # the run date of the champion it was compared with
     # scikit-learn reference models on the same rows: {name: metrics}; they never gate promotion
     baselines: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    run_key: str = ""  # the training run whose model was scored: register refuses any other run's evaluation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +194,8 @@ class ExportResult(StageResult):
     verified_rows: int
     max_abs_diff: float
     serving_inputs: dict[str, str]
+    run_key: str = ""  # the training run whose model was exported
+    saved_model_digest: str = ""  # of every file of the SavedModel: register uploads only these bytes
 
 
 @dataclasses.dataclass(frozen=True)

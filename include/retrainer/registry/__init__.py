@@ -119,19 +119,27 @@ def load_version(tracking_uri: str, model_name: str, version: str) -> Any:
     return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
 
 
-def find_version_of_run(tracking_uri: str, model_name: str, experiment_id: str, tag: str, value: str) -> str | None:
-    """The version registered from an MLflow run tagged ``tag=value``, if any.
+def find_version_of_run(tracking_uri: str, model_name: str, experiment_id: str, tags: dict[str, str]) -> str | None:
+    """The version registered from an MLflow run carrying every one of ``tags``, if any.
 
     Looked up through the run (tagged when it starts) rather than a version tag, so a retry after a
     crash between registering and tagging the version still finds it instead of registering a twin.
     """
     client = configure(tracking_uri)
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{tag}` = '{value}'")
+    wanted = " and ".join(f"tags.`{tag}` = '{value}'" for tag, value in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=wanted)
     for run in runs:
         versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run.info.run_id}'")
         if versions:
             return str(max(int(v.version) for v in versions))
     return None
+
+
+def model_tags(tracking_uri: str, model_name: str) -> dict[str, str]:
+    """The registered model's own tags ({} if the model does not exist); RegistryUnavailable if unreadable."""
+    client = configure(tracking_uri)
+    read = lambda: dict(client.get_registered_model(model_name).tags)  # noqa: E731
+    return _read(f"the tags of {model_name}", tracking_uri, read, absent={})
 
 
 def aliases(tracking_uri: str, model_name: str) -> dict[str, str]:

@@ -4,6 +4,11 @@ Three trust rules live here, and only here:
 
 * **Forward in time only.** A run dated before the champion's run date (a backfill, a rerun of an
   old date) registers its version and is compared, but never moves ``champion`` or ``challenger``.
+  The floor does not live only in the alias: every promotion raises a **high-water mark** on the
+  registered model (tag :data:`HIGH_WATER_TAG`, the newest promoted run date and its version), so
+  deleting the alias or the champion's version never lets an older run through. Lowering or removing it
+  is an operator's explicit act (:func:`reset_high_water`, ``retrainer reset-high-water``), logged and
+  recorded on the model (:data:`HIGH_WATER_RESET_TAG`).
 * **An unreadable registry is an error**, retried by Airflow, never read as "no champion yet"
   (:func:`retrainer.registry.version_by_alias` raises :class:`~retrainer.registry.RegistryUnavailable`).
 * **One promotion at a time.** ``register`` re-reads the champion and moves the alias inside
@@ -30,6 +35,8 @@ log = logging.getLogger(__name__)
 
 POOL = "retrainer_promotion"  # the Airflow pool (one slot) that the register task runs in
 RUN_DATE_TAG = "run_date"
+HIGH_WATER_TAG = "retrainer.high_water"  # on the registered model: "<run date> v<version>" of the newest promotion
+HIGH_WATER_RESET_TAG = "retrainer.high_water_reset"  # JSON: the last reset, when, by whom, why, from what
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +68,78 @@ def older_than(run_date: dt.date, current: Holder | None, alias: str = registry.
             f"(a backfill or a rerun of an old date): the {alias} only moves forward in time"
         )
     return None
+
+
+def high_water(tracking_uri: str, model_name: str) -> Holder | None:
+    """The newest promotion ever made (run date and version), or None if none was recorded; an unreadable
+    registry or a malformed tag raises: the floor is never read as absent because it could not be read."""
+    value = registry.model_tags(tracking_uri, model_name).get(HIGH_WATER_TAG)
+    if value is None:
+        return None
+    match = re.fullmatch(r"(\d{4}-\d{2}-\d{2}) v(\d+)", value)
+    if match is None:
+        raise registry.RegistryUnavailable(
+            f"{model_name}'s {HIGH_WATER_TAG} tag is {value!r}, not '<run date> v<version>': fix or reset it "
+            "(retrainer reset-high-water) before anything is promoted"
+        )
+    return Holder(match.group(2), dt.date.fromisoformat(match.group(1)))
+
+
+def forward_only(tracking_uri: str, model_name: str, run_date: dt.date, champion: Holder | None) -> str | None:
+    """Why a run dated ``run_date`` may not become champion on dates alone (against the champion of the
+    moment and against the high-water mark), or None if it may."""
+    too_old = older_than(run_date, champion)
+    if too_old is not None:
+        return too_old
+    mark = high_water(tracking_uri, model_name)
+    if mark is not None and mark.run_date is not None and run_date < mark.run_date:
+        return (
+            f"this run's date {run_date} is before the newest promotion's {mark.run_date} (v{mark.version}, the "
+            f"high-water mark kept on {model_name}, whatever the champion alias says now): the champion only "
+            "moves forward in time (an operator may reset the mark: retrainer reset-high-water)"
+        )
+    return None
+
+
+def raise_high_water(tracking_uri: str, model_name: str, version: str, run_date: dt.date) -> None:
+    """After ``version`` became champion (under the promotion lock): the mark moves to its run date if that
+    is newer. A retry after a crash between the alias and the tag raises it then."""
+    mark = high_water(tracking_uri, model_name)
+    if mark is None or mark.run_date is None or run_date >= mark.run_date:
+        registry.configure(tracking_uri).set_registered_model_tag(
+            model_name, HIGH_WATER_TAG, f"{run_date.isoformat()} v{version}"
+        )
+
+
+def reset_high_water(
+    tracking_uri: str, data_root: str, model_name: str, reason: str, to: Holder | None = None
+) -> Holder | None:
+    """An operator lowers (``to``) or removes the high-water mark, for example after withdrawing a model
+    trained on bad data; returns the mark it replaced. Under the promotion lock; logged as a warning and
+    recorded on the model (who, when, why, from what) so that the act is visible in the registry."""
+    import getpass
+    import json
+
+    if not reason.strip():
+        raise ValueError("resetting the high-water mark needs a reason")
+    with promotion_lock(data_root, model_name):
+        before = high_water(tracking_uri, model_name)
+        client = registry.configure(tracking_uri)
+        if to is None:
+            if before is not None:
+                client.delete_registered_model_tag(model_name, HIGH_WATER_TAG)
+        else:
+            assert to.run_date is not None
+            client.set_registered_model_tag(model_name, HIGH_WATER_TAG, f"{to.run_date.isoformat()} v{to.version}")
+        record = {
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "by": getpass.getuser(), "reason": reason,
+            "from": None if before is None else f"{before.run_date} v{before.version}",
+            "to": None if to is None else f"{to.run_date} v{to.version}",
+        }  # fmt: skip
+        client.set_registered_model_tag(model_name, HIGH_WATER_RESET_TAG, json.dumps(record, sort_keys=True))
+    log.warning("high-water mark of %s reset from %s to %s by %s: %s", model_name, record["from"], record["to"],
+                record["by"], reason)  # fmt: skip
+    return before
 
 
 @contextlib.contextmanager

@@ -118,6 +118,23 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print(run_summary(_setup(args)[0].config))
 
 
+def cmd_reset_high_water(args: argparse.Namespace) -> dict[str, Any]:
+    """The operator's way to lower or remove the forward-in-time floor (never done by a run)."""
+    from retrainer.core.config import default_tracking_uri
+    from retrainer.registry import promotion
+    from retrainer.workloads import get_workload
+
+    model = get_workload(args.workload).registered_model
+    tracking, root = args.tracking_uri or default_tracking_uri(), args.data_root or default_data_root()
+    to = promotion.Holder(args.version, args.to) if args.to else None
+    before = promotion.reset_high_water(tracking, root, model, args.reason, to)
+    return {
+        "registered_model": model,
+        "high_water_before": None if before is None else f"{before.run_date} v{before.version}",
+        "high_water_now": None if to is None else f"{to.run_date} v{to.version}",
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retrainer",
@@ -150,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("register", cmd_register, "log to MLflow, register the version, move the aliases")
     add("run", cmd_run, "all stages in order in this process (no Airflow), then print the summary")
     add("summary", cmd_summary, "print the summary of a run")
+    reset = sub.add_parser(
+        "reset-high-water",
+        help="operator: lower or remove the newest-promotion floor kept on the registered model (logged)",
+        description="Every promotion raises a high-water mark (the newest promoted run date) on the registered "
+        "model; runs dated before it are never promoted, even if the champion alias or version was deleted. "
+        "This lowers it (--to DATE --version N) or removes it, recording who, when and why on the model.",
+    )
+    reset.set_defaults(func=cmd_reset_high_water)
+    reset.add_argument("--workload", default="flight_delay", help="which workload's registered model")
+    reset.add_argument("--reason", required=True, help="why (recorded on the model and logged)")
+    reset.add_argument("--to", type=date_arg, help="the run date of the new mark (omit to remove the mark)")
+    reset.add_argument("--version", default="0", help="the version the new mark names (with --to)")
+    reset.add_argument("--tracking-uri", help="MLflow tracking URI (env MLFLOW_TRACKING_URI)")
+    reset.add_argument("--data-root", help="the data root, for the promotion lock (env RETRAINER_DATA_ROOT)")
     return parser
 
 

@@ -72,8 +72,9 @@ def evaluate_models(
         seed=cfg.tuning.seed,
     )
     metric, gain = objective.headline, None
+    too_old = promotion.forward_only(cfg.engines.tracking_uri, workload.registered_model, cfg.run.date, holder)
     if champ is None:
-        promote, reason = True, "no champion yet"
+        promote, reason = too_old is None, "no champion yet" if too_old is None else f"held: {too_old}"
     else:
         gain = objective.gain(new, champ)
         better = gain >= cfg.tuning.min_gain
@@ -82,7 +83,6 @@ def evaluate_models(
             f"({'higher' if objective.higher_is_better else 'lower'} is better): gain {gain:+.4f} "
             f"{'>=' if better else '<'} min_gain {cfg.tuning.min_gain}"
         )
-        too_old = promotion.older_than(cfg.run.date, holder)
         promote = better and too_old is None
         if too_old is not None:
             reason = f"held: {too_old}; compared only: {reason}"
@@ -99,6 +99,7 @@ def evaluate_models(
         reason=reason,
         eval_range=validated.features.eval_range,
         baselines=references,
+        run_key=training.run_key,
     )
     run.layout.save(result)
     log.info("evaluation: promote=%s (%s)", promote, reason)

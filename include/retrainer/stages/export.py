@@ -8,6 +8,7 @@ loading and exporting the model here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
@@ -19,7 +20,7 @@ import numpy as np
 
 from retrainer.core import atomic
 from retrainer.core.config import RunConfig
-from retrainer.core.fingerprint import parquet_parts
+from retrainer.core.fingerprint import parquet_parts, tree_digest
 from retrainer.core.layout import ExportFiles
 from retrainer.core.results import ExportResult, TrainingResult, ValidationResult
 from retrainer.stages import costed
@@ -46,6 +47,9 @@ def export_model(validated: ValidationResult, training: TrainingResult, run: Run
     with _FreshProcess() as checker:  # importing TensorFlow while this process loads and exports the model
         model = load_trained_model(validated, training, workload)
         result = _export_and_check(model, validated, run, checker)
+    result = dataclasses.replace(
+        result, run_key=training.run_key, saved_model_digest=tree_digest(result.saved_model_uri)
+    )
     layout.save(result)
     log.info("exported %s; fresh-process check on %d rows: max |diff| %.2g",
              result.saved_model_uri, result.verified_rows, result.max_abs_diff)  # fmt: skip

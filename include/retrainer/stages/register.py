@@ -2,8 +2,10 @@
 
 The SavedModel is registered as itself (a pyfunc "model from code" that serves the folder), with an
 MLflow signature (:mod:`retrainer.registry.mlflow_run`) from the contract's features and the
-objective's output. A version is registered once per training run key: a rerun reuses it, and
-completes any version tag a crash left out. The aliases move under the promotion lock
+objective's output. First it checks that the evaluation and the SavedModel are this run's own (same
+training run key, the SavedModel in the run's folder with the digest export recorded): otherwise nothing
+is registered. A version is registered once per run (training run key and run folder): a retry reuses
+it, and completes any version tag a crash left out. The aliases move under the promotion lock
 (:mod:`retrainer.registry.promotion`): ``challenger`` follows the newest-dated version; ``champion`` moves
 only when the evaluation said promote against the champion of the moment, re-evaluating first if the
 champion moved since; neither ever moves back in time.
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from retrainer import registry
 from retrainer.core.config import RunConfig
 from retrainer.core.costs import read_costs
+from retrainer.core.fingerprint import tree_digest
 from retrainer.core.layout import RunLayout
 from retrainer.core.results import EvaluationResult, ExportResult, RegistrationResult, TrainingResult, ValidationResult
 from retrainer.registry import promotion
@@ -28,6 +32,34 @@ from retrainer.workloads import RunContext
 log = logging.getLogger(__name__)
 RUN_KEY_TAG = "retrainer.run_key"
 COST_TAG = "retrainer.cost"  # JSON: wall and CPU seconds and peak MiB of each stage before register
+RUN_FOLDER_TAG = "retrainer.run_folder"  # the run's folder under the data root: where its evidence lives
+
+
+class ForeignArtefact(ValueError):
+    """Register was handed an evaluation or a SavedModel that is not this run's (another run of the date,
+    or files changed since export): nothing is registered and no alias moves."""
+
+
+def check_own_artefacts(
+    layout: RunLayout, training: TrainingResult, evaluation: EvaluationResult, exported: ExportResult
+) -> None:
+    """The promoted artefact is the evaluated one: the evaluation and the export name this run's training
+    run, the SavedModel lies in this run's folder, and its files are the bytes export checked."""
+    problems = []
+    if evaluation.run_key != training.run_key:
+        problems.append(f"the evaluation scored training run {evaluation.run_key[:12] or '(none recorded)'}")
+    if exported.run_key != training.run_key:
+        problems.append(f"the export is of training run {exported.run_key[:12] or '(none recorded)'}")
+    saved = Path(exported.saved_model_uri)
+    if not saved.resolve().is_relative_to(layout.root.resolve()):
+        problems.append(f"the SavedModel {saved} is outside the run folder {layout.root}")
+    elif not exported.saved_model_digest or tree_digest(saved) != exported.saved_model_digest:
+        problems.append(f"the SavedModel {saved} is not the one export checked (its files changed since)")
+    if problems:
+        raise ForeignArtefact(
+            f"refusing to register training run {training.run_key[:12]}: " + "; ".join(problems)
+            + ": rerun evaluate and export for this run"
+        )  # fmt: skip
 
 
 @costed("register")
@@ -43,13 +75,17 @@ def register_model(
     name = run.workload.registered_model
     tracking_uri = cfg.engines.tracking_uri
     layout = run.layout
+    check_own_artefacts(layout, training, evaluation, exported)
     client = registry.configure(tracking_uri)
     run_key = training.run_key
 
     exp_id = registry.experiment_id(tracking_uri, f"retrainer/{cfg.run.workload}")
-    version = registry.find_version_of_run(tracking_uri, name, exp_id, RUN_KEY_TAG, run_key)
-    reused = version is not None
     tags = _version_tags(cfg, layout, training, evaluation)
+    # A retry of this run reuses its version; another run of the date (same data and parameters, its own
+    # folder) registers its own: the version's files must be the ones this run evaluated.
+    own = {RUN_KEY_TAG: run_key, RUN_FOLDER_TAG: tags[RUN_FOLDER_TAG]}
+    version = registry.find_version_of_run(tracking_uri, name, exp_id, own)
+    reused = version is not None
     if version is None:
         version, mlflow_run_id = log_and_register(validated, training, evaluation, exported, cfg, exp_id, tags)
     else:
@@ -92,6 +128,7 @@ def _version_tags(
         "eval_range": range_text(window.eval_start, window.end),
         f"new_{headline}": f"{evaluation.new[headline]:.6f}",
         COST_TAG: json.dumps(costs, sort_keys=True),
+        RUN_FOLDER_TAG: layout.root.relative_to(Path(cfg.engines.data_root)).as_posix(),
     }
 
 
@@ -118,9 +155,13 @@ def _move_aliases(
     current = promotion.holder(uri, name, registry.CHAMPION)
     now = current.version if current else None
     if now == version:
+        promotion.raise_high_water(uri, name, version, cfg.run.date)  # a retry after a crash before the tag
         return True, f"already champion; {evaluation.reason}", now
     if not evaluation.promote:
         return False, evaluation.reason, now
+    too_old = promotion.forward_only(uri, name, cfg.run.date, current)  # the mark may have risen since
+    if too_old is not None:
+        return False, f"held: {too_old}", now
     note = evaluation.reason
     if now != evaluation.champion_version:
         moved = (
@@ -133,6 +174,7 @@ def _move_aliases(
             return False, f"not promoted: {moved}: {evaluation.reason}", now
         note = f"{moved}: {evaluation.reason}"
     client.set_registered_model_alias(name, registry.CHAMPION, version)
+    promotion.raise_high_water(uri, name, version, cfg.run.date)
     return True, note, now
 
 

@@ -74,14 +74,15 @@ def model_spec(cfg: RunConfig) -> ModelSpec:
         raise ConfigError(f"invalid run configuration: {exc}") from None
 
 
-def run(cfg: RunConfig, save: bool = True) -> TrainingResult:
+def run(cfg: RunConfig, save: bool = True, layout: RunLayout | None = None) -> TrainingResult:
     """Train (or resume) this run's model; the chief saves the result as the run's ``training.json`` unless
-    ``save`` is false (a measurement beside the run, such as ``bench/model_seeds.py``)."""
+    ``save`` is false (a measurement beside the run, such as ``bench/model_seeds.py``, which passes the
+    measured run's ``layout``: another seed is another run's config, but the same run's features)."""
     from retrainer.training.loop import train
     from retrainer.training.train_spec import TrainSpec
 
     workload = get_workload(cfg.run.workload)
-    layout = RunLayout.of(cfg)
+    layout = layout or RunLayout.of(cfg)
     validated = layout.load(ValidationResult)
     stats = atomic.read_json(validated.files.stats)
     key = run_key(validated, stats, cfg)
