@@ -10,7 +10,8 @@ model's own MLflow `champion`) -> `export` -> `register` (registered model `arri
 `publish_champion`.
 
 A run dated **D** trains on `[D - window_days, D - eval_days)` and evaluates on `[D - eval_days, D)`;
-outputs live under `runs/arrival_delay_minutes/date=D/run=<run id>-<digest>/`, one folder per DAG run. The DAG's shape is in `retrain_dag_factory.py`.
+outputs live under `runs/arrival_delay_minutes/date=D/run=<run id>-<digest>/`, one folder per DAG run.
+The DAG's shape is in `retrain_dag_factory.py`.
 """
 
 from retrain_dag_factory import retrain_dag

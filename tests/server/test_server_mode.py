@@ -38,8 +38,9 @@ DAG = "flight_delay_retrain"
 DOWNSTREAM = "flight_delay_on_new_champion"
 ARTIFACTS = Path(os.environ.get("RETRAINER_TEST_ARTIFACTS") or ROOT / "test-artifacts")
 MODEL = "flight_delay"
-# min_gain -1: every run that is not older than the champion is promoted, so the backfills exercise the date
-# rule itself (a 1-epoch model on two days is too noisy to beat the champion on AUC when it should).
+# min_gain -1 (the deployment's floor allows it, see extra_env): every run that is not older than the champion
+# is promoted, so the backfills exercise the date rule itself
+# (a 1-epoch model on two days is too noisy to beat the champion on AUC when it should).
 CONF = {"window_days": 7, "eval_days": 2, "epochs": 1, "batch_size": 512, "hidden_units": 8, "part_files": 1,
         "members": "joint", "min_gain": -1.0}  # fmt: skip
 TRIGGERED = dt.date(2013, 2, 3)
@@ -86,6 +87,7 @@ def server(tmp_path_factory):
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
                 "AIRFLOW__CORE__PARALLELISM": "3",
                 "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
+                "RETRAINER_MIN_GAIN_FLOOR": "-1",  # this deployment lets a run's min_gain go down to -1 (CONF)
             },
         )
         stack.prepare()

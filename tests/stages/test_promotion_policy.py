@@ -28,6 +28,15 @@ OLD, MID, NEW = dt.date(2013, 2, 4), dt.date(2013, 2, 5), dt.date(2013, 2, 6)
 ALWAYS = -1000.0  # a min_gain every model meets: only the policy can hold a promotion
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _a_deployment_that_allows_any_min_gain():
+    """These tests isolate the date rule: their deployment lets a run lower the bar to ALWAYS (the
+    default floor, 0, is tested on its own below). Set in the environment: the CLI children inherit it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RETRAINER_MIN_GAIN_FLOOR", str(ALWAYS))
+        yield
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory, landed: Path) -> Path:
     base = tmp_path_factory.mktemp("promotion")
@@ -82,6 +91,29 @@ def test_a_backfill_registers_and_compares_but_never_moves_the_champion_back(tra
     assert tags["run_date"] == str(OLD) and tags["eval_range"] == "[2013-02-02, 2013-02-04)"
 
 
+def test_the_trigger_form_can_raise_the_bar_but_never_lower_it(trained, root, tmp_path, monkeypatch) -> None:
+    """min_gain and the evaluation days are the deployment's policy: a run's form value below the
+    deployment's floor is replaced by the floor (and the decision says so); too few evaluation days hold."""
+    from retrainer.stages.evaluate import evaluate_models
+
+    tracking = _tracking(tmp_path)
+    _register(trained, OLD, small_config(root, tracking, date=OLD, min_gain=ALWAYS))
+    monkeypatch.setenv("RETRAINER_MIN_GAIN_FLOOR", "0.001")
+    validated, training, _ = trained[MID]
+    asks_less = evaluate_models(validated, training, small_config(root, tracking, date=MID, min_gain=ALWAYS))
+    assert asks_less.min_gain == 0.001 and asks_less.champion is not None
+    assert "min_gain 0.001 (the deployment's floor; the run asked for -1000.0)" in asks_less.reason
+    assert asks_less.promote == (asks_less.gain >= 0.001)
+    asks_more = evaluate_models(validated, training, small_config(root, tracking, date=MID, min_gain=0.5))
+    assert asks_more.min_gain == 0.5 and not asks_more.promote and "< min_gain 0.5" in asks_more.reason
+    monkeypatch.setenv("RETRAINER_MIN_GAIN_FLOOR", str(ALWAYS))
+    monkeypatch.setenv("RETRAINER_MIN_EVAL_DAYS", "3")  # the runs here evaluate on 2 days
+    short = evaluate_models(validated, training, small_config(root, tracking, date=MID, min_gain=ALWAYS))
+    assert not short.promote and "held: evaluated on 2 day(s); this deployment promotes only on at least 3" in (
+        short.reason
+    )
+
+
 def test_deleting_the_champion_alias_or_version_keeps_the_floor_until_an_operator_resets_it(
     trained, root, tmp_path, capsys
 ) -> None:
@@ -104,7 +136,8 @@ def test_deleting_the_champion_alias_or_version_keeps_the_floor_until_an_operato
     client.delete_model_version(MODEL, newest.version)  # the version itself gone: still held
     assert not evaluate_models(trained[OLD][0], trained[OLD][1], cfgs[OLD]).promote
 
-    argv = ["reset-high-water", "--reason", "v1 withdrawn", "--tracking-uri", tracking, "--data-root", str(root)]
+    argv = ["reset-high-water", "--workload", MODEL, "--reason", "v1 withdrawn", "--tracking-uri", tracking,
+            "--data-root", str(root)]  # fmt: skip
     assert main(argv) == 0  # the operator's explicit act, recorded on the model
     assert json.loads(capsys.readouterr().out)["high_water_before"] == f"{NEW} v{newest.version}"
     tags = registry.model_tags(tracking, MODEL)

@@ -31,7 +31,7 @@ def test_two_runs_of_one_date_started_together_each_register_what_they_evaluated
     root.mkdir()
     (root / "raw").symlink_to(landed / "raw")
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfgs = {e: small_config(root, tracking, eval_days=e, min_gain=-1) for e in (2, 3)}
+    cfgs = {e: small_config(root, tracking, eval_days=e) for e in (2, 3)}
     # MLflow migrates a new SQLite store on first use: two processes doing it at once collide (a server
     # store, as in server mode, has no first use); the runs race from the first stage on, not on that.
     registry.experiment_id(tracking, f"retrainer/{MODEL}")

@@ -122,7 +122,8 @@ class Tuning:
     min_gain: float = param(
         0.0, minimum=-1000, maximum=1000, title="Minimum gain",
         help="promote only if the new model beats the champion's headline metric (the workload's: AUC, RMSE, ...) "
-        "by at least this, in that metric's units and direction",
+        "by at least this, in that metric's units and direction (never less than the deployment's floor, "
+        "RETRAINER_MIN_GAIN_FLOOR)",
     )  # fmt: skip
 
     def __post_init__(self) -> None:

@@ -74,6 +74,16 @@ class Deployment:
         "slack_api_default", env="RETRAINER_SLACK_CONN_ID", help="the slack channel's connection"
     )
     slack_channel: str = param("#ml-alerts", env="RETRAINER_SLACK_CHANNEL", help="the slack channel")
+    min_gain_floor: float = param(
+        0.0, minimum=-1000, maximum=1000, env="RETRAINER_MIN_GAIN_FLOOR",
+        help="the promotion bar a run cannot go below: evaluate uses max(the run's min_gain, this), so whoever "
+        "can trigger a run can raise the bar from the form, never lower it",
+    )  # fmt: skip
+    min_eval_days: int = param(
+        1, minimum=1, maximum=60, env="RETRAINER_MIN_EVAL_DAYS",
+        help="the fewest evaluation days a run may be promoted on: a run with fewer is evaluated and registered "
+        "but held",
+    )  # fmt: skip
     log_level: str = param(
         "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), env="RETRAINER_LOG_LEVEL",
         help="the retrainer CLI's log level (its --log-level overrides it)",

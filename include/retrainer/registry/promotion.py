@@ -70,6 +70,30 @@ def older_than(run_date: dt.date, current: Holder | None, alias: str = registry.
     return None
 
 
+def bar(asked: float) -> tuple[float, str]:
+    """The min_gain a run is held to and how the decision says it: the run's own (its trigger form's) only
+    when it is at or above the deployment's floor (``RETRAINER_MIN_GAIN_FLOOR``): the form raises the bar,
+    never lowers it."""
+    from retrainer.core.deployment import deployment
+
+    floor = deployment().min_gain_floor
+    if asked >= floor:
+        return asked, f"min_gain {asked}"
+    return floor, f"min_gain {floor} (the deployment's floor; the run asked for {asked})"
+
+
+def too_few_eval_days(eval_days: int) -> str | None:
+    """Why a run evaluated on ``eval_days`` days may not be promoted (the deployment's minimum), or None."""
+    from retrainer.core.deployment import deployment
+
+    least = deployment().min_eval_days
+    if eval_days >= least:
+        return None
+    return (
+        f"evaluated on {eval_days} day(s); this deployment promotes only on at least {least} (RETRAINER_MIN_EVAL_DAYS)"
+    )
+
+
 def high_water(tracking_uri: str, model_name: str) -> Holder | None:
     """The newest promotion ever made (run date and version), or None if none was recorded; an unreadable
     registry or a malformed tag raises: the floor is never read as absent because it could not be read."""

@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         "This lowers it (--to DATE --version N) or removes it, recording who, when and why on the model.",
     )
     reset.set_defaults(func=cmd_reset_high_water)
-    reset.add_argument("--workload", default="flight_delay", help="which workload's registered model")
+    reset.add_argument("--workload", required=True, help="which workload's registered model")
     reset.add_argument("--reason", required=True, help="why (recorded on the model and logged)")
     reset.add_argument("--to", type=date_arg, help="the run date of the new mark (omit to remove the mark)")
     reset.add_argument("--version", default="0", help="the version the new mark names (with --to)")

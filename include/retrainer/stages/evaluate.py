@@ -72,20 +72,22 @@ def evaluate_models(
         seed=cfg.tuning.seed,
     )
     metric, gain = objective.headline, None
+    min_gain, bar = promotion.bar(cfg.tuning.min_gain)
     too_old = promotion.forward_only(cfg.engines.tracking_uri, workload.registered_model, cfg.run.date, holder)
+    held = too_old or promotion.too_few_eval_days(cfg.tuning.eval_days)
     if champ is None:
-        promote, reason = too_old is None, "no champion yet" if too_old is None else f"held: {too_old}"
+        promote, reason = held is None, "no champion yet" if held is None else f"held: {held}"
     else:
         gain = objective.gain(new, champ)
-        better = gain >= cfg.tuning.min_gain
+        better = gain >= min_gain
         reason = (
             f"{metric} {new[metric]:.4f} vs champion v{champion_version} {champ[metric]:.4f} "
             f"({'higher' if objective.higher_is_better else 'lower'} is better): gain {gain:+.4f} "
-            f"{'>=' if better else '<'} min_gain {cfg.tuning.min_gain}"
+            f"{'>=' if better else '<'} {bar}"
         )
-        promote = better and too_old is None
-        if too_old is not None:
-            reason = f"held: {too_old}; compared only: {reason}"
+        promote = better and held is None
+        if held is not None:
+            reason = f"held: {held}; compared only: {reason}"
     result = EvaluationResult(
         headline=metric,
         higher_is_better=objective.higher_is_better,
@@ -94,7 +96,7 @@ def evaluate_models(
         champion_version=champion_version,
         champion_run_date=holder.run_date if holder else None,
         gain=gain,
-        min_gain=cfg.tuning.min_gain,
+        min_gain=min_gain,
         promote=promote,
         reason=reason,
         eval_range=validated.features.eval_range,
