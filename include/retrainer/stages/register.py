@@ -159,11 +159,12 @@ def _move_aliases(
         return True, f"already champion; {evaluation.reason}", now
     if not evaluation.promote:
         return False, evaluation.reason, now
-    too_old = promotion.forward_only(uri, name, cfg.run.date, current)  # the mark may have risen since
-    if too_old is not None:
-        return False, f"held: {too_old}", now
     note = evaluation.reason
-    if now != evaluation.champion_version:
+    if now == evaluation.champion_version:  # the champion did not move, but the mark may have risen since
+        too_old = promotion.forward_only(uri, name, cfg.run.date, current)
+        if too_old is not None:
+            return False, f"held: {too_old}", now
+    else:
         moved = (
             f"champion moved from {_v(evaluation.champion_version)} to {_v(now)} after this run was evaluated; "
             f"re-evaluated against {_v(now)}"
