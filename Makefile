@@ -107,7 +107,7 @@ run: install data airflow-db spark-connect
 	grep -E "\[DAG TEST\] running task|Task instance state updated.*new_state=(success|failed)|epoch [0-9]+/" $$log \
 	  | sed -E 's/.*running task <TaskInstance: ([^ ]+).*/  task \1/; t; s/^.*(\[worker [0-9]+\]).*[^a-z_]([a-z_]+ (select|final) epoch [0-9]+\/[0-9]+[^[]*).*/    \1 \2/; t; s/^.*[^a-z_]([a-z_]+ (select|final) epoch [0-9]+\/[0-9]+[^[]*).*/    \1/; t; s/^.*(\[worker [0-9]+\]).*(epoch [0-9]+\/[0-9]+[^[]*).*/    \1 \2/; t; s/^.*(epoch [0-9]+\/[0-9]+[^[]*).*/    \1/' \
 	  | grep -E "^  " || true; \
-	echo; $(BIN)/retrainer --log-level WARNING summary --workload $(WORKLOAD) --date $(DATE) || true; \
+	echo; $(BIN)/retrainer --log-level WARNING summary --workload $(WORKLOAD) --date $(DATE) --latest || true; \
 	if [ $$status -ne 0 ]; then echo; echo "DAG run FAILED (exit $$status); last lines of $$log:"; grep -E "ERROR|Error|failed" $$log | tail -15; fi; \
 	exit $$status
 

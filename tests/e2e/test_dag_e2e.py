@@ -47,7 +47,9 @@ def e2e_env(tmp_path_factory, landed: Path) -> dict[str, str]:
 def _run_tis(dag, monkeypatch, env: dict[str, str]) -> dict:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    dr = dag.test(logical_date=pendulum.datetime(RUN_DATE.year, RUN_DATE.month, RUN_DATE.day, tz="UTC"), run_conf=CONF)
+    logical = pendulum.datetime(RUN_DATE.year, RUN_DATE.month, RUN_DATE.day, tz="UTC")
+    # run_after fixed: every call is the same DAG run id, as clearing a run reruns it (one run folder)
+    dr = dag.test(logical_date=logical, run_after=logical, run_conf=CONF)
     return {ti.task_id: ti for ti in dr.get_task_instances()}
 
 
@@ -173,7 +175,8 @@ def test_a_corrupted_day_stops_the_run_at_the_raw_gate_and_keeps_the_champion(
     from retrainer.core.config import RunConfig
     from retrainer.runners.run_summary import run_summary
 
-    summary = run_summary(RunConfig.build(RUN_DATE, data_root=str(root), tracking_uri=tracking))
+    cfg = RunConfig.build(RUN_DATE, data_root=str(root), tracking_uri=tracking)
+    summary = run_summary(cfg, RunLayout.latest(root, "flight_delay", RUN_DATE))  # the DAG run's folder
     assert "raw gate    FAILED" in summary and "stopped     at the raw gate" in summary
     assert f"champion -> v{champion_before} (not changed by this run)" in summary
 

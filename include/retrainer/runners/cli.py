@@ -115,7 +115,11 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_summary(args: argparse.Namespace) -> None:
     from retrainer.runners.run_summary import run_summary
 
-    print(run_summary(_setup(args)[0].config))
+    run, layout = _setup(args)
+    if args.latest:  # a DAG run's folder is keyed by its run id: the newest run of the date
+        cfg = run.config
+        layout = RunLayout.latest(cfg.engines.data_root, cfg.run.workload, cfg.run.date)
+    print(run_summary(run.config, layout))
 
 
 def cmd_reset_high_water(args: argparse.Namespace) -> dict[str, Any]:
@@ -166,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("export", cmd_export, "export the SavedModel and check it in a fresh process")
     add("register", cmd_register, "log to MLflow, register the version, move the aliases")
     add("run", cmd_run, "all stages in order in this process (no Airflow), then print the summary")
-    add("summary", cmd_summary, "print the summary of a run")
+    summary = add("summary", cmd_summary, "print the summary of a run")
+    summary.add_argument(
+        "--latest", action="store_true", help="the newest run of the date, whatever its run id (make run's DAG run)"
+    )
     reset = sub.add_parser(
         "reset-high-water",
         help="operator: lower or remove the newest-promotion floor kept on the registered model (logged)",

@@ -32,9 +32,10 @@ def _checks(report: GateReport) -> str:
     return f"{status}: {report.could_fail} checks that could fail{extra}; {len(report.warnings)} warning(s)"
 
 
-def run_summary(cfg: RunConfig) -> str:
-    """What ``make run`` prints after the DAG: each stage's outcome, the decision, and where things are."""
-    layout = RunLayout.of(cfg)
+def run_summary(cfg: RunConfig, layout: RunLayout | None = None) -> str:
+    """What ``make run`` prints after the DAG: each stage's outcome, the decision, and where things are.
+    ``layout``: another folder than the config's (the newest run of the date, for a DAG run's summary)."""
+    layout = layout or RunLayout.of(cfg)
     workload = get_workload(cfg.run.workload)
     objective = workload.objective
     gate_report = _raw_gate_report(layout)
