@@ -59,3 +59,19 @@ def test_the_train_task_goes_to_the_declared_queue(monkeypatch) -> None:
     op = TensorFlowTrainOperator(task_id="train", workload="flight_delay", validated={}, accelerator="gpu",
                                  gpus_per_worker=1)  # fmt: skip
     assert op.queue == "gpu-queue" and op.pool == "gpu"
+
+
+def test_a_distributed_executor_never_falls_back_to_the_embedded_stores() -> None:
+    """A Celery (or Kubernetes) worker without the shared data root and MLflow server would write to a
+    private folder and SQLite registry and report success: the task fails naming what is missing."""
+    from retrainer.core.config import ConfigError
+    from retrainer.runners.airflow_adapter import refuse_embedded_stores
+
+    shared = {"RETRAINER_DATA_ROOT": "/shared/data", "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    refuse_embedded_stores("CeleryExecutor", shared)  # a team stack: fine
+    refuse_embedded_stores("LocalExecutor", {})  # one machine: the embedded defaults are the point
+    with pytest.raises(ConfigError, match="RETRAINER_DATA_ROOT is not set; MLFLOW_TRACKING_URI is not set"):
+        refuse_embedded_stores("CeleryExecutor", {})
+    local = shared | {"MLFLOW_TRACKING_URI": "sqlite:////tmp/mlflow.db"}
+    with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI is a SQLite file .* local to this worker"):
+        refuse_embedded_stores("airflow.providers.cncf.kubernetes.executors.KubernetesExecutor", local)

@@ -10,6 +10,7 @@ empty, so the data interval is never used to pick the days. The trigger form's p
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any, TypeVar
 
 from retrainer.core import params
@@ -32,8 +33,33 @@ def run_date_from_context(context: Any) -> dt.date:
     return logical.date() if isinstance(logical, dt.datetime) else logical
 
 
+DISTRIBUTED_EXECUTORS = ("CeleryExecutor", "KubernetesExecutor", "EdgeExecutor")
+
+
+def refuse_embedded_stores(executor: str, env: dict[str, str] | None = None) -> None:
+    """Under an executor whose tasks run on other machines, a worker without ``RETRAINER_DATA_ROOT`` or
+    ``MLFLOW_TRACKING_URI`` (or with a SQLite registry) would write to a folder and a registry no other
+    worker or the scheduler sees: the run would "succeed" and promote into a private store. Fail instead."""
+    if not any(name in executor for name in DISTRIBUTED_EXECUTORS):
+        return
+    env = dict(os.environ) if env is None else env
+    problems = [f"{name} is not set" for name in ("RETRAINER_DATA_ROOT", "MLFLOW_TRACKING_URI") if not env.get(name)]
+    if env.get("MLFLOW_TRACKING_URI", "").startswith("sqlite:"):
+        problems.append(f"MLFLOW_TRACKING_URI is a SQLite file ({env['MLFLOW_TRACKING_URI']}), local to this worker")
+    if problems:
+        raise ConfigError(
+            f"this task runs under the {executor}, whose workers are other machines, but on this worker "
+            + "; ".join(problems)
+            + ": set the shared data root and the MLflow server in every worker's environment (docs: Team stack)"
+        )
+
+
 def run_config(context: Any, workload: str) -> RunConfig:
-    """The run's config: identity from the context, tuning from the run's params, engines from the env."""
+    """The run's config: identity from the context, tuning from the run's params, engines from the env
+    (never the embedded defaults under a distributed executor: :func:`refuse_embedded_stores`)."""
+    from airflow.configuration import conf
+
+    refuse_embedded_stores(conf.get("core", "executor", fallback=""))
     given = dict(context.get("params") or {})
     tuning = {p.name for p in params.parameters(Tuning)}
     unknown = sorted(set(given) - tuning)  # Airflow merges any conf key into params: refuse, never ignore
