@@ -36,7 +36,8 @@ def dag(dagbag):
 
 
 @pytest.fixture(scope="module")
-def e2e_env(tmp_path_factory, landed: Path) -> dict[str, str]:
+def e2e_env(tmp_path_factory, landed: Path, spark_connect_server: str) -> dict[str, str]:
+    """The module's DAG runs (module fixtures, set up before any test's own): the warm Spark server first."""
     base = tmp_path_factory.mktemp("e2e")
     root = base / "data"
     root.mkdir()

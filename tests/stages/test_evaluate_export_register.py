@@ -9,6 +9,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from retrainer import registry
+from retrainer.core.atomic import read_json
 from retrainer.core.results import ValidationResult
 from retrainer.stages.evaluate import evaluate_models
 from retrainer.stages.export import export_model
@@ -193,6 +194,26 @@ def test_register_refuses_an_evaluation_or_a_savedmodel_that_is_not_this_runs(
             register_model(validated, training, ev, ex, cfg)
     after = registry.configure(cfg.engines.tracking_uri).search_model_versions(f"name = '{MODEL}'")
     assert len(after) == len(versions)  # nothing registered
+
+
+def test_a_retry_after_the_alias_moved_still_announces_the_change_once(first: dict, validated, cfg) -> None:
+    """register records its intent before moving ``champion``; an attempt that died after the move (no
+    registration.json, no Asset event) is retried, and the retry reports the change (so publish_champion
+    announces it) until the change is marked published; after that a rerun reports no change."""
+    from retrainer.core.layout import RunLayout
+    from retrainer.registry.promotion import mark_published
+
+    layout = RunLayout.of(cfg)
+    intent = read_json(layout.promotion_intent)
+    version = first["registration"].version
+    assert intent == {"version": version, "champion_before": None, "decision": first["registration"].decision}
+    args = (validated, first["training"], first["evaluation"], first["export"], cfg)
+    retry = register_model(*args)  # as if the first attempt died right after moving the alias
+    assert retry.champion_changed and retry.champion_before is None and retry.version == version
+    assert "(the alias was moved by an earlier attempt)" in retry.decision
+    mark_published(layout.promotion_intent, version)  # publish_champion's last step
+    again = register_model(*args)
+    assert not again.champion_changed and again.decision.startswith("already champion")
 
 
 def test_a_model_that_misses_the_gate_becomes_challenger_not_champion(

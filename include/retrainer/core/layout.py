@@ -218,6 +218,12 @@ class RunLayout:
         return self.checkpoints / run_key[:16]
 
     @property
+    def promotion_intent(self) -> Path:
+        """Written by register just before it moves ``champion`` (version, the champion before, the decision);
+        marked published by the task that announces it: a retry after a crash in between announces it."""
+        return self.root / "promotion_intent.json"
+
+    @property
     def saved_model(self) -> Path:
         return self.root / "saved_model"
 

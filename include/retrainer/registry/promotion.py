@@ -178,6 +178,17 @@ def promotion_lock(data_root: str, model_name: str, timeout_s: float = 900.0) ->
         yield
 
 
+def mark_published(intent_path: Path, version: str) -> None:
+    """The champion change to ``version`` was announced (the Asset event; for ``retrainer run``, the summary):
+    a later retry of register must not announce it again. Until then a retry announces it (the intent)."""
+    from retrainer.core import atomic
+
+    if intent_path.exists():
+        intent = atomic.read_json(intent_path)
+        if intent.get("version") == version:
+            atomic.write_json(intent_path, {**intent, "published": True})
+
+
 def announcement(registration: RegistrationResult, evaluation: EvaluationResult, run_date: dt.date) -> dict[str, Any]:
     """What a champion change tells the world (the Asset event's metadata and the alert's details):
     small, JSON-safe, and without credentials from the tracking URI."""

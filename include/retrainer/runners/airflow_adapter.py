@@ -152,7 +152,7 @@ def publish_champion(context: Any, registration: RegistrationResult, asset: Any,
     from airflow.sdk.exceptions import AirflowSkipException
 
     from retrainer.core.results import EvaluationResult
-    from retrainer.registry.promotion import announcement
+    from retrainer.registry.promotion import announcement, mark_published
 
     if not registration.champion_changed:
         raise AirflowSkipException(f"champion unchanged: {registration.decision}")
@@ -160,6 +160,7 @@ def publish_champion(context: Any, registration: RegistrationResult, asset: Any,
     # register saves the evaluation again when it had to re-evaluate against a champion that moved
     news = announcement(registration, run.layout.load(EvaluationResult), run.config.run.date)
     context["outlet_events"][asset].extra = news
+    mark_published(run.layout.promotion_intent, registration.version)
     return news
 
 

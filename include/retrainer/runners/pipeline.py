@@ -26,4 +26,8 @@ def run_pipeline(cfg: RunConfig | RunContext) -> PipelineResult:
     evaluation = evaluate_models(validated, training, run)
     exported = export_model(validated, training, run)
     registration = register_model(validated, training, evaluation, exported, run)
+    if registration.champion_changed:  # no Asset here: the summary that follows is the announcement
+        from retrainer.registry.promotion import mark_published
+
+        mark_published(run.layout.promotion_intent, registration.version)
     return PipelineResult(gate, features, validated, training, evaluation, exported, registration)

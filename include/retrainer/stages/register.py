@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 from retrainer import registry
+from retrainer.core import atomic
 from retrainer.core.config import RunConfig
 from retrainer.core.costs import read_costs
 from retrainer.core.fingerprint import tree_digest
@@ -156,6 +157,9 @@ def _move_aliases(
     now = current.version if current else None
     if now == version:
         promotion.raise_high_water(uri, name, version, cfg.run.date)  # a retry after a crash before the tag
+        intent = atomic.read_json(run.layout.promotion_intent) if run.layout.promotion_intent.exists() else {}
+        if intent.get("version") == version and not intent.get("published"):  # moved by an attempt that died
+            return True, f"{intent['decision']} (the alias was moved by an earlier attempt)", intent["champion_before"]
         return True, f"already champion; {evaluation.reason}", now
     if not evaluation.promote:
         return False, evaluation.reason, now
@@ -174,6 +178,8 @@ def _move_aliases(
         if not evaluation.promote:
             return False, f"not promoted: {moved}: {evaluation.reason}", now
         note = f"{moved}: {evaluation.reason}"
+    # the intent first: a retry that finds the alias already moved still announces the change
+    atomic.write_json(run.layout.promotion_intent, {"version": version, "champion_before": now, "decision": note})
     client.set_registered_model_alias(name, registry.CHAMPION, version)
     promotion.raise_high_water(uri, name, version, cfg.run.date)
     return True, note, now
