@@ -94,6 +94,14 @@ def too_few_eval_days(eval_days: int) -> str | None:
     )
 
 
+def mark_text(mark: Holder) -> str:
+    """How a mark is written in the tag, the reset record and the CLI: ``"<run date> v<version>"``, the form
+    :func:`high_water` parses back."""
+    if mark.run_date is None:
+        raise ValueError(f"a high-water mark needs a run date (v{mark.version} has none)")
+    return f"{mark.run_date.isoformat()} v{mark.version}"
+
+
 def high_water(tracking_uri: str, model_name: str) -> Holder | None:
     """The newest promotion ever made (run date and version), or None if none was recorded; an unreadable
     registry or a malformed tag raises: the floor is never read as absent because it could not be read."""
@@ -131,7 +139,7 @@ def raise_high_water(tracking_uri: str, model_name: str, version: str, run_date:
     mark = high_water(tracking_uri, model_name)
     if mark is None or mark.run_date is None or run_date >= mark.run_date:
         registry.configure(tracking_uri).set_registered_model_tag(
-            model_name, HIGH_WATER_TAG, f"{run_date.isoformat()} v{version}"
+            model_name, HIGH_WATER_TAG, mark_text(Holder(version, run_date))
         )
 
 
@@ -153,12 +161,11 @@ def reset_high_water(
             if before is not None:
                 client.delete_registered_model_tag(model_name, HIGH_WATER_TAG)
         else:
-            assert to.run_date is not None
-            client.set_registered_model_tag(model_name, HIGH_WATER_TAG, f"{to.run_date.isoformat()} v{to.version}")
+            client.set_registered_model_tag(model_name, HIGH_WATER_TAG, mark_text(to))
         record = {
             "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "by": getpass.getuser(), "reason": reason,
-            "from": None if before is None else f"{before.run_date} v{before.version}",
-            "to": None if to is None else f"{to.run_date} v{to.version}",
+            "from": None if before is None else mark_text(before),
+            "to": None if to is None else mark_text(to),
         }  # fmt: skip
         client.set_registered_model_tag(model_name, HIGH_WATER_RESET_TAG, json.dumps(record, sort_keys=True))
     log.warning("high-water mark of %s reset from %s to %s by %s: %s", model_name, record["from"], record["to"],
@@ -183,10 +190,17 @@ def mark_published(intent_path: Path, version: str) -> None:
     a later retry of register must not announce it again. Until then a retry announces it (the intent)."""
     from retrainer.core import atomic
 
-    if intent_path.exists():
-        intent = atomic.read_json(intent_path)
-        if intent.get("version") == version:
-            atomic.write_json(intent_path, {**intent, "published": True})
+    intent = read_intent(intent_path)
+    if intent.get("version") == version:
+        atomic.write_json(intent_path, {**intent, "published": True})
+
+
+def read_intent(intent_path: Path) -> dict[str, Any]:
+    """The champion change a register attempt recorded before moving the alias (version, champion before,
+    decision, published), or ``{}`` if no attempt of this run got that far."""
+    from retrainer.core import atomic
+
+    return atomic.read_json(intent_path) if intent_path.exists() else {}
 
 
 def announcement(registration: RegistrationResult, evaluation: EvaluationResult, run_date: dt.date) -> dict[str, Any]:

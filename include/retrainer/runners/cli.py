@@ -134,8 +134,8 @@ def cmd_reset_high_water(args: argparse.Namespace) -> dict[str, Any]:
     before = promotion.reset_high_water(tracking, root, model, args.reason, to)
     return {
         "registered_model": model,
-        "high_water_before": None if before is None else f"{before.run_date} v{before.version}",
-        "high_water_now": None if to is None else f"{to.run_date} v{to.version}",
+        "high_water_before": None if before is None else promotion.mark_text(before),
+        "high_water_now": None if to is None else promotion.mark_text(to),
     }
 
 

@@ -157,7 +157,7 @@ def _move_aliases(
     now = current.version if current else None
     if now == version:
         promotion.raise_high_water(uri, name, version, cfg.run.date)  # a retry after a crash before the tag
-        intent = atomic.read_json(run.layout.promotion_intent) if run.layout.promotion_intent.exists() else {}
+        intent = promotion.read_intent(run.layout.promotion_intent)
         if intent.get("version") == version and not intent.get("published"):  # moved by an attempt that died
             return True, f"{intent['decision']} (the alias was moved by an earlier attempt)", intent["champion_before"]
         return True, f"already champion; {evaluation.reason}", now
