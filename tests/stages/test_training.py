@@ -138,17 +138,18 @@ def test_training_logs_each_epoch_and_checkpoints(
 ) -> None:
     caplog.set_level(logging.INFO, logger="retrainer.training.loop")
     out = _train(validated, stats, tmp_path / "ckpt", "key-a", epochs=2, spec=ENSEMBLE)
-    assert [h["member"] for h in out.history] == [n for n in NAMES for _ in (1, 2)]  # one member after the other
+    assert [h["member"] for h in out.history] == [n for _ in (1, 2) for n in NAMES]  # together, epoch by epoch
     assert all(_epochs(out, name) == [1, 2] for name in NAMES) and out.member_epochs == dict.fromkeys(NAMES, 2)
     assert out.history[1]["loss"] < out.history[0]["loss"] * 1.5
     assert [r.message.split(" loss")[0] for r in caplog.records if " epoch " in r.message] == [
-        f"{name} final epoch {e}/2" for name in NAMES for e in (1, 2)
+        f"{name} final epoch {e}/2" for e in (1, 2) for name in NAMES
     ]
     warm = [m for m in ENSEMBLE.members if m.warm_start_epochs]
     assert warm and sum("warm start, the wide part alone" in r.message for r in caplog.records) == len(warm)
     assert out.checkpoint == str(tmp_path / "ckpt" / "ensemble" / "ckpt-1")
+    assert (tmp_path / "ckpt" / "final" / "ckpt-2.index").exists()  # the phase: every member, each epoch
     for name in NAMES:
-        assert (tmp_path / "ckpt" / name / "final" / "ckpt-2.index").exists()
+        assert (tmp_path / "ckpt" / "final" / name / "ckpt-2.index").exists()  # the member where it stopped
         events = list((tmp_path / "ckpt" / "tensorboard" / name / "final").glob("events.out.tfevents.*"))
         assert events and events[0].stat().st_size > 0  # TensorBoard's event file, with the epochs' scalars
 
@@ -170,7 +171,7 @@ def test_the_ensemble_checkpoint_holds_each_members_final_weights(
     members = []
     for name in NAMES:
         alone = build_model(CONTRACT, WORKLOAD.objective, stats, hidden_units=8)
-        weights = tf.train.latest_checkpoint(str(tmp_path / "ckpt" / name / "final"))
+        weights = tf.train.latest_checkpoint(str(tmp_path / "ckpt" / "final" / name))
         tf.train.Checkpoint(model=alone.network.get_layer(name)).restore(weights).expect_partial()
         members.append(alone.members[name](batch).numpy())
         np.testing.assert_allclose(model.members[name](batch).numpy(), members[-1], atol=1e-6)
@@ -181,13 +182,15 @@ def test_the_ensemble_checkpoint_holds_each_members_final_weights(
 
 def test_a_retry_resumes_from_the_last_checkpoint(validated: ValidationResult, stats: dict, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
-    first = _train(validated, stats, ckpt, "key-b", epochs=1)  # as if the task died after epoch 1 of 3
-    resumed = _train(validated, stats, ckpt, "key-b", epochs=3)
+    first = _train(validated, stats, ckpt, "key-b", epochs=1, spec=ENSEMBLE)  # as if it died after epoch 1 of 3
+    resumed = _train(validated, stats, ckpt, "key-b", epochs=3, spec=ENSEMBLE)
     assert first.resumed_from_epoch == 0
     assert resumed.resumed_from_epoch == 1
-    assert _epochs(resumed, "joint") == [2, 3] and resumed.epochs_trained == 3
-    finished = _train(validated, stats, ckpt, "key-b", epochs=3)  # a retry after success trains nothing
+    assert all(_epochs(resumed, name) == [2, 3] for name in NAMES) and resumed.epochs_trained == 3 * len(NAMES)
+    assert resumed.member_epochs == dict.fromkeys(NAMES, 3)
+    finished = _train(validated, stats, ckpt, "key-b", epochs=3, spec=ENSEMBLE)  # after success: nothing to train
     assert finished.resumed_from_epoch == 3 and finished.history == []
+    assert finished.member_epochs == dict.fromkeys(NAMES, 3)
 
 
 def test_checkpoints_of_another_run_are_not_resumed(validated: ValidationResult, stats: dict, tmp_path: Path) -> None:
@@ -214,7 +217,7 @@ def test_early_stopping_picks_the_epochs_and_the_final_model_also_learns_from_th
         # stopped one epoch after the best (patience 1) unless the last epoch was the best
         assert len(scores) == min(6, best + 1)
         assert _epochs(out, name, "final") == list(range(1, best + 1)) and out.member_epochs[name] == best
-        assert (tmp_path / "ckpt" / name / "final" / f"ckpt-{best}.index").exists()
+        assert (tmp_path / "ckpt" / "final" / name / f"ckpt-{best}.index").exists()
     assert out.best_epoch == max(out.member_epochs.values())
     whole = count_rows(files, CONTRACT, ("2013-01-29", "2013-02-03"))
     assert out.fit_rows == whole == validated.features.rows["train"] > count_rows(files, CONTRACT, fit)
@@ -231,16 +234,16 @@ def test_validation_rows_read_once_score_as_the_streamed_evaluation_with_the_cur
 
     files, days = [str(p) for p in parquet_parts(validated.files.train)], ("2013-02-01", "2013-02-03")
     model = build_model(CONTRACT, WORKLOAD.objective, stats, hidden_units=8, seed=1)
-    rows = ValidationRows(model, files, CONTRACT, WORKLOAD.objective, days)
-    before = rows.score()
+    rows = ValidationRows(lambda x: {"model": model(x, training=False)}, files, CONTRACT, WORKLOAD.objective, days)
+    before = rows.score()["model"]
     assert before == pytest.approx(score(model, files, CONTRACT, WORKLOAD.objective, days), abs=1e-6)
     for v in model.network.trainable_variables:
         v.assign(v + 0.05 * np.random.default_rng(0).standard_normal(v.shape).astype("float32"))
-    after = rows.score()
+    after = rows.score()["model"]
     assert after["auc"] != pytest.approx(before["auc"], abs=1e-4)
     assert after == pytest.approx(score(model, files, CONTRACT, WORKLOAD.objective, days), abs=1e-6)
     with pytest.raises(ValueError, match="no validation rows"):
-        ValidationRows(model, files, CONTRACT, WORKLOAD.objective, ("2014-01-01", "2014-01-02"))
+        ValidationRows(lambda x: {"model": model(x)}, files, CONTRACT, WORKLOAD.objective, ("2014-01-01", "2014-01-02"))
 
 
 def test_a_diverged_epoch_fails_before_anything_is_saved(

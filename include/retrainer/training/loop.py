@@ -5,9 +5,11 @@ documented TF path: ``strategy.run`` on a ``tf.function`` step, losses averaged 
 and a ``tf.train.CheckpointManager`` after every epoch (:mod:`retrainer.training.phase` trains one
 member for one phase).
 
-The members of the model spec train one after the other, each on its own loss, with its own early
-stopping and checkpoint folder (``<member>/<phase>``); at the end one checkpoint of the whole ensemble
-(``ensemble/``) holds each member's final weights, and that is what the run's result names.
+The members of the model spec train together, one traced step updating each on its own loss, each with
+its own early stopping (:mod:`retrainer.training.phase`): a selection phase on the fit days picks each
+member's epoch count on the validation days, then a final phase on fit and validation days trains each
+member for its count. At the end one checkpoint of the whole ensemble (``ensemble/``) holds each
+member's final weights, and that is what the run's result names.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from retrainer.core import atomic
 from retrainer.core.fingerprint import parquet_parts
 from retrainer.core.results import TrainingResult, ValidationResult
-from retrainer.spec.model_spec import ALL_MEMBERS, Member
+from retrainer.spec.model_spec import ALL_MEMBERS
 from retrainer.training.member import Runtime
 from retrainer.training.model import build_model
 from retrainer.training.phase import TENSORBOARD, Phase, PhaseOutcome, run_phase, score
@@ -77,24 +79,26 @@ def _runtime(spec: TrainSpec) -> Runtime:
     )  # fmt: skip
 
 
-def _train_member(rt: Runtime, member: Member) -> tuple[list[PhaseOutcome], float | None]:
-    """The member's phases (select, then final; or final alone) and its best validation score."""
+def _phases(rt: Runtime) -> list[PhaseOutcome]:
+    """The selection phase (unless there are no validation days) and the final phase, every member in each."""
     s = rt.spec
+    names = list(s.model.member_names)
     if not s.validation_days:
-        return [run_phase(rt, member, Phase("final", s.fit_days, s.epochs))], None
-    select = run_phase(rt, member, Phase("select", s.fit_days, s.epochs, s.validation_days))
+        return [run_phase(rt, Phase("final", s.fit_days, dict.fromkeys(names, s.epochs)))]
+    select = run_phase(rt, Phase("select", s.fit_days, dict.fromkeys(names, s.epochs), s.validation_days))
     whole = (s.fit_days[0], s.validation_days[1]) if s.fit_days else None
-    return [select, run_phase(rt, member, Phase("final", whole, max(1, select.best_epoch)))], select.best_score
+    chosen = {name: max(1, select.members[name].best_epoch) for name in names}
+    return [select, run_phase(rt, Phase("final", whole, chosen))]
 
 
-def _save_ensemble(rt: Runtime, finals: dict[str, PhaseOutcome]) -> str:
+def _save_ensemble(rt: Runtime, final: PhaseOutcome) -> str:
     """One checkpoint of the whole ensemble, each member at the end of its final fit: what serving restores."""
     import tensorflow as tf
 
     with rt.strategy.scope():
         ensemble = rt.network(host=rt.host_preprocessing)
-    for name, final in finals.items():
-        restored = tf.train.Checkpoint(model=ensemble.get_layer(name)).restore(final.weights)
+    for name, member in final.members.items():
+        restored = tf.train.Checkpoint(model=ensemble.get_layer(name)).restore(member.weights)
         restored.expect_partial().assert_existing_objects_matched()
     manager = tf.train.CheckpointManager(
         tf.train.Checkpoint(model=ensemble), str(rt.write_dir(ENSEMBLE)), max_to_keep=1
@@ -103,32 +107,28 @@ def _save_ensemble(rt: Runtime, finals: dict[str, PhaseOutcome]) -> str:
 
 
 def train(spec: TrainSpec) -> TrainOutcome:
-    """Train (or resume) each member of ``spec.model``, then save the ensemble."""
+    """Train (or resume) the members of ``spec.model`` together, then save the ensemble."""
     rt = _runtime(spec)
-    phases: list[PhaseOutcome] = []
-    finals: dict[str, PhaseOutcome] = {}
-    best_validation: dict[str, float] = {}
-    for member in spec.model.members:
-        member_phases, best = _train_member(rt, member)
-        phases += member_phases
-        finals[member.name] = member_phases[-1]
-        if best is not None:
-            best_validation[f"{member.name}_{rt.val_key}"] = best
-    saved = _save_ensemble(rt, finals)
+    phases = _phases(rt)
+    final = phases[-1]
+    saved = _save_ensemble(rt, final)
     if rt.scratch is not None:
         shutil.rmtree(rt.scratch, ignore_errors=True)
+    best_validation = {}
+    if len(phases) == 2:
+        best_validation = {f"{name}_{rt.val_key}": m.best_score for name, m in phases[0].members.items()}
     return TrainOutcome(
         chief=rt.chief,
         strategy=type(rt.strategy).__name__,
         replicas=rt.replicas,
         dtype_policy=rt.policy,
         global_batch_size=rt.global_batch,
-        steps_per_epoch=phases[-1].steps_per_epoch,
-        fit_rows=phases[-1].rows,
-        resumed_from_epoch=next((p for p in phases if p.history), phases[-1]).resumed_from_epoch,
-        epochs_trained=sum(p.epochs for p in phases),
-        best_epoch=max(f.epochs for f in finals.values()),
-        member_epochs={name: f.epochs for name, f in finals.items()},
+        steps_per_epoch=final.steps_per_epoch,
+        fit_rows=final.rows,
+        resumed_from_epoch=next((p for p in phases if p.history), final).resumed_from_epoch,
+        epochs_trained=sum(m.epochs for p in phases for m in p.members.values()),
+        best_epoch=max(m.epochs for m in final.members.values()),
+        member_epochs={name: m.epochs for name, m in final.members.items()},
         best_validation=best_validation,
         history=[row for p in phases for row in p.history],
         checkpoint=saved if rt.chief else None,

@@ -1,7 +1,12 @@
-"""One member of the ensemble built for one phase under the run's strategy, and its training steps.
+"""The ensemble's members built together for one phase under the run's strategy, and their training step.
 
-Everything that creates variables runs under ``strategy.scope()``; optimizers are built before the
-first step (else MirroredStrategy fails on a placeholder). The loss is averaged over the global batch.
+The members share no weight, so one traced step computes every member's loss on the same batch and
+applies each member's own optimizer(s) to its own gradients: what training them one after the other did
+(same initial weights, same shuffled stream of batches, each member's own updates), for one build and one
+trace per phase instead of one per member. (The warm start draws its batches from the same stream first,
+so the other members start further along it than they did alone.) Everything that creates variables runs under ``strategy.scope()``;
+optimizers are built before the first step (else MirroredStrategy fails on a placeholder). Each loss is
+averaged over the global batch.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from retrainer.spec.model_spec import Member
-from retrainer.training.model import WIDE_LOGIT, build_model, build_network, chain
+from retrainer.training.model import WIDE_LOGIT, build_model, build_network
 from retrainer.training.train_spec import TrainSpec
 
 
@@ -59,11 +64,11 @@ class Runtime:
 
 @dataclasses.dataclass
 class MemberFit:
-    """One member built for one phase: its model, variables, optimizers and checkpointed state."""
+    """One member in one phase: its model, variables, optimizers and checkpointed state."""
 
-    model: Any  # raw (or, with host preprocessing, encoded) features -> this member's output
-    scorer: Any  # raw features -> this member's output
-    weights: Any  # the member's layer: what checkpoints hold
+    member: Member
+    net: Any  # encoded features -> this member's output (shares the member's weights with the network)
+    weights: Any  # the member's layer: what its checkpoints hold
     variables: list[Any]
     wide: list[Any]
     adam_variables: list[Any]
@@ -73,81 +78,105 @@ class MemberFit:
     warm_steps: int
     schedule: Any
     metric: Any
-    epoch: Any
     best_score: Any
     best_epoch: Any
-    checkpoint: Any
+    checkpoint: Any  # weights, optimizers and early-stopping state: one child of the phase's checkpoint
 
 
-def build_member(rt: Runtime, member: Member, steps: int, host: Any | None) -> MemberFit:
-    """The member under ``strategy.scope()``, with the optimizers built before the first step (else
-    MirroredStrategy fails on a placeholder)."""
+@dataclasses.dataclass
+class PhaseBuild:
+    """Every member of one phase, built once: the members' fits and how raw features reach them."""
+
+    fits: dict[str, MemberFit]
+    preprocessing: Any  # raw -> encoded features
+    in_step: bool  # whether the training step encodes (else the input pipeline does: host preprocessing)
+    epoch: Any  # the phase's epochs done (all members advance together)
+    checkpoint: Any  # the phase's checkpoint: the epoch and each member's own
+
+    def predict(self, x: dict[str, Any]) -> dict[str, Any]:
+        """Each member's output on a batch of raw features (for scoring; dropout off)."""
+        encoded = self.preprocessing(x)
+        return {name: fit.net(encoded, training=False) for name, fit in self.fits.items()}
+
+
+def build_phase(rt: Runtime, members: tuple[Member, ...], steps: int, host: Any | None) -> PhaseBuild:
+    """One network holding every member (the same initial weights a member built alone gets), each member's
+    optimizers built before the first step, under ``strategy.scope()``. ``host``: the input pipeline's
+    preprocessing, when it runs there (then the members take encoded features; the scorer chains it)."""
+    import tensorflow as tf
+
+    from retrainer.training.model import build_preprocessing
+
+    s = rt.spec
+    with rt.strategy.scope():
+        network = rt.network(host=True)
+        preprocessing = host if host is not None else build_preprocessing(s.contract, s.stats)
+        fits = {m.name: _member_fit(rt, m, network, steps) for m in members}
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        checkpoint = tf.train.Checkpoint(epoch=epoch, **{name: fit.checkpoint for name, fit in fits.items()})
+    return PhaseBuild(fits, preprocessing, in_step=host is None, epoch=epoch, checkpoint=checkpoint)
+
+
+def _member_fit(rt: Runtime, member: Member, network: Any, steps: int) -> MemberFit:
     import keras
     import tensorflow as tf
 
     s = rt.spec
-    with rt.strategy.scope():
-        if host is None:
-            full = build_model(s.contract, s.objective, s.stats, s.hidden_units, s.seed, s.dropout, s.model)
-            model, weights = full.members[member.name], full.network.get_layer(member.name)
-        else:
-            network = rt.network(host=True)
-            model, weights = network.members[member.name], network.get_layer(member.name)
-        variables = weights.trainable_variables
-        wide = [v for v in variables if v.path.startswith(f"{WIDE_LOGIT}/")]
-        # The cosine spans the configured epochs in both phases: the final fit follows the selection fit's
-        # learning rates up to the chosen epoch, so "the best epoch count" means the same in both.
-        schedule = keras.optimizers.schedules.CosineDecay(s.learning_rate, s.epochs * steps, alpha=0.05)
-        optimizer = keras.optimizers.Adam(learning_rate=schedule)
-        if rt.policy == "mixed_float16":  # float16 gradients underflow without a dynamic loss scale
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        wide_optimizer = None
-        if member.wide_optimizer == "adagrad":
-            adam_variables = [v for v in variables if all(v is not w for w in wide)]
-            wide_optimizer = keras.optimizers.Adagrad(learning_rate=s.model.adagrad_learning_rate)
-            wide_optimizer.build(wide)
-        elif member.wide_optimizer == "adam":
-            adam_variables = variables
-        else:
-            raise ValueError(f"member {member.name}: unknown wide optimizer {member.wide_optimizer!r}")
-        optimizer.build(adam_variables)
-        warm_steps, warm_optimizer = member.warm_start_epochs * steps, None
-        if warm_steps:
-            rate = s.model.warm_start_learning_rate
-            warm_optimizer = keras.optimizers.Adam(
-                learning_rate=keras.optimizers.schedules.CosineDecay(rate, warm_steps, alpha=0.05)
-            )
-            warm_optimizer.build(wide)
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        best_score = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="best_score")
-        best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
-        optimizers = {"optimizer": optimizer} | ({"wide_optimizer": wide_optimizer} if wide_optimizer else {})
-        checkpoint = tf.train.Checkpoint(
-            model=weights, epoch=epoch, best_score=best_score, best_epoch=best_epoch, **optimizers
+    weights = network.get_layer(member.name)
+    variables = weights.trainable_variables
+    wide = [v for v in variables if v.path.startswith(f"{WIDE_LOGIT}/")]
+    # The cosine spans the configured epochs in both phases: the final fit follows the selection fit's
+    # learning rates up to the chosen epoch, so "the best epoch count" means the same in both.
+    schedule = keras.optimizers.schedules.CosineDecay(s.learning_rate, s.epochs * steps, alpha=0.05)
+    optimizer = keras.optimizers.Adam(learning_rate=schedule)
+    if rt.policy == "mixed_float16":  # float16 gradients underflow without a dynamic loss scale
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    wide_optimizer = None
+    if member.wide_optimizer == "adagrad":
+        adam_variables = [v for v in variables if all(v is not w for w in wide)]
+        wide_optimizer = keras.optimizers.Adagrad(learning_rate=s.model.adagrad_learning_rate)
+        wide_optimizer.build(wide)
+    elif member.wide_optimizer == "adam":
+        adam_variables = variables
+    else:
+        raise ValueError(f"member {member.name}: unknown wide optimizer {member.wide_optimizer!r}")
+    optimizer.build(adam_variables)
+    warm_steps, warm_optimizer = member.warm_start_epochs * steps, None
+    if warm_steps:
+        rate = s.model.warm_start_learning_rate
+        warm_optimizer = keras.optimizers.Adam(
+            learning_rate=keras.optimizers.schedules.CosineDecay(rate, warm_steps, alpha=0.05)
         )
-        metric = s.objective.train_metric()
-    scorer = model if host is None else chain(s.contract, host, model)
+        warm_optimizer.build(wide)
+    best_score = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name=f"{member.name}_best_score")
+    best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{member.name}_best_epoch")
+    optimizers = {"optimizer": optimizer} | ({"wide_optimizer": wide_optimizer} if wide_optimizer else {})
+    checkpoint = tf.train.Checkpoint(model=weights, best_score=best_score, best_epoch=best_epoch, **optimizers)
     return MemberFit(
-        model=model, scorer=scorer, weights=weights, variables=variables, wide=wide, adam_variables=adam_variables,
-        optimizer=optimizer, wide_optimizer=wide_optimizer, warm_optimizer=warm_optimizer, warm_steps=warm_steps,
-        schedule=schedule, metric=metric, epoch=epoch, best_score=best_score, best_epoch=best_epoch,
-        checkpoint=checkpoint,
+        member=member, net=network.members[member.name], weights=weights, variables=variables, wide=wide,
+        adam_variables=adam_variables, optimizer=optimizer, wide_optimizer=wide_optimizer,
+        warm_optimizer=warm_optimizer, warm_steps=warm_steps, schedule=schedule, metric=s.objective.train_metric(),
+        best_score=best_score, best_epoch=best_epoch, checkpoint=checkpoint,
     )  # fmt: skip
 
 
-def step_functions(rt: Runtime, fit: MemberFit) -> tuple[Any, Any]:
-    """The distributed training step and the warm start's step (wide part only), as ``tf.function``s."""
+def step_functions(rt: Runtime, build: PhaseBuild) -> tuple[Any, dict[str, Any]]:
+    """The distributed training step of every member (it returns each member's loss, in ``build.fits``'
+    order) and each warm-starting member's warm-start step (wide part only), as ``tf.function``s."""
     import tensorflow as tf
 
     objective, global_batch = rt.spec.objective, rt.global_batch
 
-    def member_loss(x: dict[str, tf.Tensor], y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        p = tf.cast(fit.model(x, training=True), tf.float32)
+    def encoded(x: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return build.preprocessing(x) if build.in_step else x
+
+    def member_loss(fit: MemberFit, x: dict[str, tf.Tensor], y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        p = tf.cast(fit.net(x, training=True), tf.float32)
         return p, tf.nn.compute_average_loss(objective.per_example_loss(y, p), global_batch_size=global_batch)
 
-    def step(x: dict[str, tf.Tensor], y: tf.Tensor) -> tf.Tensor:
+    def train_member(fit: MemberFit, x: dict[str, tf.Tensor], y: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape(persistent=fit.wide_optimizer is not None) as tape:
-            p, loss = member_loss(x, y)
+            p, loss = member_loss(fit, x, y)
             scaled = fit.optimizer.scale_loss(loss)  # the loss itself unless a LossScaleOptimizer
         grads = tape.gradient(scaled, fit.adam_variables)
         fit.optimizer.apply_gradients(zip(grads, fit.adam_variables, strict=True))
@@ -156,11 +185,18 @@ def step_functions(rt: Runtime, fit: MemberFit) -> tuple[Any, Any]:
         fit.metric.update_state(y, p)
         return loss
 
-    def warm_step(x: dict[str, tf.Tensor], y: tf.Tensor) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            _, loss = member_loss(x, y)
-        fit.warm_optimizer.apply_gradients(zip(tape.gradient(loss, fit.wide), fit.wide, strict=True))
-        return loss
+    def step(x: dict[str, tf.Tensor], y: tf.Tensor) -> tf.Tensor:
+        features = encoded(x)  # once for every member
+        return tf.stack([train_member(fit, features, y) for fit in build.fits.values()])
+
+    def warm_step(fit: MemberFit) -> Any:
+        def run(x: dict[str, tf.Tensor], y: tf.Tensor) -> tf.Tensor:
+            with tf.GradientTape() as tape:
+                _, loss = member_loss(fit, encoded(x), y)
+            fit.warm_optimizer.apply_gradients(zip(tape.gradient(loss, fit.wide), fit.wide, strict=True))
+            return loss
+
+        return run
 
     def distributed(fn: Any) -> Any:
         @tf.function
@@ -170,4 +206,5 @@ def step_functions(rt: Runtime, fit: MemberFit) -> tuple[Any, Any]:
 
         return run
 
-    return distributed(step), (distributed(warm_step) if fit.warm_steps else None)
+    warm = {name: distributed(warm_step(fit)) for name, fit in build.fits.items() if fit.warm_steps}
+    return distributed(step), warm

@@ -1,12 +1,19 @@
-"""One member's fit in one phase: build it under the strategy, restore or warm-start it, train its epochs.
+"""One phase (select or final) of every member together: build, restore or warm-start, train the epochs.
 
-A phase checkpoints model, optimizer(s) (the optimizer's step drives the cosine learning-rate schedule),
-epoch and early-stopping state after every epoch into ``<checkpoints>/<member>/<phase>``; a retried task
-restores the latest checkpoint and continues from the next epoch. A non-finite loss or weight fails the
-epoch before anything is saved. Only the chief writes to the real folder (and TensorBoard's event files);
-other workers save to a scratch folder of their own (MultiWorkerMirroredStrategy needs every worker to
-save). Every worker scores the same validation rows with the same weights, so all take the same
-early-stopping decision.
+All members train in one step on the same batches, each on its own loss with its own optimizer(s) and
+its own stopping point: in the selection phase a member stops ``patience`` epochs after its best
+validation score; in the final phase it stops at the epoch count its selection chose, and its weights
+at that epoch are saved to ``<checkpoints>/<phase>/<member>``. A member that has stopped is no longer
+scored, logged or checked, and the phase ends when every member has stopped; the step keeps updating
+it (its weights past its stop are never used), which costs less than a new trace.
+
+After every epoch the phase checkpoints the epoch, each member's weights, optimizer(s) (their step
+drives the cosine learning-rate schedule) and early-stopping state into ``<checkpoints>/<phase>``; a
+retried task restores the latest and continues from the next epoch. A non-finite loss or weight of a
+member still training fails the epoch before anything is saved. Only the chief writes to the real
+folder (and TensorBoard's event files); other workers save to a scratch folder of their own
+(MultiWorkerMirroredStrategy needs every worker to save). Every worker scores the same validation rows
+with the same weights, so all take the same early-stopping decisions.
 """
 
 from __future__ import annotations
@@ -18,25 +25,32 @@ import time
 from typing import Any
 
 from retrainer.spec.contract import Contract
-from retrainer.spec.model_spec import Member
 from retrainer.spec.objectives import Objective
 from retrainer.training.dataset import DateRange, arrow_to_inputs, count_rows, iter_record_batches, labels, make_dataset
-from retrainer.training.member import MemberFit, Runtime, build_member, step_functions
+from retrainer.training.member import MemberFit, PhaseBuild, Runtime, build_phase, step_functions
 from retrainer.training.model import build_preprocessing
 
 log = logging.getLogger("retrainer.training.loop")
-BEST = "best"  # the best epoch's weights (by validation metric), inside a phase's checkpoint folder
 TENSORBOARD = "tensorboard"  # the chief's TensorBoard event files, inside the checkpoint folder
 
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
-    """One fit: which days, at most how many epochs, scored on which days (None: no early stopping)."""
+    """One fit of every member: which days, scored on which days (None: no early stopping), and each
+    member's most epochs (in the final phase, the count its selection chose)."""
 
     name: str  # the checkpoint and TensorBoard subfolder
     days: DateRange | None
-    max_epochs: int
+    max_epochs: dict[str, int]  # member name -> at most this many epochs, in the model's member order
     validation: DateRange | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberOutcome:
+    epochs: int  # the epochs this member trained in the phase, this attempt's and earlier ones'
+    best_epoch: int  # by validation score; 0 without validation
+    best_score: float
+    weights: str | None  # its weights where it stopped (the final phase), else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,11 +58,8 @@ class PhaseOutcome:
     rows: int
     steps_per_epoch: int
     resumed_from_epoch: int
-    epochs: int  # epochs done in all, this attempt's and earlier ones'
-    best_epoch: int
-    best_score: float
-    history: list[dict[str, Any]]  # this attempt's epochs
-    weights: str | None  # the last checkpoint's prefix
+    members: dict[str, MemberOutcome]
+    history: list[dict[str, Any]]  # this attempt's epochs: one row per member still training, epoch by epoch
 
 
 def score(
@@ -69,11 +80,14 @@ class ValidationRows:
     the validation days, in chunks of at most ``CHUNK_ROWS``), so they are read and converted once.
     """
 
-    def __init__(self, model: Any, files: list[str], contract: Contract, objective: Objective, days: DateRange) -> None:
+    def __init__(
+        self, predict: Any, files: list[str], contract: Contract, objective: Objective, days: DateRange
+    ) -> None:
+        """``predict``: raw features -> {name: output} of every model to score (dropout off)."""
         import tensorflow as tf
 
         self.objective = objective
-        self.predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        self.predict = tf.function(predict, reduce_retracing=True)
         self.chunks = [
             ({k: tf.constant(v) for k, v in arrow_to_inputs(b, contract).items()}, labels(b, contract))
             for b in iter_record_batches(files, contract, days=days)
@@ -81,12 +95,15 @@ class ValidationRows:
         if not self.chunks:
             raise ValueError(f"no validation rows in {days}: early stopping has nothing to score")
 
-    def score(self) -> dict[str, Any]:
-        """The objective's evaluation metrics of the model, with its current weights, on these rows."""
-        metrics = self.objective.eval_metrics()
+    def score(self, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Each model's evaluation metrics (the objective's), with its current weights, on these rows;
+        ``names``: only these (the members still training)."""
+        metrics: dict[str, Any] = {}
         for x, y in self.chunks:
-            metrics.update(y, self.predict(x).numpy())
-        return metrics.result()
+            for name, p in self.predict(x).items():
+                if names is None or name in names:
+                    metrics.setdefault(name, self.objective.eval_metrics()).update(y, p.numpy())
+        return {name: m.result() for name, m in metrics.items()}
 
 
 def all_finite(variables: list[Any]) -> bool:
@@ -95,20 +112,21 @@ def all_finite(variables: list[Any]) -> bool:
     return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in variables)
 
 
-def _warm_start(member: Member, phase: Phase, fit: MemberFit, warm: Any, iterator: Any) -> None:
+def _warm_start(phase: Phase, fit: MemberFit, warm: Any, iterator: Any) -> None:
     """The wide part alone first, so early stopping finds a converged linear model to build on."""
     t0 = time.perf_counter()
     losses = [float(warm(iterator)) for _ in range(fit.warm_steps)]
+    name = fit.member.name
     if not math.isfinite(losses[-1]) or not all_finite(fit.wide):
-        raise FloatingPointError(f"{member.name}: the warm start of the wide part diverged: loss {losses[-1]}")
+        raise FloatingPointError(f"{name}: the warm start of the wide part diverged: loss {losses[-1]}")
     log.info(
         "%s %s: warm start, the wide part alone for %d epochs: loss %.4f -> %.4f (%.1fs)",
-        member.name, phase.name, member.warm_start_epochs, losses[0], losses[-1], time.perf_counter() - t0,
+        name, phase.name, fit.member.warm_start_epochs, losses[0], losses[-1], time.perf_counter() - t0,
     )  # fmt: skip
 
 
-def run_phase(rt: Runtime, member: Member, phase: Phase) -> PhaseOutcome:
-    """Train (or resume) one member for one phase; returns its epochs and its last checkpoint."""
+def run_phase(rt: Runtime, phase: Phase) -> PhaseOutcome:
+    """Train (or resume) every member of ``phase.max_epochs`` for one phase."""
     import tensorflow as tf
 
     s = rt.spec
@@ -125,79 +143,126 @@ def run_phase(rt: Runtime, member: Member, phase: Phase) -> PhaseOutcome:
                           days=phase.days)  # fmt: skip
         return ds if host is None else ds.map(lambda x, y: (host(x), y), num_parallel_calls=tf.data.AUTOTUNE)
 
+    # Built before the input pipeline: building seeds TensorFlow's global generator, and the shuffle order
+    # depends on it, so every phase sees the same order whatever ran before it in the process.
+    build = build_phase(rt, tuple(m for m in s.model.members if m.name in phase.max_epochs), steps, host)
     dist_ds = rt.strategy.distribute_datasets_from_function(dataset_fn)
-    fit = build_member(rt, member, steps, host)
-    real_dir = rt.checkpoint_dir / member.name / phase.name
-    write_dir = rt.write_dir(member.name, phase.name)
-    manager = tf.train.CheckpointManager(fit.checkpoint, str(write_dir), max_to_keep=2)
-    best = tf.train.CheckpointManager(tf.train.Checkpoint(model=fit.weights), str(write_dir / BEST), max_to_keep=1)
+    real_dir, write_dir = rt.checkpoint_dir / phase.name, rt.write_dir(phase.name)
+    manager = tf.train.CheckpointManager(build.checkpoint, str(write_dir), max_to_keep=2)
     latest = tf.train.latest_checkpoint(str(real_dir))
     if latest:
-        fit.checkpoint.restore(latest).assert_existing_objects_matched()
-        log.info("%s %s: resumed from %s at epoch %d", member.name, phase.name, latest, int(fit.epoch.numpy()))
-    board_dir = str(rt.checkpoint_dir / TENSORBOARD / member.name / phase.name)
-    board = tf.summary.create_file_writer(board_dir) if rt.chief else tf.summary.create_noop_writer()
-    step, warm = step_functions(rt, fit)
+        build.checkpoint.restore(latest).assert_existing_objects_matched()
+        log.info("%s: resumed from %s at epoch %d", phase.name, latest, int(build.epoch.numpy()))
+    step, warm = step_functions(rt, build)
     iterator = iter(dist_ds)
-    start_epoch = int(fit.epoch.numpy())
-    if warm is not None and start_epoch == 0:  # a resumed attempt restores weights that were warm-started
-        _warm_start(member, phase, fit, warm, iterator)
+    start_epoch = int(build.epoch.numpy())
+    if start_epoch == 0:  # a resumed attempt restores weights that were warm-started
+        for name, warm_step in warm.items():
+            _warm_start(phase, build.fits[name], warm_step, iterator)
     validation = None
     if phase.validation:
-        validation = ValidationRows(fit.scorer, rt.files, s.contract, s.objective, phase.validation)
-    history = _epochs(rt, member, phase, fit, step, iterator, steps, (manager, best), board, validation)
-    return PhaseOutcome(
-        rows=rows, steps_per_epoch=steps, resumed_from_epoch=start_epoch, epochs=int(fit.epoch.numpy()),
-        best_epoch=int(fit.best_epoch.numpy()), best_score=float(fit.best_score.numpy()), history=history,
-        weights=tf.train.latest_checkpoint(str(write_dir)),
-    )  # fmt: skip
+        validation = ValidationRows(build.predict, rt.files, s.contract, s.objective, phase.validation)
+    history = _epochs(rt, phase, build, step, iterator, steps, manager, validation)
+    outcomes = {
+        name: MemberOutcome(
+            epochs=_member_epochs(rt, phase, fit, int(build.epoch.numpy())), best_epoch=int(fit.best_epoch.numpy()),
+            best_score=float(fit.best_score.numpy()),
+            weights=tf.train.latest_checkpoint(str(write_dir / name)) if not phase.validation else None,
+        )
+        for name, fit in build.fits.items()
+    }  # fmt: skip
+    return PhaseOutcome(rows=rows, steps_per_epoch=steps, resumed_from_epoch=start_epoch, members=outcomes,
+                        history=history)  # fmt: skip
+
+
+def _member_epochs(rt: Runtime, phase: Phase, fit: MemberFit, epoch: int) -> int:
+    """The epochs ``fit``'s member has trained after ``epoch`` epochs of the phase: all of them, up to its
+    most, unless early stopping ended it ``patience`` epochs after its best."""
+    last = min(epoch, phase.max_epochs[fit.member.name])
+    best = int(fit.best_epoch.numpy())
+    return min(last, best + rt.spec.patience) if phase.validation and best > 0 else last
+
+
+def _trains(rt: Runtime, phase: Phase, fit: MemberFit, e: int) -> bool:
+    """Whether ``fit``'s member trains epoch ``e + 1``: below its most epochs and, with validation, fewer than
+    ``patience`` epochs after its best."""
+    best = int(fit.best_epoch.numpy())
+    if phase.validation and best > 0 and e - best >= rt.spec.patience:
+        return False
+    return e < phase.max_epochs[fit.member.name]
 
 
 def _epochs(
-    rt: Runtime, member: Member, phase: Phase, fit: MemberFit, step: Any, iterator: Any, steps: int,
-    managers: tuple[Any, Any], board: Any, validation: ValidationRows | None,
+    rt: Runtime, phase: Phase, build: PhaseBuild, step: Any, iterator: Any, steps: int, manager: Any,
+    validation: ValidationRows | None,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """The phase's remaining epochs: train, check, score, save, log; stop early after ``patience``."""
+    """The phase's remaining epochs: train, check, score, save, log; each member stops on its own."""
     import tensorflow as tf
 
-    s, (manager, best), history = rt.spec, managers, []
-    for e in range(int(fit.epoch.numpy()), phase.max_epochs):
-        if phase.validation and int(fit.best_epoch.numpy()) > 0 and e - int(fit.best_epoch.numpy()) >= s.patience:
-            break  # stopped early (a resumed attempt finds it so from the restored state)
+    s, history = rt.spec, []
+    writers = {
+        name: tf.summary.create_file_writer(str(rt.checkpoint_dir / TENSORBOARD / name / phase.name))
+        if rt.chief else tf.summary.create_noop_writer()
+        for name in build.fits
+    }  # fmt: skip
+    stopped = {name: tf.train.CheckpointManager(tf.train.Checkpoint(model=fit.weights),
+                                                str(rt.write_dir(phase.name, name)), max_to_keep=1)
+               for name, fit in build.fits.items()}  # fmt: skip
+    for e in range(int(build.epoch.numpy()), max(phase.max_epochs.values())):
+        active = [name for name, fit in build.fits.items() if _trains(rt, phase, fit, e)]
+        if not active:
+            break  # every member stopped (a resumed attempt finds it so from the restored state)
         t0 = time.perf_counter()
-        fit.metric.reset_state()
-        loss = sum(float(step(iterator)) for _ in range(steps)) / steps
+        for name in active:
+            build.fits[name].metric.reset_state()
+        losses = sum(step(iterator).numpy() for _ in range(steps)) / steps
         seconds = time.perf_counter() - t0
+        loss_of = dict(zip(build.fits, (float(v) for v in losses), strict=True))
         # Before anything is saved: a retry must never resume from (or export) diverged weights.
-        if not math.isfinite(loss) or not all_finite(fit.variables):
-            raise FloatingPointError(
-                f"training diverged in epoch {e + 1} ({member.name} {phase.name}): loss {loss}; nothing of "
-                f"this epoch was saved (lower the learning rate {s.learning_rate}?)"
-            )
-        row: dict[str, Any] = {
-            "member": member.name, "phase": phase.name, "epoch": e + 1, "loss": loss,
-            rt.metric_key: float(fit.metric.result()),
-            "learning_rate": float(fit.schedule(fit.optimizer.iterations)), "seconds": round(seconds, 2),
-            "examples_per_second": round(steps * rt.global_batch / seconds, 1),
-        }  # fmt: skip
-        if validation is not None:
-            scores = validation.score()
-            row[rt.val_key] = float(scores[s.objective.headline])
-            if int(fit.best_epoch.numpy()) == 0 or rt.better(row[rt.val_key], float(fit.best_score.numpy())):
-                best.save(checkpoint_number=e + 1)
-                fit.best_score.assign(row[rt.val_key])
-                fit.best_epoch.assign(e + 1)
-        fit.epoch.assign(e + 1)
+        for name in active:
+            if not math.isfinite(loss_of[name]) or not all_finite(build.fits[name].variables):
+                raise FloatingPointError(
+                    f"training diverged in epoch {e + 1} ({name} {phase.name}): loss {loss_of[name]}; nothing of "
+                    f"this epoch was saved (lower the learning rate {s.learning_rate}?)"
+                )
+        scores = validation.score(active) if validation is not None else {}
+        rows = [_epoch_row(rt, phase, build.fits[n], e, loss_of[n], seconds, steps, scores.get(n)) for n in active]
+        build.epoch.assign(e + 1)
+        for name in active:
+            if not phase.validation and e + 1 == phase.max_epochs[name]:
+                stopped[name].save(checkpoint_number=e + 1)  # the member's final weights
         manager.save(checkpoint_number=e + 1)
-        with board.as_default(step=e + 1):
-            for name, value in row.items():
-                if name not in ("member", "phase", "epoch"):
-                    tf.summary.scalar(name, value)
-        board.flush()
-        history.append(row)
-        log.info(
-            "%s %s epoch %d/%d loss=%.4f %s=%.4f%s %.1fs %.0f ex/s",
-            member.name, phase.name, e + 1, phase.max_epochs, loss, rt.metric_key, row[rt.metric_key],
-            f" {rt.val_key}={row[rt.val_key]:.4f}" if rt.val_key in row else "", seconds, row["examples_per_second"],
-        )  # fmt: skip
+        for row in rows:
+            with writers[row["member"]].as_default(step=e + 1):
+                for key, value in row.items():
+                    if key not in ("member", "phase", "epoch"):
+                        tf.summary.scalar(key, value)
+            writers[row["member"]].flush()
+            history.append(row)
+            log.info(
+                "%s %s epoch %d/%d loss=%.4f %s=%.4f%s %.1fs %.0f ex/s",
+                row["member"], phase.name, e + 1, phase.max_epochs[row["member"]], row["loss"], rt.metric_key,
+                row[rt.metric_key], f" {rt.val_key}={row[rt.val_key]:.4f}" if rt.val_key in row else "", seconds,
+                row["examples_per_second"],
+            )  # fmt: skip
     return history
+
+
+def _epoch_row(
+    rt: Runtime, phase: Phase, fit: MemberFit, e: int, loss: float, seconds: float, steps: int,
+    scores: dict[str, Any] | None,
+) -> dict[str, Any]:  # fmt: skip
+    """One member's epoch as history records it; with validation scores, its early-stopping state moves."""
+    s = rt.spec
+    row: dict[str, Any] = {
+        "member": fit.member.name, "phase": phase.name, "epoch": e + 1, "loss": loss,
+        rt.metric_key: float(fit.metric.result()),
+        "learning_rate": float(fit.schedule(fit.optimizer.iterations)), "seconds": round(seconds, 2),
+        "examples_per_second": round(steps * rt.global_batch / seconds, 1),
+    }  # fmt: skip
+    if scores is not None:
+        row[rt.val_key] = float(scores[s.objective.headline])
+        if int(fit.best_epoch.numpy()) == 0 or rt.better(row[rt.val_key], float(fit.best_score.numpy())):
+            fit.best_score.assign(row[rt.val_key])
+            fit.best_epoch.assign(e + 1)
+    return row
