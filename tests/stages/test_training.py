@@ -246,6 +246,42 @@ def test_validation_rows_read_once_score_as_the_streamed_evaluation_with_the_cur
         ValidationRows(lambda x: {"model": model(x)}, files, CONTRACT, WORKLOAD.objective, ("2014-01-01", "2014-01-02"))
 
 
+def test_the_final_phase_restarts_from_the_initial_state_on_the_same_trace(
+    validated: ValidationResult, stats: dict, tmp_path: Path
+) -> None:
+    """Both phases share one build and one traced step: the final phase after a selection must train exactly
+    as the same phase run first in a fresh process would (weights, optimizers and dropout back to the start),
+    and the step must not be traced again (the phase's cost is its epochs, not a new graph)."""
+    import tensorflow as tf
+
+    from retrainer.training.loop import _phases, _runtime
+    from retrainer.training.phase import Phase, Trainer
+
+    def spec(ckpt: str) -> TrainSpec:
+        return TrainSpec(
+            train_uri=str(validated.files.train), stats=stats, contract=CONTRACT, objective=WORKLOAD.objective,
+            checkpoint_dir=str(tmp_path / ckpt), run_key=ckpt, epochs=3, batch_size=256, learning_rate=0.05,
+            hidden_units=8, seed=1, strategy_name="default", model=ENSEMBLE, patience=1,
+            fit_days=("2013-01-29", "2013-02-02"), validation_days=("2013-02-02", "2013-02-03"),
+        )  # fmt: skip
+
+    both = Trainer(_runtime(spec("both")))
+    select, final = _phases(both.rt, both)
+    assert select.history and final.history
+    assert both.step.experimental_get_tracing_count() == 1
+    alone = Trainer(_runtime(spec("alone")))
+    final_alone = alone.run(
+        Phase("final", ("2013-01-29", "2013-02-03"), {n: m.epochs for n, m in final.members.items()})
+    )
+    assert [h["loss"] for h in final_alone.history] == pytest.approx([h["loss"] for h in final.history], rel=1e-6)
+    for name in NAMES:
+        a, b = alone.build.fits[name].weights, both.build.fits[name].weights
+        tf.train.Checkpoint(model=a).read(final_alone.members[name].weights).expect_partial()
+        tf.train.Checkpoint(model=b).read(final.members[name].weights).expect_partial()
+        for va, vb in zip(a.weights, b.weights, strict=True):
+            np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_a_diverged_epoch_fails_before_anything_is_saved(
     validated: ValidationResult, stats: dict, tmp_path: Path, monkeypatch
 ) -> None:

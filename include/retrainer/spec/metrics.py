@@ -25,6 +25,13 @@ class BinaryMetrics:
         }
         self.rows = 0
 
+    def reset(self) -> None:
+        """Back to no rows, keeping the metrics' variables: early stopping scores every epoch, and building an
+        AUC of 2000 thresholds costs more than updating it."""
+        for m in self._m.values():
+            m.reset_state()
+        self.rows = 0
+
     def update(self, y_true: np.ndarray, y_prob: np.ndarray) -> None:
         y = np.asarray(y_true, dtype=np.float32).reshape(-1, 1)
         p = np.asarray(y_prob, dtype=np.float32).reshape(-1, 1)
@@ -43,6 +50,10 @@ class RegressionMetrics:
     """RMSE, MAE, mean error (bias) and R², from running sums in float64."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to no rows."""
         self.rows = 0
         self._sum_sq = self._sum_abs = self._sum_err = self._sum_y = self._sum_y2 = 0.0
 

@@ -34,7 +34,7 @@ class Objective(abc.ABC):
 
     @abc.abstractmethod
     def eval_metrics(self) -> Any:
-        """A streaming metrics object with ``update(y, p)`` and ``result() -> dict``."""
+        """A streaming metrics object with ``update(y, p)``, ``result() -> dict`` and ``reset()``."""
 
     @abc.abstractmethod
     def describe(self, metrics: dict[str, Any]) -> str:

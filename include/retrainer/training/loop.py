@@ -25,7 +25,7 @@ from retrainer.core.results import TrainingResult, ValidationResult
 from retrainer.spec.model_spec import ALL_MEMBERS
 from retrainer.training.member import Runtime
 from retrainer.training.model import build_model
-from retrainer.training.phase import TENSORBOARD, Phase, PhaseOutcome, run_phase, score
+from retrainer.training.phase import TENSORBOARD, Phase, PhaseOutcome, Trainer, score
 from retrainer.training.strategy import (
     apply_compute_settings,
     choose_strategy,
@@ -79,24 +79,24 @@ def _runtime(spec: TrainSpec) -> Runtime:
     )  # fmt: skip
 
 
-def _phases(rt: Runtime) -> list[PhaseOutcome]:
+def _phases(rt: Runtime, trainer: Trainer) -> list[PhaseOutcome]:
     """The selection phase (unless there are no validation days) and the final phase, every member in each."""
     s = rt.spec
     names = list(s.model.member_names)
     if not s.validation_days:
-        return [run_phase(rt, Phase("final", s.fit_days, dict.fromkeys(names, s.epochs)))]
-    select = run_phase(rt, Phase("select", s.fit_days, dict.fromkeys(names, s.epochs), s.validation_days))
+        return [trainer.run(Phase("final", s.fit_days, dict.fromkeys(names, s.epochs)))]
+    select = trainer.run(Phase("select", s.fit_days, dict.fromkeys(names, s.epochs), s.validation_days))
     whole = (s.fit_days[0], s.validation_days[1]) if s.fit_days else None
     chosen = {name: max(1, select.members[name].best_epoch) for name in names}
-    return [select, run_phase(rt, Phase("final", whole, chosen))]
+    return [select, trainer.run(Phase("final", whole, chosen))]
 
 
-def _save_ensemble(rt: Runtime, final: PhaseOutcome) -> str:
-    """One checkpoint of the whole ensemble, each member at the end of its final fit: what serving restores."""
+def _save_ensemble(rt: Runtime, ensemble: Any, final: PhaseOutcome) -> str:
+    """One checkpoint of the whole ensemble (the trained network, training done), each member as its final
+    fit ended (a member that stopped before the phase's last epoch kept training in the shared step): what
+    serving restores."""
     import tensorflow as tf
 
-    with rt.strategy.scope():
-        ensemble = rt.network(host=rt.host_preprocessing)
     for name, member in final.members.items():
         restored = tf.train.Checkpoint(model=ensemble.get_layer(name)).restore(member.weights)
         restored.expect_partial().assert_existing_objects_matched()
@@ -109,9 +109,10 @@ def _save_ensemble(rt: Runtime, final: PhaseOutcome) -> str:
 def train(spec: TrainSpec) -> TrainOutcome:
     """Train (or resume) the members of ``spec.model`` together, then save the ensemble."""
     rt = _runtime(spec)
-    phases = _phases(rt)
+    trainer = Trainer(rt)
+    phases = _phases(rt, trainer)
     final = phases[-1]
-    saved = _save_ensemble(rt, final)
+    saved = _save_ensemble(rt, trainer.build.network, final)
     if rt.scratch is not None:
         shutil.rmtree(rt.scratch, ignore_errors=True)
     best_validation = {}

@@ -1,12 +1,12 @@
-"""The ensemble's members built together for one phase under the run's strategy, and their training step.
+"""The ensemble's members built together under the run's strategy, and their training step.
 
 The members share no weight, so one traced step computes every member's loss on the same batch and
 applies each member's own optimizer(s) to its own gradients: what training them one after the other did
 (same initial weights, same shuffled stream of batches, each member's own updates), for one build and one
-trace per phase instead of one per member. (The warm start draws its batches from the same stream first,
-so the other members start further along it than they did alone.) Everything that creates variables runs under ``strategy.scope()``;
-optimizers are built before the first step (else MirroredStrategy fails on a placeholder). Each loss is
-averaged over the global batch.
+trace per run instead of one per member and phase. (The warm start draws its batches from the same stream
+first, so the other members start further along it than they did alone.) Everything that creates
+variables runs under ``strategy.scope()``; optimizers are built before the first step (else
+MirroredStrategy fails on a placeholder). Each loss is averaged over the global batch.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Runtime:
 
 @dataclasses.dataclass
 class MemberFit:
-    """One member in one phase: its model, variables, optimizers and checkpointed state."""
+    """One member: its model, variables, optimizers and checkpointed state."""
 
     member: Member
     net: Any  # encoded features -> this member's output (shares the member's weights with the network)
@@ -75,22 +75,32 @@ class MemberFit:
     optimizer: Any
     wide_optimizer: Any | None
     warm_optimizer: Any | None
-    warm_steps: int
+    warm_cosine_steps: Any | None  # the warm start's cosine length in steps (a variable: set per phase)
     schedule: Any
     metric: Any
     best_score: Any
     best_epoch: Any
     checkpoint: Any  # weights, optimizers and early-stopping state: one child of the phase's checkpoint
+    warm_steps: int = 0  # the warm start's steps in the current phase
+
+    def set_steps(self, steps: int) -> None:
+        """A phase of ``steps`` steps an epoch begins: the warm start's length follows."""
+        self.warm_steps = self.member.warm_start_epochs * steps
+        if self.warm_cosine_steps is not None:
+            self.warm_cosine_steps.assign(float(self.warm_steps))
 
 
 @dataclasses.dataclass
-class PhaseBuild:
-    """Every member of one phase, built once: the members' fits and how raw features reach them."""
+class Build:
+    """Every member built once for the run (both phases restart it from its initial state, so one trace of
+    the training step serves both): the members' fits and how raw features reach them."""
 
     fits: dict[str, MemberFit]
+    network: Any  # encoded features -> the ensemble's output: every member's weights
     preprocessing: Any  # raw -> encoded features
     in_step: bool  # whether the training step encodes (else the input pipeline does: host preprocessing)
     epoch: Any  # the phase's epochs done (all members advance together)
+    cosine_steps: Any  # the learning rate's cosine length in steps (a variable: the phases' epochs differ)
     checkpoint: Any  # the phase's checkpoint: the epoch and each member's own
 
     def predict(self, x: dict[str, Any]) -> dict[str, Any]:
@@ -98,8 +108,16 @@ class PhaseBuild:
         encoded = self.preprocessing(x)
         return {name: fit.net(encoded, training=False) for name, fit in self.fits.items()}
 
+    def set_steps(self, epochs: int, steps: int) -> None:
+        """A phase of ``steps`` steps an epoch begins. The cosine spans the configured ``epochs`` in both
+        phases: the final fit follows the selection fit's learning rates up to the chosen epoch, so "the
+        best epoch count" means the same in both."""
+        self.cosine_steps.assign(float(epochs * steps))
+        for fit in self.fits.values():
+            fit.set_steps(steps)
 
-def build_phase(rt: Runtime, members: tuple[Member, ...], steps: int, host: Any | None) -> PhaseBuild:
+
+def build_members(rt: Runtime, members: tuple[Member, ...], host: Any | None) -> Build:
     """One network holding every member (the same initial weights a member built alone gets), each member's
     optimizers built before the first step, under ``strategy.scope()``. ``host``: the input pipeline's
     preprocessing, when it runs there (then the members take encoded features; the scorer chains it)."""
@@ -111,13 +129,14 @@ def build_phase(rt: Runtime, members: tuple[Member, ...], steps: int, host: Any 
     with rt.strategy.scope():
         network = rt.network(host=True)
         preprocessing = host if host is not None else build_preprocessing(s.contract, s.stats)
-        fits = {m.name: _member_fit(rt, m, network, steps) for m in members}
+        cosine_steps = tf.Variable(1.0, trainable=False, name="cosine_steps")
+        fits = {m.name: _member_fit(rt, m, network, cosine_steps) for m in members}
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         checkpoint = tf.train.Checkpoint(epoch=epoch, **{name: fit.checkpoint for name, fit in fits.items()})
-    return PhaseBuild(fits, preprocessing, in_step=host is None, epoch=epoch, checkpoint=checkpoint)
+    return Build(fits, network, preprocessing, host is None, epoch, cosine_steps, checkpoint)
 
 
-def _member_fit(rt: Runtime, member: Member, network: Any, steps: int) -> MemberFit:
+def _member_fit(rt: Runtime, member: Member, network: Any, cosine_steps: Any) -> MemberFit:
     import keras
     import tensorflow as tf
 
@@ -125,9 +144,7 @@ def _member_fit(rt: Runtime, member: Member, network: Any, steps: int) -> Member
     weights = network.get_layer(member.name)
     variables = weights.trainable_variables
     wide = [v for v in variables if v.path.startswith(f"{WIDE_LOGIT}/")]
-    # The cosine spans the configured epochs in both phases: the final fit follows the selection fit's
-    # learning rates up to the chosen epoch, so "the best epoch count" means the same in both.
-    schedule = keras.optimizers.schedules.CosineDecay(s.learning_rate, s.epochs * steps, alpha=0.05)
+    schedule = keras.optimizers.schedules.CosineDecay(s.learning_rate, cosine_steps, alpha=0.05)
     optimizer = keras.optimizers.Adam(learning_rate=schedule)
     if rt.policy == "mixed_float16":  # float16 gradients underflow without a dynamic loss scale
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -141,26 +158,28 @@ def _member_fit(rt: Runtime, member: Member, network: Any, steps: int) -> Member
     else:
         raise ValueError(f"member {member.name}: unknown wide optimizer {member.wide_optimizer!r}")
     optimizer.build(adam_variables)
-    warm_steps, warm_optimizer = member.warm_start_epochs * steps, None
-    if warm_steps:
+    optimizers = {"optimizer": optimizer} | ({"wide_optimizer": wide_optimizer} if wide_optimizer else {})
+    warm_optimizer = warm_cosine_steps = None
+    if member.warm_start_epochs:
+        warm_cosine_steps = tf.Variable(1.0, trainable=False, name=f"{member.name}_warm_cosine_steps")
         rate = s.model.warm_start_learning_rate
         warm_optimizer = keras.optimizers.Adam(
-            learning_rate=keras.optimizers.schedules.CosineDecay(rate, warm_steps, alpha=0.05)
+            learning_rate=keras.optimizers.schedules.CosineDecay(rate, warm_cosine_steps, alpha=0.05)
         )
         warm_optimizer.build(wide)
+        optimizers["warm_optimizer"] = warm_optimizer
     best_score = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name=f"{member.name}_best_score")
     best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{member.name}_best_epoch")
-    optimizers = {"optimizer": optimizer} | ({"wide_optimizer": wide_optimizer} if wide_optimizer else {})
     checkpoint = tf.train.Checkpoint(model=weights, best_score=best_score, best_epoch=best_epoch, **optimizers)
     return MemberFit(
         member=member, net=network.members[member.name], weights=weights, variables=variables, wide=wide,
         adam_variables=adam_variables, optimizer=optimizer, wide_optimizer=wide_optimizer,
-        warm_optimizer=warm_optimizer, warm_steps=warm_steps, schedule=schedule, metric=s.objective.train_metric(),
-        best_score=best_score, best_epoch=best_epoch, checkpoint=checkpoint,
+        warm_optimizer=warm_optimizer, warm_cosine_steps=warm_cosine_steps, schedule=schedule,
+        metric=s.objective.train_metric(), best_score=best_score, best_epoch=best_epoch, checkpoint=checkpoint,
     )  # fmt: skip
 
 
-def step_functions(rt: Runtime, build: PhaseBuild) -> tuple[Any, dict[str, Any]]:
+def step_functions(rt: Runtime, build: Build) -> tuple[Any, dict[str, Any]]:
     """The distributed training step of every member (it returns each member's loss, in ``build.fits``'
     order) and each warm-starting member's warm-start step (wide part only), as ``tf.function``s."""
     import tensorflow as tf
@@ -170,13 +189,13 @@ def step_functions(rt: Runtime, build: PhaseBuild) -> tuple[Any, dict[str, Any]]
     def encoded(x: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return build.preprocessing(x) if build.in_step else x
 
-    def member_loss(fit: MemberFit, x: dict[str, tf.Tensor], y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        p = tf.cast(fit.net(x, training=True), tf.float32)
+    def member_loss(net: Any, x: dict[str, tf.Tensor], y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        p = tf.cast(net(x, training=True), tf.float32)
         return p, tf.nn.compute_average_loss(objective.per_example_loss(y, p), global_batch_size=global_batch)
 
     def train_member(fit: MemberFit, x: dict[str, tf.Tensor], y: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape(persistent=fit.wide_optimizer is not None) as tape:
-            p, loss = member_loss(fit, x, y)
+            p, loss = member_loss(fit.net, x, y)
             scaled = fit.optimizer.scale_loss(loss)  # the loss itself unless a LossScaleOptimizer
         grads = tape.gradient(scaled, fit.adam_variables)
         fit.optimizer.apply_gradients(zip(grads, fit.adam_variables, strict=True))
@@ -192,7 +211,7 @@ def step_functions(rt: Runtime, build: PhaseBuild) -> tuple[Any, dict[str, Any]]
     def warm_step(fit: MemberFit) -> Any:
         def run(x: dict[str, tf.Tensor], y: tf.Tensor) -> tf.Tensor:
             with tf.GradientTape() as tape:
-                _, loss = member_loss(fit, encoded(x), y)
+                _, loss = member_loss(fit.net, encoded(x), y)
             fit.warm_optimizer.apply_gradients(zip(tape.gradient(loss, fit.wide), fit.wide, strict=True))
             return loss
 
@@ -206,5 +225,5 @@ def step_functions(rt: Runtime, build: PhaseBuild) -> tuple[Any, dict[str, Any]]
 
         return run
 
-    warm = {name: distributed(warm_step(fit)) for name, fit in build.fits.items() if fit.warm_steps}
+    warm = {name: distributed(warm_step(fit)) for name, fit in build.fits.items() if fit.warm_optimizer}
     return distributed(step), warm

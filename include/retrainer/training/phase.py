@@ -7,6 +7,10 @@ at that epoch are saved to ``<checkpoints>/<phase>/<member>``. A member that has
 scored, logged or checked, and the phase ends when every member has stopped; the step keeps updating
 it (its weights past its stop are never used), which costs less than a new trace.
 
+The members are built and their steps traced once for the run (:class:`Trainer`); the final phase
+restarts them from the state a checkpoint taken right after the build holds (weights, optimizers, the
+dropout generators, early stopping), so a phase trains the same whether it runs first or after another.
+
 After every epoch the phase checkpoints the epoch, each member's weights, optimizer(s) (their step
 drives the cosine learning-rate schedule) and early-stopping state into ``<checkpoints>/<phase>``; a
 retried task restores the latest and continues from the next epoch. A non-finite loss or weight of a
@@ -27,7 +31,7 @@ from typing import Any
 from retrainer.spec.contract import Contract
 from retrainer.spec.objectives import Objective
 from retrainer.training.dataset import DateRange, arrow_to_inputs, count_rows, iter_record_batches, labels, make_dataset
-from retrainer.training.member import MemberFit, PhaseBuild, Runtime, build_phase, step_functions
+from retrainer.training.member import Build, MemberFit, Runtime, build_members, step_functions
 from retrainer.training.model import build_preprocessing
 
 log = logging.getLogger("retrainer.training.loop")
@@ -88,6 +92,7 @@ class ValidationRows:
 
         self.objective = objective
         self.predict = tf.function(predict, reduce_retracing=True)
+        self._metrics: dict[str, Any] = {}  # one metrics object per model, reset before each scoring
         self.chunks = [
             ({k: tf.constant(v) for k, v in arrow_to_inputs(b, contract).items()}, labels(b, contract))
             for b in iter_record_batches(files, contract, days=days)
@@ -102,7 +107,12 @@ class ValidationRows:
         for x, y in self.chunks:
             for name, p in self.predict(x).items():
                 if names is None or name in names:
-                    metrics.setdefault(name, self.objective.eval_metrics()).update(y, p.numpy())
+                    if name not in metrics:
+                        if name not in self._metrics:
+                            self._metrics[name] = self.objective.eval_metrics()
+                        metrics[name] = self._metrics[name]
+                        metrics[name].reset()
+                    metrics[name].update(y, p.numpy())
         return {name: m.result() for name, m in metrics.items()}
 
 
@@ -125,54 +135,72 @@ def _warm_start(phase: Phase, fit: MemberFit, warm: Any, iterator: Any) -> None:
     )  # fmt: skip
 
 
-def run_phase(rt: Runtime, phase: Phase) -> PhaseOutcome:
-    """Train (or resume) every member of ``phase.max_epochs`` for one phase."""
-    import tensorflow as tf
+class Trainer:
+    """Every member built and its steps traced once for the run; each phase restarts them from the initial
+    state (weights, optimizers, early stopping), which a checkpoint taken right after the build holds."""
 
-    s = rt.spec
-    rows = count_rows(rt.files, s.contract, phase.days) if phase.days else int(s.stats["rows"])
-    if rows == 0:
-        raise ValueError(f"no training rows in {phase.days} of {s.train_uri}")
-    steps = max(1, rows // rt.global_batch)
-    host = build_preprocessing(s.contract, s.stats) if rt.host_preprocessing else None
+    def __init__(self, rt: Runtime) -> None:
+        s = rt.spec
+        self.rt = rt
+        self.host = build_preprocessing(s.contract, s.stats) if rt.host_preprocessing else None
+        self.build = build_members(rt, s.model.members, self.host)
+        self.step, self.warm = step_functions(rt, self.build)
+        _ = self.build.checkpoint.save_counter  # created now, so that the initial state holds every variable
+        self.initial = self.build.checkpoint.write(str(rt.write_dir("initial", "ckpt")))
+        self.fresh = True  # the variables hold the initial state
 
-    def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        shard = rt.files[ctx.input_pipeline_id :: ctx.num_input_pipelines]
-        per_replica = ctx.get_per_replica_batch_size(rt.global_batch)
-        ds = make_dataset(shard, s.contract, per_replica, seed=s.seed + ctx.input_pipeline_id, repeat=True,
-                          days=phase.days)  # fmt: skip
-        return ds if host is None else ds.map(lambda x, y: (host(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    def run(self, phase: Phase) -> PhaseOutcome:
+        """Train (or resume) every member for ``phase``: at most its ``max_epochs`` each."""
+        import tensorflow as tf
 
-    # Built before the input pipeline: building seeds TensorFlow's global generator, and the shuffle order
-    # depends on it, so every phase sees the same order whatever ran before it in the process.
-    build = build_phase(rt, tuple(m for m in s.model.members if m.name in phase.max_epochs), steps, host)
-    dist_ds = rt.strategy.distribute_datasets_from_function(dataset_fn)
-    real_dir, write_dir = rt.checkpoint_dir / phase.name, rt.write_dir(phase.name)
-    manager = tf.train.CheckpointManager(build.checkpoint, str(write_dir), max_to_keep=2)
-    latest = tf.train.latest_checkpoint(str(real_dir))
-    if latest:
-        build.checkpoint.restore(latest).assert_existing_objects_matched()
-        log.info("%s: resumed from %s at epoch %d", phase.name, latest, int(build.epoch.numpy()))
-    step, warm = step_functions(rt, build)
-    iterator = iter(dist_ds)
-    start_epoch = int(build.epoch.numpy())
-    if start_epoch == 0:  # a resumed attempt restores weights that were warm-started
-        for name, warm_step in warm.items():
-            _warm_start(phase, build.fits[name], warm_step, iterator)
-    validation = None
-    if phase.validation:
-        validation = ValidationRows(build.predict, rt.files, s.contract, s.objective, phase.validation)
-    history = _epochs(rt, phase, build, step, iterator, steps, manager, validation)
-    outcomes = {
-        name: MemberOutcome(
-            epochs=_member_epochs(rt, phase, fit, int(build.epoch.numpy())), best_epoch=int(fit.best_epoch.numpy()),
-            best_score=float(fit.best_score.numpy()),
-            weights=tf.train.latest_checkpoint(str(write_dir / name)) if not phase.validation else None,
-        )
-        for name, fit in build.fits.items()
-    }  # fmt: skip
-    return PhaseOutcome(rows=rows, steps_per_epoch=steps, resumed_from_epoch=start_epoch, members=outcomes,
-                        history=history)  # fmt: skip
+        rt, s, build = self.rt, self.rt.spec, self.build
+        rows = count_rows(rt.files, s.contract, phase.days) if phase.days else int(s.stats["rows"])
+        if rows == 0:
+            raise ValueError(f"no training rows in {phase.days} of {s.train_uri}")
+        steps = max(1, rows // rt.global_batch)
+        if not self.fresh:
+            build.checkpoint.read(self.initial).assert_existing_objects_matched()
+        self.fresh = False
+        build.set_steps(s.epochs, steps)
+        real_dir, write_dir = rt.checkpoint_dir / phase.name, rt.write_dir(phase.name)
+        manager = tf.train.CheckpointManager(build.checkpoint, str(write_dir), max_to_keep=2)
+        latest = tf.train.latest_checkpoint(str(real_dir))
+        if latest:
+            build.checkpoint.restore(latest).assert_existing_objects_matched()
+            log.info("%s: resumed from %s at epoch %d", phase.name, latest, int(build.epoch.numpy()))
+        iterator = iter(self._dataset(phase))
+        start_epoch = int(build.epoch.numpy())
+        if start_epoch == 0:  # a resumed attempt restores weights that were warm-started
+            for name, warm_step in self.warm.items():
+                _warm_start(phase, build.fits[name], warm_step, iterator)
+        validation = None
+        if phase.validation:
+            validation = ValidationRows(build.predict, rt.files, s.contract, s.objective, phase.validation)
+        history = _epochs(rt, phase, build, self.step, iterator, steps, manager, validation)
+        outcomes = {
+            name: MemberOutcome(
+                epochs=_member_epochs(rt, phase, fit, int(build.epoch.numpy())),
+                best_epoch=int(fit.best_epoch.numpy()), best_score=float(fit.best_score.numpy()),
+                weights=tf.train.latest_checkpoint(str(write_dir / name)) if not phase.validation else None,
+            )
+            for name, fit in build.fits.items()
+        }  # fmt: skip
+        return PhaseOutcome(rows=rows, steps_per_epoch=steps, resumed_from_epoch=start_epoch, members=outcomes,
+                            history=history)  # fmt: skip
+
+    def _dataset(self, phase: Phase) -> Any:
+        import tensorflow as tf
+
+        rt, s, host = self.rt, self.rt.spec, self.host
+
+        def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            shard = rt.files[ctx.input_pipeline_id :: ctx.num_input_pipelines]
+            per_replica = ctx.get_per_replica_batch_size(rt.global_batch)
+            ds = make_dataset(shard, s.contract, per_replica, seed=s.seed + ctx.input_pipeline_id, repeat=True,
+                              days=phase.days)  # fmt: skip
+            return ds if host is None else ds.map(lambda x, y: (host(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+
+        return rt.strategy.distribute_datasets_from_function(dataset_fn)
 
 
 def _member_epochs(rt: Runtime, phase: Phase, fit: MemberFit, epoch: int) -> int:
@@ -193,7 +221,7 @@ def _trains(rt: Runtime, phase: Phase, fit: MemberFit, e: int) -> bool:
 
 
 def _epochs(
-    rt: Runtime, phase: Phase, build: PhaseBuild, step: Any, iterator: Any, steps: int, manager: Any,
+    rt: Runtime, phase: Phase, build: Build, step: Any, iterator: Any, steps: int, manager: Any,
     validation: ValidationRows | None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The phase's remaining epochs: train, check, score, save, log; each member stops on its own."""
