@@ -22,7 +22,7 @@ from support import ROOT, RUN_DATE
 EPOCHS = 4
 CONF = {"window_days": 7, "eval_days": 2, "validation_days": 0, "epochs": EPOCHS, "batch_size": 16,
         "hidden_units": 8, "part_files": 2, "members": "adagrad_wide,joint"}  # fmt: skip
-# Two members: the killed one resumes, the one after it trains from its first epoch.
+# Two members, trained together: both resume at the epoch after the phase's last checkpoint.
 MEMBERS = WORKLOAD.model.select(CONF["members"]).members
 
 # The Airflow task: the operator as the DAG builds it, executed with a task context for RUN_DATE.
@@ -80,8 +80,7 @@ def test_a_killed_chief_is_resumed_by_the_retry_at_the_next_epoch(
 
     first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
-    first_member = MEMBERS[0].name  # killed while the first member trains
-    while not (states := list(layout.checkpoints.glob(f"*/{first_member}/final/checkpoint"))):  # an epoch saved
+    while not (states := list(layout.checkpoints.glob("*/final/checkpoint"))):  # an epoch of the phase saved
         assert first.poll() is None, f"the task ended before a checkpoint:\n{first.stdout.read()[-3000:]}"
         assert time.monotonic() < deadline, "no checkpoint within 300 s"
         time.sleep(0.05)
@@ -101,12 +100,11 @@ def test_a_killed_chief_is_resumed_by_the_retry_at_the_next_epoch(
     result = handed_on.redeem(TrainingResult)  # the task's XCom is the receipt of the run folder's training.json
     assert handed_on.path == str(layout.path_of(TrainingResult))
     assert result.resumed_from_epoch == saved[-1]  # the next epoch after the last checkpoint, not epoch 1
-    trained = [h["epoch"] for h in result.history if h["member"] == first_member]
-    assert trained == list(range(saved[-1] + 1, EPOCHS + 1))
-    assert all([h["epoch"] for h in result.history if h["member"] == m.name] == list(range(1, EPOCHS + 1))
-               for m in MEMBERS[1:])  # fmt: skip
+    for member in MEMBERS:  # every member goes on from there: none starts over, none skips an epoch
+        trained = [h["epoch"] for h in result.history if h["member"] == member.name]
+        assert trained == list(range(saved[-1] + 1, EPOCHS + 1)), (member.name, trained)
     assert result.epochs_trained == EPOCHS * len(MEMBERS) and result.num_workers == 2
     assert result.member_epochs == {m.name: EPOCHS for m in MEMBERS}
-    assert result.checkpoint == str(state.parent.parent.parent / "ensemble" / "ckpt-1")
+    assert result.checkpoint == str(state.parent.parent / "ensemble" / "ckpt-1")
     assert not _training_workers(), "training workers left running after the retry"
-    assert not list(state.parent.parent.parent.glob("_worker-*")), "worker 1's own checkpoints were left"
+    assert not list(state.parent.parent.glob("_worker-*")), "worker 1's own checkpoints were left"
