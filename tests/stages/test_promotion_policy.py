@@ -75,16 +75,18 @@ def _tracking(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def test_a_backfill_registers_and_compares_but_never_moves_the_champion_back(trained, root, tmp_path) -> None:
+def test_a_backfill_registers_but_never_moves_the_champion_back(trained, root, tmp_path) -> None:
     tracking = _tracking(tmp_path)
     _, newest = _register(trained, NEW, small_config(root, tracking, date=NEW, min_gain=ALWAYS))
     assert newest.promoted
 
     evaluation, older = _register(trained, OLD, small_config(root, tracking, date=OLD, min_gain=ALWAYS))
     assert evaluation.champion_version == newest.version and evaluation.champion_run_date == NEW
-    assert evaluation.champion is not None and evaluation.gain is not None  # compared ...
-    assert evaluation.promote is False  # ... but held, and says why
-    assert f"this run's date {OLD} is before champion v{newest.version}'s {NEW}" in evaluation.reason
+    assert evaluation.promote is False  # held, and says why
+    assert f"held: this run's date {OLD} is before champion v{newest.version}'s {NEW}" in evaluation.reason
+    # the backfill's evaluation days are among those the newer champion trained on: not compared, and said so
+    assert evaluation.champion is None and evaluation.gain is None
+    assert f"not compared: champion v{newest.version} trained on [2013-01-30, 2013-02-04)" in evaluation.reason
     assert not older.promoted and older.version != newest.version
     assert older.aliases == {"champion": newest.version, "challenger": newest.version}
     tags = registry.version_tags(tracking, MODEL, older.version)
@@ -151,6 +153,44 @@ def test_deleting_the_champion_alias_or_version_keeps_the_floor_until_an_operato
     client.set_registered_model_tag(MODEL, promotion.HIGH_WATER_TAG, "recently")  # unreadable: never "no floor"
     with pytest.raises(registry.RegistryUnavailable, match="not '<run date> v<version>'"):
         evaluate_models(trained[OLD][0], trained[OLD][1], cfgs[OLD])
+
+
+def test_the_champion_is_compared_only_on_days_it_did_not_train_on(trained, root, tmp_path) -> None:
+    """A champion scored on days it trained on looks better than it is: ``evaluate`` reads its version's
+    ``train_range`` and compares on the evaluation days left, or holds the run and says why (a missing
+    range is never read as "trained on nothing")."""
+    from retrainer.stages.evaluate import evaluate_models
+
+    tracking = _tracking(tmp_path)
+    _, mid = _register(trained, MID, small_config(root, tracking, date=MID, min_gain=ALWAYS))
+    assert mid.promoted
+    client = registry.configure(tracking)
+    written = registry.version_tags(tracking, MODEL, mid.version)[promotion.TRAIN_RANGE_TAG]
+    validated, training, _ = trained[NEW]
+    cfg = small_config(root, tracking, date=NEW, min_gain=ALWAYS)
+    start, end = validated.features.eval_range  # two days
+    assert written == "[2013-01-29, 2013-02-03)" and start == "2013-02-04"  # as trained: every day compared
+    whole = evaluate_models(validated, training, cfg)
+    assert whole.compared_range is None and whole.champion["rows"] == whole.new["rows"] and whole.promote
+
+    second = (dt.date.fromisoformat(start) + dt.timedelta(days=1)).isoformat()
+    client.set_model_version_tag(MODEL, mid.version, promotion.TRAIN_RANGE_TAG, f"[2013-01-29, {second})")
+    part = evaluate_models(validated, training, cfg)  # as if it had trained on the first evaluation day
+    assert part.compared_range == (second, end) and part.promote
+    assert 0 < part.champion["rows"] == part.new_compared["rows"] < part.new["rows"] == whole.new["rows"]
+    assert part.champion["auc"] != whole.champion["auc"]
+    assert f"compared on [{second}, {end}) only: champion v{mid.version} trained on [2013-01-29, {second})" in (
+        part.reason
+    )
+
+    client.set_model_version_tag(MODEL, mid.version, promotion.TRAIN_RANGE_TAG, f"[2013-01-29, {end})")
+    every = evaluate_models(validated, training, cfg)
+    assert not every.promote and every.champion is None
+    assert f"held: champion v{mid.version} trained on [2013-01-29, {end}), which leaves 0 of" in every.reason
+
+    client.delete_model_version_tag(MODEL, mid.version, promotion.TRAIN_RANGE_TAG)
+    unknown = evaluate_models(validated, training, cfg)
+    assert not unknown.promote and "the days it trained on are unknown" in unknown.reason
 
 
 def test_a_rerun_of_the_champions_own_date_may_replace_it(trained, root, tmp_path) -> None:

@@ -185,6 +185,10 @@ class EvaluationResult(StageResult):
     # scikit-learn reference models on the same rows: {name: metrics}; they never gate promotion
     baselines: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     run_key: str = ""  # the training run whose model was scored: register refuses any other run's evaluation
+    # the days the gate compared on when narrower than eval_range (days the champion trained on left out),
+    # and the new model's metrics on them (``new`` is always the whole evaluation range's)
+    compared_range: tuple[str, str] | None = None
+    new_compared: dict[str, float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,12 +39,17 @@ HIGH_WATER_TAG = "retrainer.high_water"  # on the registered model: "<run date> 
 HIGH_WATER_RESET_TAG = "retrainer.high_water_reset"  # JSON: the last reset, when, by whom, why, from what
 
 
+TRAIN_RANGE_TAG = "train_range"  # on each version: "[first day, end day)" of the days its model trained on
+
+
 @dataclasses.dataclass(frozen=True)
 class Holder:
-    """The version an alias points at and the run date of the data it was trained on."""
+    """The version an alias points at, the run date of the data it was trained on and, as its version's
+    tag says, the days it trained on (the text, unparsed: :func:`compared_days` reads it)."""
 
     version: str
     run_date: dt.date | None
+    train_range: str | None = None
 
 
 def holder(tracking_uri: str, model_name: str, alias: str) -> Holder | None:
@@ -53,7 +58,37 @@ def holder(tracking_uri: str, model_name: str, alias: str) -> Holder | None:
     if mv is None:
         return None
     tag = mv.tags.get(RUN_DATE_TAG)
-    return Holder(str(mv.version), dt.date.fromisoformat(tag) if tag else None)
+    return Holder(str(mv.version), dt.date.fromisoformat(tag) if tag else None, mv.tags.get(TRAIN_RANGE_TAG))
+
+
+def compared_days(eval_range: tuple[str, str], champion: Holder) -> tuple[tuple[str, str] | None, str]:
+    """The evaluation days on which a run's model and ``champion`` are compared: only days the champion
+    did not train on (the run's own model never trained on its evaluation days). Returns the range and a
+    note for the decision, or None and why they cannot be compared fairly (the run is then held): the
+    champion's days unknown (no or a malformed tag: never read as "none"), or too few days left."""
+    from retrainer.core.deployment import deployment
+
+    start, end = (dt.date.fromisoformat(d) for d in eval_range)
+    name = f"champion v{champion.version}"
+    match = re.fullmatch(r"\[(\d{4}-\d{2}-\d{2}), (\d{4}-\d{2}-\d{2})\)", champion.train_range or "")
+    if match is None:
+        return None, (
+            f"{name}'s {TRAIN_RANGE_TAG} tag is {champion.train_range!r}: the days it trained on are unknown, so "
+            "it cannot be shown that this run's evaluation days are new to it"
+        )
+    seen_from, seen_to = (dt.date.fromisoformat(d) for d in match.groups())
+    fair_start = max(start, seen_to) if seen_from < end else start
+    least = deployment().min_eval_days
+    if (end - fair_start).days < least:
+        return None, (
+            f"{name} trained on {champion.train_range}, which leaves {max(0, (end - fair_start).days)} of this "
+            f"run's evaluation days [{start}, {end}) new to it; at least {least} are needed (RETRAINER_MIN_EVAL_DAYS)"
+        )
+    if fair_start == start:
+        return eval_range, ""
+    return (fair_start.isoformat(), eval_range[1]), (
+        f"compared on [{fair_start}, {end}) only: {name} trained on {champion.train_range}"
+    )
 
 
 def older_than(run_date: dt.date, current: Holder | None, alias: str = registry.CHAMPION) -> str | None:

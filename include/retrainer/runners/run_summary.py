@@ -153,6 +153,9 @@ def _model_lines(
             lines.append(f"  baseline    {objective.describe(metrics)}  {name} (scikit-learn, same rows)")
         champ = f"v{ev.champion_version}: {objective.describe(ev.champion)}" if ev.champion else "none yet"
         lines.append(f"  champion    {champ}")
+        if ev.compared_range and ev.new_compared:  # the champion trained on some of the evaluation days
+            lines.append(f"              on [{ev.compared_range[0]}, {ev.compared_range[1]}) only, where the new model "
+                         f"scored {objective.describe(ev.new_compared)}")  # fmt: skip
         lines.append(f"  decision    {'PROMOTE' if ev.promote else 'keep champion'} ({ev.reason})")
     if reg:
         lines.append(

@@ -4,7 +4,9 @@ Both are scored batch by batch from the Parquet files (bounded memory), with the
 objective's metrics. The gate, like TFX's Evaluator blessing: promote when there is no champion, or
 when the new model beats the champion on the objective's headline metric by at
 least ``min_gain`` in that metric's direction, and the run is not older than the champion
-(:mod:`retrainer.registry.promotion`). scikit-learn baselines (:mod:`retrainer.training.baselines`) trained on the
+(:mod:`retrainer.registry.promotion`). The two are compared only on evaluation days the champion did not
+train on (its version's ``train_range`` tag); if that leaves too few days, or the tag is missing, the run
+is held and the decision says why. scikit-learn baselines (:mod:`retrainer.training.baselines`) trained on the
 whole training split are scored on the same rows and reported beside it; they never gate. The
 decision records which champion version it was compared with, so registration can tell whether
 the champion moved in between.
@@ -13,6 +15,7 @@ the champion moved in between.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from retrainer import registry
 from retrainer.core import atomic
@@ -42,25 +45,19 @@ def evaluate_models(
 
     holder = promotion.holder(cfg.engines.tracking_uri, workload.registered_model, registry.CHAMPION)
     champion_version = holder.version if holder else None
-    champion = None
-    if holder is not None:
+    eval_range = validated.features.eval_range
+    # The days both models are scored on (only days the champion did not train on) and the decision's note
+    # on them; None: they cannot be compared fairly, and the note says why (the run is held).
+    compared, note = (eval_range, "") if holder is None else promotion.compared_days(eval_range, holder)
+    eval_files = parquet_parts(validated.files.eval)
+    new = _score(model, None, eval_files, run, None)
+    new_compared, champ = new, None
+    if holder is not None and compared is not None:
         champion = registry.load_version(cfg.engines.tracking_uri, workload.registered_model, holder.version)
-
-    new_metrics, champ_metrics = objective.eval_metrics(), objective.eval_metrics()
-    for batch in iter_record_batches(parquet_parts(validated.files.eval), contract):
-        y = labels(batch, contract)
-        new_metrics.update(y, model(arrow_to_inputs(batch, contract), training=False).numpy())
-        if champion is not None:
-            try:
-                champ_metrics.update(y, champion.predict(batch.to_pandas()))
-            except Exception as exc:
-                raise RuntimeError(
-                    f"champion {workload.registered_model} v{champion_version} cannot score this run's evaluation "
-                    f"rows ({exc}); its input signature may predate the current contract"
-                ) from exc
-
-    new = new_metrics.result()
-    champ = champ_metrics.result() if champion is not None else None
+        days = None if compared == eval_range else compared
+        if days is not None:
+            new_compared = _score(model, None, eval_files, run, days)
+        champ = _score(None, champion, eval_files, run, days, f"v{champion_version}")
     if new["rows"] == 0:
         raise ValueError(f"evaluation set {validated.files.eval} is empty")
     references = baselines.fit_and_score(
@@ -74,17 +71,21 @@ def evaluate_models(
     metric, gain = objective.headline, None
     min_gain, bar = promotion.bar(cfg.tuning.min_gain)
     too_old = promotion.forward_only(cfg.engines.tracking_uri, workload.registered_model, cfg.run.date, holder)
-    held = too_old or promotion.too_few_eval_days(cfg.tuning.eval_days)
+    held = too_old or promotion.too_few_eval_days(cfg.tuning.eval_days) or (note if compared is None else None)
     if champ is None:
         promote, reason = held is None, "no champion yet" if held is None else f"held: {held}"
+        if compared is None and note != held:  # held for another reason, and not comparable either
+            reason += f"; not compared: {note}"
     else:
-        gain = objective.gain(new, champ)
+        gain = objective.gain(new_compared, champ)
         better = gain >= min_gain
         reason = (
-            f"{metric} {new[metric]:.4f} vs champion v{champion_version} {champ[metric]:.4f} "
+            f"{metric} {new_compared[metric]:.4f} vs champion v{champion_version} {champ[metric]:.4f} "
             f"({'higher' if objective.higher_is_better else 'lower'} is better): gain {gain:+.4f} "
             f"{'>=' if better else '<'} {bar}"
         )
+        if note:
+            reason += f" ({note})"
         promote = better and held is None
         if held is not None:
             reason = f"held: {held}; compared only: {reason}"
@@ -99,10 +100,34 @@ def evaluate_models(
         min_gain=min_gain,
         promote=promote,
         reason=reason,
-        eval_range=validated.features.eval_range,
+        eval_range=eval_range,
         baselines=references,
         run_key=training.run_key,
+        compared_range=None if champ is None or compared == eval_range else compared,
+        new_compared=None if champ is None or compared == eval_range else new_compared,
     )
     run.layout.save(result)
     log.info("evaluation: promote=%s (%s)", promote, reason)
     return result
+
+
+def _score(
+    model: Any, champion: Any, files: list[Any], run: RunContext, days: tuple[str, str] | None, name: str = ""
+) -> dict[str, Any]:
+    """The objective's metrics of the run's ``model`` (a Keras model) or of ``champion`` (a registered
+    pyfunc) on the evaluation rows of ``files`` (in ``days``), streamed batch by batch."""
+    contract, objective = run.workload.contract, run.workload.objective
+    metrics = objective.eval_metrics()
+    for batch in iter_record_batches(files, contract, days=days):
+        y = labels(batch, contract)
+        if champion is None:
+            metrics.update(y, model(arrow_to_inputs(batch, contract), training=False).numpy())
+            continue
+        try:
+            metrics.update(y, champion.predict(batch.to_pandas()))
+        except Exception as exc:
+            raise RuntimeError(
+                f"champion {run.workload.registered_model} {name} cannot score this run's evaluation rows ({exc}); "
+                "its input signature may predate the current contract"
+            ) from exc
+    return metrics.result()

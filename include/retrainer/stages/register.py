@@ -125,7 +125,7 @@ def _version_tags(
     return {
         RUN_KEY_TAG: training.run_key,
         promotion.RUN_DATE_TAG: cfg.run.date.isoformat(),
-        "train_range": range_text(window.train_start, window.eval_start),
+        promotion.TRAIN_RANGE_TAG: range_text(window.train_start, window.eval_start),
         "eval_range": range_text(window.eval_start, window.end),
         f"new_{headline}": f"{evaluation.new[headline]:.6f}",
         COST_TAG: json.dumps(costs, sort_keys=True),
