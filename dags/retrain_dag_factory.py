@@ -214,13 +214,13 @@ def on_new_champion_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (
         doc_md=doc_md,
     )
     def on_new_champion() -> None:
-        @task(execution_timeout=timedelta(minutes=10))
-        def record_champion(**context: Any) -> list[str]:
-            from retrainer.core.config import default_data_root
-            from retrainer.registry.champion_log import record_champions
+        @task(multiple_outputs=False, execution_timeout=timedelta(minutes=10))
+        def record_champion(**context: Any) -> dict[str, list[str]]:
+            from retrainer.core.config import default_data_root, default_tracking_uri
+            from retrainer.registry.champion_log import act_on_champions
             from retrainer.runners.airflow_adapter import champion_events
 
-            return [str(p) for p in record_champions(champion_events(context), default_data_root())]
+            return act_on_champions(champion_events(context), default_data_root(), default_tracking_uri())
 
         record_champion()
 

@@ -206,7 +206,7 @@ def test_a_run_triggered_from_the_ui_form_runs_with_its_params_and_trains_on_the
 
 
 def test_a_new_champion_is_announced_and_triggers_the_downstream_dag(server) -> None:
-    from retrainer.registry.champion_log import champion_log_folder
+    from retrainer.registry.champion_log import CURRENT, champion_log_folder
     from retrainer.runners import alerts
 
     api = server["api"]
@@ -226,6 +226,9 @@ def test_a_new_champion_is_announced_and_triggers_the_downstream_dag(server) -> 
     kept = atomic.read_json(champion_log_folder(server["base"] / "data", MODEL) / f"v{version}.json")
     assert kept["model_uri"] == f"models:/{MODEL}/{version}" and kept["run_date"] == str(TRIGGERED)
     assert 0.5 < kept["metrics"]["auc"] <= 1 and kept["previous_version"] is None
+    # it acted on that version after checking it is the champion in the registry
+    acted = atomic.read_json(champion_log_folder(server["base"] / "data", MODEL) / CURRENT)
+    assert acted["version"] == version
     (changed,) = alerts.recorded(server["base"] / "data", alerts.CHAMPION_CHANGED)
     assert changed["details"]["version"] == version
 
