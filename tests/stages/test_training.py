@@ -193,6 +193,23 @@ def test_a_retry_resumes_from_the_last_checkpoint(validated: ValidationResult, s
     assert finished.member_epochs == dict.fromkeys(NAMES, 3)
 
 
+def test_checkpoints_follow_the_interval_and_always_close_a_phase(
+    validated: ValidationResult, stats: dict, tmp_path: Path
+) -> None:
+    """A checkpoint costs more than a short epoch: with an interval the phase saves only when it has passed
+    and after its last epoch; with 0, every epoch (what a retry resumes from either way)."""
+    _train(validated, stats, tmp_path / "sparse", "key-i", epochs=3, checkpoint_seconds=3600)
+    assert sorted(p.name for p in (tmp_path / "sparse" / "final").glob("ckpt-*.index")) == ["ckpt-3.index"]
+    assert (tmp_path / "sparse" / "final" / "joint" / "ckpt-3.index").exists()  # where the member stopped
+    _train(validated, stats, tmp_path / "dense", "key-i", epochs=3)  # checkpoint_seconds 0: each epoch
+    assert sorted(p.name for p in (tmp_path / "dense" / "final").glob("ckpt-*.index")) == [
+        "ckpt-2.index",
+        "ckpt-3.index",
+    ]  # fmt: skip  (the last two kept)
+    resumed = _train(validated, stats, tmp_path / "sparse", "key-i", epochs=4, checkpoint_seconds=3600)
+    assert resumed.resumed_from_epoch == 3 and _epochs(resumed, "joint") == [4]
+
+
 def test_checkpoints_of_another_run_are_not_resumed(validated: ValidationResult, stats: dict, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     _train(validated, stats, ckpt, "key-c", epochs=1)

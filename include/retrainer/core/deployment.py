@@ -84,6 +84,12 @@ class Deployment:
         help="the fewest evaluation days a run may be promoted on: a run with fewer is evaluated and registered "
         "but held",
     )  # fmt: skip
+    checkpoint_seconds: float = param(
+        10.0, minimum=0, maximum=3600, env="RETRAINER_CHECKPOINT_SECONDS",
+        help="training checkpoints at most this often (and always at a phase's end and where a member stops; "
+        "every epoch under MultiWorkerMirroredStrategy, whose workers must save together): a killed task "
+        "redoes at most this much; 0: every epoch",
+    )  # fmt: skip
     log_level: str = param(
         "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), env="RETRAINER_LOG_LEVEL",
         help="the retrainer CLI's log level (its --log-level overrides it)",

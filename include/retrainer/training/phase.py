@@ -11,13 +11,15 @@ The members are built and their steps traced once for the run (:class:`Trainer`)
 restarts them from the state a checkpoint taken right after the build holds (weights, optimizers, the
 dropout generators, early stopping), so a phase trains the same whether it runs first or after another.
 
-After every epoch the phase checkpoints the epoch, each member's weights, optimizer(s) (their step
-drives the cosine learning-rate schedule) and early-stopping state into ``<checkpoints>/<phase>``; a
-retried task restores the latest and continues from the next epoch. A non-finite loss or weight of a
-member still training fails the epoch before anything is saved. Only the chief writes to the real
-folder (and TensorBoard's event files); other workers save to a scratch folder of their own
-(MultiWorkerMirroredStrategy needs every worker to save). Every worker scores the same validation rows
-with the same weights, so all take the same early-stopping decisions.
+The phase checkpoints the epoch, each member's weights, optimizer(s) (their step drives the cosine
+learning-rate schedule) and early-stopping state into ``<checkpoints>/<phase>`` after its last epoch and
+after any epoch that ends ``checkpoint_seconds`` or more after the previous checkpoint (0: every epoch;
+always every epoch under MultiWorkerMirroredStrategy, whose workers save together), like Estimator's
+``save_checkpoints_secs``; a retried task restores the latest and continues from the next epoch. A non-finite
+loss or weight of a member still training fails the epoch before anything is saved. Only the
+chief writes to the real folder (and TensorBoard's event files); other workers save to a scratch folder
+of their own (MultiWorkerMirroredStrategy needs every worker to save). Every worker scores the same
+validation rows with the same weights, so all take the same early-stopping decisions.
 """
 
 from __future__ import annotations
@@ -236,6 +238,10 @@ def _epochs(
     stopped = {name: tf.train.CheckpointManager(tf.train.Checkpoint(model=fit.weights),
                                                 str(rt.write_dir(phase.name, name)), max_to_keep=1)
                for name, fit in build.fits.items()}  # fmt: skip
+    # A checkpoint costs about 0.1 s (three members' weights and optimizer slots), more than an epoch of a
+    # 28-day window: save every epoch only when epochs are long, or when every worker must save together.
+    every = 0.0 if isinstance(rt.strategy, tf.distribute.MultiWorkerMirroredStrategy) else s.checkpoint_seconds
+    last_save = time.monotonic()
     for e in range(int(build.epoch.numpy()), max(phase.max_epochs.values())):
         active = [name for name, fit in build.fits.items() if _trains(rt, phase, fit, e)]
         if not active:
@@ -259,7 +265,10 @@ def _epochs(
         for name in active:
             if not phase.validation and e + 1 == phase.max_epochs[name]:
                 stopped[name].save(checkpoint_number=e + 1)  # the member's final weights
-        manager.save(checkpoint_number=e + 1)
+        ends = not any(_trains(rt, phase, fit, e + 1) for fit in build.fits.values())  # the phase's last epoch
+        if ends or time.monotonic() - last_save >= every:
+            manager.save(checkpoint_number=e + 1)
+            last_save = time.monotonic()
         for row in rows:
             with writers[row["member"]].as_default(step=e + 1):
                 for key, value in row.items():

@@ -47,6 +47,8 @@ class TrainSpec:
     validation_days: DateRange | None = None
     patience: int = 4
     model: ModelSpec = WIDE_AND_DEEP_ENSEMBLE
+    # checkpoint at most this often (0: every epoch); always at a phase's end and where a member stops
+    checkpoint_seconds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 from retrainer.core import atomic
 from retrainer.core.config import ConfigError, RunConfig
+from retrainer.core.deployment import deployment
 from retrainer.core.fingerprint import dict_fingerprint, file_digest
 from retrainer.core.layout import RunLayout
 from retrainer.core.results import TrainingResult, ValidationResult
@@ -108,6 +109,7 @@ def run(cfg: RunConfig, save: bool = True, layout: RunLayout | None = None) -> T
             validation_days=cfg.window.validation_range,
             patience=t.patience,
             model=model_spec(cfg),
+            checkpoint_seconds=deployment().checkpoint_seconds,
         )
     )
     result = TrainingResult(
