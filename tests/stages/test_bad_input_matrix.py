@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 
 from retrainer import registry
-from retrainer.core.layout import RunLayout, quarantine_file, raw_partition
+from retrainer.core.layout import RunLayout, quarantine_file, raw_gate_record, raw_partition
 from retrainer.core.results import GateReport, TrainingResult
 from retrainer.runners.pipeline import run_pipeline
 from retrainer.stages.check_raw import RawDataRejected, check_raw_days
 from retrainer.stages.features import build_features
 from retrainer.stages.validate import ValidationFailed, validate_features
+from retrainer.workloads.flight_delay import WORKLOAD
 from support import small_config
 
 Rows = list[list[str]]
@@ -244,6 +245,13 @@ def test_an_unchanged_day_is_not_scanned_again_and_a_changed_one_is(
     _write(path, rows[:-1])  # one reading fewer: a changed file
     second = check_raw_days(cfg)
     assert second.scanned == [f"weather/{cfg.window.train_start}"]
+    # A record cut to nothing (a full disk) or damaged is no record: the day is scanned again, not wedged.
+    empty, damaged = (cfg.window.train_start + dt.timedelta(days=n) for n in (1, 2))
+    raw_gate_record(case_root, "flights", empty, WORKLOAD.raw.name).write_text("")
+    raw_gate_record(case_root, "flights", damaged, WORKLOAD.raw.name).write_text('{"digest": "ab')
+    third = check_raw_days(cfg)
+    assert sorted(third.scanned) == [f"flights/{empty}", f"flights/{damaged}"]
+    assert check_raw_days(cfg).scanned == []  # rewritten whole
 
 
 # --- drift against the champion's training data ------------------------------------------------------

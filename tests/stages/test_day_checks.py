@@ -75,6 +75,11 @@ def test_each_day_is_checked_once_then_reused_with_the_same_verdicts(spark, cfg)
     checks = day_checks.check_days(days, WORKLOAD.contract, WORKLOAD.contract.expectations())
     assert checks.checked == [changed.isoformat()] and checks.reused == len(days) - 1
 
+    # A record cut to nothing (a full disk) is no record: that day is checked again, nothing fails.
+    (days[cfg.window.train_start.isoformat()] / day_checks.CHECKS_FILE).write_text("")
+    checks = day_checks.check_days(days, WORKLOAD.contract, WORKLOAD.contract.expectations())
+    assert checks.checked == [cfg.window.train_start.isoformat()]
+
 
 def test_a_bad_value_in_a_stored_day_fails_naming_day_column_check_and_values(spark, cfg) -> None:
     day = cfg.window.train_start + dt.timedelta(days=2)

@@ -33,3 +33,36 @@ def test_write_json_is_complete_or_absent(tmp_path: Path) -> None:
         atomic.write_text(path, None)  # type: ignore[arg-type]
     assert atomic.read_json(path) == {"rows": 3}
     assert [p.name for p in path.parent.iterdir()] == ["meta.json"]
+
+
+def test_a_cache_record_that_is_missing_empty_or_damaged_reads_as_absent(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "record.json"
+    assert atomic.read_record(path) is None
+    path.write_text("")
+    assert atomic.read_record(path) is None
+    path.write_bytes(b'{"digest": "\xff')
+    assert atomic.read_record(path) is None
+    assert str(path) in caplog.text and "treated as absent" in caplog.text
+    atomic.write_json(path, {"digest": "ab"})
+    assert atomic.read_record(path) == {"digest": "ab"}
+    with pytest.raises(ValueError):  # a stage result is read strictly: a damaged one fails loudly
+        path.write_text("{")
+        atomic.read_json(path)
+
+
+def test_a_write_reaches_the_disk_before_it_is_reported(tmp_path: Path, monkeypatch) -> None:
+    """The file's bytes are flushed before the rename and the folder after it: a power cut leaves the old
+    or the new file, not an empty one (a zero-length record once wedged a date)."""
+    import os
+    import stat
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    atomic.write_json(tmp_path / "a" / "meta.json", {"v": 1})
+    assert synced == ["file", "dir"]

@@ -16,13 +16,28 @@ def _tmp_sibling(path: Path, tag: str) -> Path:
     return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:8]}")
 
 
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename in ``folder`` durable: without it a power cut can lose a commit already reported."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_text(path: str | Path, text: str) -> Path:
+    """Write to a sibling, flush it to disk, rename it over ``path``, flush the folder: after a crash or a
+    power cut the file is the old one or the new one, never empty or half written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(path, "tmp")
     try:
-        tmp.write_text(text)
+        with tmp.open("w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -34,6 +49,22 @@ def write_json(path: str | Path, payload: Any) -> Path:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def read_record(path: str | Path) -> Any | None:
+    """A cache record (a per-day check, a store marker) or None when there is none to trust: missing, empty
+    or not JSON (a disk that filled up, a copy cut short) reads as absent, so the work is done again instead
+    of every later run failing on the same file. Never for results a stage hands on: those must fail loudly."""
+    import logging
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        logging.getLogger(__name__).warning("%s is unreadable (%s): treated as absent, done again", path, exc)
+        return None
 
 
 def replace_dir(tmp_dir: str | Path, target: str | Path) -> Path:

@@ -97,11 +97,12 @@ def check_days(folders: Mapping[str, Path], contract: Contract, specs: list[dict
 
 
 def _cached(path: Path, digest: str, suite: str) -> DayCounts | None:
-    if not path.exists():
+    record = atomic.read_record(path)  # missing, empty or damaged: None, and the day is checked again
+    if not isinstance(record, dict):
         return None
     try:
-        counts = DayCounts(**atomic.read_json(path))
-    except (TypeError, ValueError) as exc:  # written by other code, or damaged: check the day again
+        counts = DayCounts(**record)
+    except (TypeError, ValueError) as exc:  # written by other code: check the day again
         log.warning("day checks: %s unreadable (%s): checking the day again", path, exc)
         return None
     return counts if (counts.digest, counts.suite) == (digest, suite) else None

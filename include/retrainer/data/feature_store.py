@@ -113,8 +113,7 @@ class FeatureStore:
         return {name: file_digest(raw_dim(self.data_root, name)) for name in self.workload.dimensions}
 
     def is_current(self, day: dt.date, inputs: Mapping[str, object]) -> bool:
-        marker = self.day_dir(day) / INPUTS_FILE
-        return marker.exists() and atomic.read_json(marker) == inputs
+        return atomic.read_record(self.day_dir(day) / INPUTS_FILE) == inputs
 
     def ensure(self, days: Sequence[dt.date]) -> StoreUpdate:
         """Compute the days of ``days`` whose stored rows are missing or stale; leave the others alone."""

@@ -59,8 +59,8 @@ def _records(cfg: RunConfig, contract: RawContract, days: list[dt.date]) -> _Rec
             digest = file_digest(raw_partition(root, source.name, day))
             out.digests[f"{source.name}/{day}"] = digest
             record_path = raw_gate_record(root, source.name, day, contract.name)
-            record = atomic.read_json(record_path) if record_path.exists() else None
-            if record and record.get("digest") == digest and record.get("contract") == fingerprint:
+            record = atomic.read_record(record_path)
+            if isinstance(record, dict) and record.get("digest") == digest and record.get("contract") == fingerprint:
                 out.by_source[source.name][day.isoformat()] = record
                 out.reused += 1
             else:
