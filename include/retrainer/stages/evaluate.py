@@ -89,6 +89,7 @@ def evaluate_models(
         promote = better and held is None
         if held is not None:
             reason = f"held: {held}; compared only: {reason}"
+    narrowed = champ is not None and compared != eval_range  # compared on fewer days than evaluated
     result = EvaluationResult(
         headline=metric,
         higher_is_better=objective.higher_is_better,
@@ -103,8 +104,8 @@ def evaluate_models(
         eval_range=eval_range,
         baselines=references,
         run_key=training.run_key,
-        compared_range=None if champ is None or compared == eval_range else compared,
-        new_compared=None if champ is None or compared == eval_range else new_compared,
+        compared_range=compared if narrowed else None,
+        new_compared=new_compared if narrowed else None,
     )
     run.layout.save(result)
     log.info("evaluation: promote=%s (%s)", promote, reason)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from retrainer.spec.model_spec import Member
-from retrainer.training.model import WIDE_LOGIT, build_model, build_network
+from retrainer.training.model import WIDE_LOGIT, build_network
 from retrainer.training.train_spec import TrainSpec
 
 
@@ -52,11 +52,10 @@ class Runtime:
     def better(self, a: float, b: float) -> bool:
         return a > b if self.spec.objective.higher_is_better else a < b
 
-    def network(self, host: bool) -> Any:
-        """A fresh network (every member's weights) under the strategy; ``host``: without preprocessing."""
+    def network(self) -> Any:
+        """A fresh network (every member's weights, encoded features in); call it under the strategy."""
         s = self.spec
-        args = (s.contract, s.objective, s.stats, s.hidden_units, s.seed, s.dropout, s.model)
-        return build_network(*args) if host else build_model(*args).network
+        return build_network(s.contract, s.objective, s.stats, s.hidden_units, s.seed, s.dropout, s.model)
 
     def write_dir(self, *parts: str) -> Path:
         return (self.checkpoint_dir if self.scratch is None else self.scratch).joinpath(*parts)
@@ -127,7 +126,7 @@ def build_members(rt: Runtime, members: tuple[Member, ...], host: Any | None) ->
 
     s = rt.spec
     with rt.strategy.scope():
-        network = rt.network(host=True)
+        network = rt.network()
         preprocessing = host if host is not None else build_preprocessing(s.contract, s.stats)
         cosine_steps = tf.Variable(1.0, trainable=False, name="cosine_steps")
         fits = {m.name: _member_fit(rt, m, network, cosine_steps) for m in members}

@@ -216,10 +216,7 @@ def _member_epochs(rt: Runtime, phase: Phase, fit: MemberFit, epoch: int) -> int
 def _trains(rt: Runtime, phase: Phase, fit: MemberFit, e: int) -> bool:
     """Whether ``fit``'s member trains epoch ``e + 1``: below its most epochs and, with validation, fewer than
     ``patience`` epochs after its best."""
-    best = int(fit.best_epoch.numpy())
-    if phase.validation and best > 0 and e - best >= rt.spec.patience:
-        return False
-    return e < phase.max_epochs[fit.member.name]
+    return _member_epochs(rt, phase, fit, e + 1) > e
 
 
 def _epochs(
