@@ -57,7 +57,10 @@ def test_metrics_agree_with_an_independent_computation(first: dict, validated: V
     from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
 
     frame = _eval_frame(validated)
-    model = registry.load_version(cfg.engines.tracking_uri, MODEL, first["registration"].version)
+    import mlflow
+
+    registry.configure(cfg.engines.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{first['registration'].version}")  # as a server loads it
     p = model.predict(frame)
     y = frame["is_late"].to_numpy()
     new = first["evaluation"].new
@@ -230,6 +233,61 @@ def test_a_model_that_misses_the_gate_becomes_challenger_not_champion(
     reg = register_model(validated, training, evaluation, exported, strict)
     assert reg.version != first["registration"].version and not reg.promoted
     assert reg.aliases == {"champion": first["registration"].version, "challenger": reg.version}
+
+
+def _stored_model_folder(cfg, version: str) -> Path:
+    """The version's logged model folder in the (local) artefact store."""
+    import mlflow
+
+    client = registry.configure(cfg.engines.tracking_uri)
+    model_id = client.get_model_version(MODEL, version).source.removeprefix("models:/")  # the logged model
+    return Path(mlflow.get_logged_model(model_id).artifact_location.removeprefix("file://"))
+
+
+def test_the_champion_is_scored_from_its_checked_savedmodel_and_no_stored_code_runs(
+    first: dict, validated: ValidationResult, cfg, tmp_path: Path
+) -> None:
+    """Evaluation never runs the champion's pyfunc code from the artefact store: replaced by code that would
+    leave a mark, the champion still scores the same (from its SavedModel), and no mark is left."""
+    version = first["registration"].version
+    code = _stored_model_folder(cfg, version) / "pyfunc_model.py"
+    original, mark = code.read_text(), tmp_path / "stored-code-ran"
+    code.write_text(f"open({str(mark)!r}, 'w').close()\n" + original)
+    try:
+        again = evaluate_models(validated, first["training"], cfg)  # this run, against itself as champion
+    finally:
+        code.write_text(original)
+    assert not mark.exists()
+    assert again.champion_version == version
+    assert again.champion["auc"] == pytest.approx(first["evaluation"].new["auc"], abs=1e-6)
+    assert again.champion["rows"] == first["evaluation"].new["rows"]
+
+
+def test_a_champion_whose_stored_files_changed_is_refused_and_one_without_a_digest_is_held(
+    first: dict, validated: ValidationResult, cfg
+) -> None:
+    from retrainer.registry.artefacts import SAVED_MODEL_DIGEST_TAG, UnverifiedArtefact
+
+    version = first["registration"].version
+    weights = next((_stored_model_folder(cfg, version) / "artifacts").rglob("variables.data-*"))
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one bit of one weight
+    try:
+        with pytest.raises(UnverifiedArtefact, match=rf"{MODEL} v{version}: the SavedModel .* changed after"):
+            evaluate_models(validated, first["training"], cfg)
+    finally:
+        weights.write_bytes(original)
+
+    client = registry.configure(cfg.engines.tracking_uri)
+    digest = registry.version_tags(cfg.engines.tracking_uri, MODEL, version)[SAVED_MODEL_DIGEST_TAG]
+    assert digest == first["export"].saved_model_digest  # what register recorded is what export checked
+    client.delete_model_version_tag(MODEL, version, SAVED_MODEL_DIGEST_TAG)
+    try:
+        held = evaluate_models(validated, first["training"], cfg)
+    finally:
+        client.set_model_version_tag(MODEL, version, SAVED_MODEL_DIGEST_TAG, digest)
+    assert held.promote is False and held.champion is None
+    assert f"held: {MODEL} v{version} carries no {SAVED_MODEL_DIGEST_TAG} tag" in held.reason
 
 
 def test_a_champion_that_moved_after_evaluation_is_re_evaluated_against(first: dict, validated, cfg) -> None:

@@ -112,13 +112,6 @@ def _read(what: str, tracking_uri: str, call: Callable[[], Any], absent: Any = _
         raise RegistryUnavailable(f"could not read {what} from {tracking_uri}: {type(exc).__name__}: {exc}") from exc
 
 
-def load_version(tracking_uri: str, model_name: str, version: str) -> Any:
-    import mlflow
-
-    configure(tracking_uri)
-    return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
-
-
 def find_version_of_run(tracking_uri: str, model_name: str, experiment_id: str, tags: dict[str, str]) -> str | None:
     """The version registered from an MLflow run carrying every one of ``tags``, if any.
 

@@ -16,6 +16,7 @@ from retrainer.core import atomic
 from retrainer.core.config import RunConfig
 from retrainer.core.feature_files import FeatureFiles
 from retrainer.core.results import EvaluationResult, ExportResult, TrainingResult, ValidationResult
+from retrainer.registry.artefacts import SAVED_MODEL_ARTIFACT
 from retrainer.spec.contract import Contract, DType
 from retrainer.spec.objectives import Objective
 from retrainer.workloads import Workload, get_workload
@@ -126,7 +127,7 @@ def log_and_register(
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_FILE),
-            artifacts={"saved_model": exported.saved_model_uri},
+            artifacts={SAVED_MODEL_ARTIFACT: exported.saved_model_uri},
             signature=mlflow_signature(workload.contract, objective),
             pip_requirements=serving_requirements(),
             registered_model_name=name,

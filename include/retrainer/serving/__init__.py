@@ -1,1 +1,1 @@
-"""The SavedModel as served: the MLflow pyfunc wrapper and the fresh-process check."""
+"""The SavedModel as served: the MLflow pyfunc wrapper, the scorer evaluation uses, and the fresh-process check."""

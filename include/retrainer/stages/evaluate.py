@@ -15,6 +15,8 @@ the champion moved in between.
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from retrainer import registry
@@ -52,12 +54,17 @@ def evaluate_models(
     eval_files = parquet_parts(validated.files.eval)
     new = _score(model, None, eval_files, run, None)
     new_compared, champ = new, None
-    if holder is not None and compared is not None:
-        champion = registry.load_version(cfg.engines.tracking_uri, workload.registered_model, holder.version)
-        days = None if compared == eval_range else compared
-        if days is not None:
-            new_compared = _score(model, None, eval_files, run, days)
-        champ = _score(None, champion, eval_files, run, days, f"v{champion_version}")
+    with tempfile.TemporaryDirectory(prefix="champion-") as scratch:  # its SavedModel, downloaded and checked
+        champion = None
+        if holder is not None and compared is not None:
+            champion, why = _champion_scorer(cfg.engines.tracking_uri, workload.registered_model, holder.version,
+                                             Path(scratch))  # fmt: skip
+            compared, note = (compared, note) if champion is not None else (None, why)
+        if champion is not None and compared is not None:
+            days = None if compared == eval_range else compared
+            if days is not None:
+                new_compared = _score(model, None, eval_files, run, days)
+            champ = _score(None, champion, eval_files, run, days, f"v{champion_version}")
     if new["rows"] == 0:
         raise ValueError(f"evaluation set {validated.files.eval} is empty")
     references = baselines.fit_and_score(
@@ -112,11 +119,26 @@ def evaluate_models(
     return result
 
 
+def _champion_scorer(tracking_uri: str, model_name: str, version: str, scratch: Path) -> tuple[Any, str]:
+    """(a scorer of the champion's checked SavedModel, "") or, when no digest was recorded on the version,
+    (None, why it cannot be compared). Files that differ from the recorded digest raise: the store was changed.
+    """
+    from retrainer.registry.artefacts import NoRecordedDigest, download_saved_model
+    from retrainer.serving.saved_model import SavedModelScorer
+
+    try:
+        folder = download_saved_model(tracking_uri, model_name, version, scratch)
+    except NoRecordedDigest as exc:
+        return None, str(exc)
+    return SavedModelScorer(folder), ""
+
+
 def _score(
     model: Any, champion: Any, files: list[Any], run: RunContext, days: tuple[str, str] | None, name: str = ""
 ) -> dict[str, Any]:
-    """The objective's metrics of the run's ``model`` (a Keras model) or of ``champion`` (a registered
-    pyfunc) on the evaluation rows of ``files`` (in ``days``), streamed batch by batch."""
+    """The objective's metrics of the run's ``model`` (a Keras model) or of ``champion`` (the registered
+    SavedModel, see :func:`_champion_scorer`) on the evaluation rows of ``files`` (in ``days``), streamed batch
+    by batch."""
     contract, objective = run.workload.contract, run.workload.objective
     metrics = objective.eval_metrics()
     for batch in iter_record_batches(files, contract, days=days):

@@ -25,6 +25,7 @@ from retrainer.core.fingerprint import tree_digest
 from retrainer.core.layout import RunLayout
 from retrainer.core.results import EvaluationResult, ExportResult, RegistrationResult, TrainingResult, ValidationResult
 from retrainer.registry import promotion
+from retrainer.registry.artefacts import SAVED_MODEL_DIGEST_TAG
 from retrainer.registry.mlflow_run import log_and_register, range_text
 from retrainer.stages import costed
 from retrainer.stages.evaluate import evaluate_models
@@ -81,7 +82,7 @@ def register_model(
     run_key = training.run_key
 
     exp_id = registry.experiment_id(tracking_uri, f"retrainer/{cfg.run.workload}")
-    tags = _version_tags(cfg, layout, training, evaluation)
+    tags = _version_tags(cfg, layout, training, evaluation, exported)
     # A retry of this run reuses its version; another run of the date (same data and parameters, its own
     # folder) registers its own: the version's files must be the ones this run evaluated.
     own = {RUN_KEY_TAG: run_key, RUN_FOLDER_TAG: tags[RUN_FOLDER_TAG]}
@@ -113,9 +114,10 @@ def register_model(
 
 
 def _version_tags(
-    cfg: RunConfig, layout: RunLayout, training: TrainingResult, evaluation: EvaluationResult
+    cfg: RunConfig, layout: RunLayout, training: TrainingResult, evaluation: EvaluationResult, exported: ExportResult
 ) -> dict[str, str]:
-    """What a version says about itself: its run key, the run date the promotion policy compares, its data."""
+    """What a version says about itself: its run key, the run date the promotion policy compares, its data, and
+    the digest of the SavedModel it uploads (what a later evaluation checks before scoring it as champion)."""
     window, headline = cfg.window, evaluation.headline
     costs = {
         stage: {"wall_s": c.wall_s, "cpu_s": c.cpu_s, "peak_rss_mib": c.peak_rss_mib}
@@ -130,6 +132,7 @@ def _version_tags(
         f"new_{headline}": f"{evaluation.new[headline]:.6f}",
         COST_TAG: json.dumps(costs, sort_keys=True),
         RUN_FOLDER_TAG: layout.root.relative_to(Path(cfg.engines.data_root)).as_posix(),
+        SAVED_MODEL_DIGEST_TAG: exported.saved_model_digest,
     }
 
 
