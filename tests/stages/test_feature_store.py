@@ -144,3 +144,27 @@ def test_the_next_days_run_computes_exactly_one_day(spark, root: Path, tmp_path:
     store = store_for(spark, root)
     assert all(store.is_current(d, store.inputs_of(d, store.dimension_digests())) for d in cfg.window.days())
     assert not list(store.root.glob("_staging-*"))
+
+
+def test_a_file_replaced_after_the_gate_and_before_spark_reads_it_stores_nothing(
+    spark, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The features stage checks the landed files against the gate before it starts, but Spark reads them
+    later, in the job that writes the batch. A file replaced in between (here: as the reader is made, after
+    the digests were taken) fails the batch naming the file, and no day of the batch is stored."""
+    from retrainer.data import feature_store
+    from retrainer.data.landed_files import ChangedAfterGate
+
+    day = DAYS[-1]
+    store = store_for(spark, root)  # the digests the raw gate recorded
+
+    class ReplacedUnderneath(feature_store.RawReader):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            rewrite_flights(root, day, 30)
+
+    monkeypatch.setattr(feature_store, "RawReader", ReplacedUnderneath)
+    with pytest.raises(ChangedAfterGate, match=rf"changed while the feature store read them: \['flights/{day}'\]"):
+        store.ensure([day])
+    assert not store.day_dir(day).exists()
+    assert not list(store.root.glob("_staging-*"))

@@ -27,12 +27,13 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from retrainer.core import atomic, locks
 from retrainer.core.run_window import days_between
 from retrainer.core.fingerprint import dict_fingerprint, file_digest, folder_fingerprint
-from retrainer.core.layout import raw_dim, raw_gate_record
+from retrainer.core.layout import raw_dim, raw_gate_record, raw_partition
+from retrainer.data.landed_files import ChangedAfterGate
 from retrainer.spark.raw_reader import RawReader
 from retrainer.workloads import Workload
 
@@ -140,6 +141,7 @@ class FeatureStore:
         try:
             rows.repartition(date_col).write.partitionBy(date_col).parquet(str(staging))
             written = {d: _rows_in(staging / self.day_dir(d).name) for d in batch}
+            self._require_inputs_unchanged(inputs)  # Spark read the files just now: were they the gated bytes?
             for day in batch:
                 part = staging / self.day_dir(day).name
                 part.mkdir(parents=True, exist_ok=True)  # a day without flights is stored empty
@@ -154,6 +156,30 @@ class FeatureStore:
             "counted them) %s; %s rows out in %.1f s",
             len(batch), start, batch[-1], len(raw_days), rows_in, rows_out, time.perf_counter() - t0,
         )  # fmt: skip
+
+    def _require_inputs_unchanged(self, inputs: Mapping[dt.date, Any]) -> None:
+        """Hash again, after Spark has read them, every raw file the batch's rows came from.
+
+        The stage checks the files against the raw gate's digests before it starts, but Spark reads them
+        later (lazily, in the job that writes the batch): a file replaced in between would give rows from
+        bytes nobody checked. Nothing of the batch is stored if any digest differs."""
+        now: dict[str, str] = {}
+        changed: set[str] = set()
+        for day_inputs in inputs.values():
+            expected = {**day_inputs["daily"], **{f"dims/{n}": d for n, d in day_inputs["dims"].items()}}
+            for key, digest in expected.items():
+                if key not in now:
+                    source, name = key.split("/")
+                    path = raw_dim(self.data_root, name) if source == "dims" else (
+                        raw_partition(self.data_root, source, dt.date.fromisoformat(name)))  # fmt: skip
+                    now[key] = file_digest(path) if path.exists() else "(missing)"
+                if now[key] != digest:
+                    changed.add(key)
+        if changed:
+            raise ChangedAfterGate(
+                f"landed files changed while the feature store read them: {sorted(changed)}; nothing of "
+                f"{min(inputs)}..{max(inputs)} was stored: run check-raw again"
+            )
 
     def raw_rows(self, days: Sequence[dt.date]) -> dict[str, int]:
         """Landed rows of ``days`` per daily source, from the raw gate's records (no Spark job)."""
