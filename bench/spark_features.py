@@ -80,7 +80,7 @@ def spark_one(root: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     spark = get_spark("local[*]", app_name="bench-spark-features")
     year = [YEAR_START + dt.timedelta(days=i) for i in range((YEAR_END - YEAR_START).days + 1)]
-    digests = landed_digests(root, workload.daily_sources, year)
+    digests = landed_digests(root, workload.daily_sources, year, workload.dimensions)
     store = FeatureStore(spark, workload, str(root), digests)
     shutil.rmtree(store.root, ignore_errors=True)
     days = _days()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from retrainer import registry
-from retrainer.core.layout import RunLayout, quarantine_file, raw_gate_record, raw_partition
+from retrainer.core.layout import RunLayout, quarantine_file, raw_dim, raw_gate_record, raw_partition
 from retrainer.core.results import GateReport, TrainingResult
 from retrainer.runners.pipeline import run_pipeline
 from retrainer.stages.check_raw import RawDataRejected, check_raw_days
@@ -148,6 +148,17 @@ CASES = [
      r"malformed line"),
     ("shifted-label-distribution", "flights", _set("arr_delay", _later(60)), ValidationFailed,
      r"\[per_day\] mean of is_late per day outside \[0.01, 0.9\] on {day}: 0\.9\d"),
+    # The dimension table every day's features join (read whole by the gate on every run).
+    ("planes-missing-column", "dims/planes", _drop("seats"), RAW_GATE,
+     r"planes: missing required columns outside \[0, 0\] on dims/planes\.csv: 1 \(lacks \['seats'\]"),
+    ("planes-duplicate-tailnum", "dims/planes", lambda rows: rows + rows[1:4], RAW_GATE,
+     r"planes: values of the key \['tailnum'\] on more than one row outside \[0, 0\] on dims/planes\.csv: 3 "
+     r"\(e\.g\. \[{{'tailnum': "),
+    ("planes-garbage-seats", "dims/planes", _set("seats", lambda v: "many", every=20), RAW_GATE,
+     r"planes: share of rows with a value that does not parse outside \[0, 0\.01\] on dims/planes\.csv: 0\.05\d* "
+     r"\(seats e\.g\. \['many'"),
+    ("planes-years-out-of-range", "dims/planes", _set("year", lambda v: v if v == "NA" else "1850", every=10),
+     RAW_GATE, r"planes: share of year values not in \[1940, 2014\] outside \[0, 0\.01\] on dims/planes\.csv: 0\.1"),
 ]  # fmt: skip
 
 
@@ -158,7 +169,8 @@ def test_a_broken_day_stops_at_its_gate_and_the_champion_stays(
     _, tracking = baseline
     cfg = small_config(case_root, tracking)
     day = cfg.window.eval_start
-    path = raw_partition(case_root, source, day)
+    dims, name = source.split("/") if "/" in source else ("", "")
+    path = raw_dim(case_root, name) if dims else raw_partition(case_root, source, day)
     _write(path, edit(_rows(path)))
     before = registry.aliases(tracking, MODEL)
     versions = _versions(tracking)
@@ -239,7 +251,9 @@ def test_an_unchanged_day_is_not_scanned_again_and_a_changed_one_is(
 ) -> None:
     cfg = small_config(case_root, baseline[1])
     first = check_raw_days(cfg)
-    assert first.scanned == [] and first.reused == len(first.files)  # records copied with the files
+    days = [k for k in first.files if not k.startswith("dims/")]
+    assert first.scanned == [] and first.reused == len(days)  # records copied with the files
+    assert set(first.files) - set(days) == {"dims/planes"}  # read whole every run; its digest handed on too
     path = raw_partition(case_root, "weather", cfg.window.train_start)
     rows = _rows(path)
     _write(path, rows[:-1])  # one reading fewer: a changed file

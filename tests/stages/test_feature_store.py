@@ -32,7 +32,8 @@ def store_for(spark, root: Path):
     from retrainer.data.feature_store import FeatureStore
 
     first = DAYS[0] - dt.timedelta(days=WORKLOAD.history_days)
-    digests = landed_digests(root, WORKLOAD.daily_sources, days_between(first, DAYS[-1] + dt.timedelta(days=1)))
+    days = days_between(first, DAYS[-1] + dt.timedelta(days=1))
+    digests = landed_digests(root, WORKLOAD.daily_sources, days, WORKLOAD.dimensions)
     return FeatureStore(spark, WORKLOAD, str(root), digests)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from retrainer.core.feature_files import FeatureFiles
 from retrainer.core.fingerprint import folder_fingerprint, parquet_parts
-from retrainer.core.layout import RunLayout, raw_partition
+from retrainer.core.layout import RunLayout, raw_dim, raw_partition
 from retrainer.core.results import FeaturesResult, GateReport, ValidationResult
 from retrainer.core.run_window import days_between
 from retrainer.stages.check_raw import check_raw_days
@@ -207,6 +207,11 @@ def test_features_refuse_files_changed_after_the_gate(spark, cfg, corrupt_root: 
     gate = check_raw_days(bad_cfg)
     _rewrite(raw_partition(corrupt_root, "flights", bad_cfg.window.eval_start), _shift_label)
     with pytest.raises(ChangedAfterGate, match=f"flights/{bad_cfg.window.eval_start}"):
+        build_features(gate, bad_cfg)
+    gate = check_raw_days(bad_cfg)  # the day checked again as it now is; then a plane table swapped in
+    planes = raw_dim(corrupt_root, "planes")
+    planes.write_text(planes.read_text().replace(",182,", ",183,", 1))
+    with pytest.raises(ChangedAfterGate, match=r"\['dims/planes'\]"):
         build_features(gate, bad_cfg)
 
 

@@ -78,7 +78,7 @@ class RawGateResult(StageResult):
     STAGE: ClassVar[str] = "check-raw"
     workload: str
     run_date: dt.date
-    files: dict[str, str]  # "<source>/<date>" -> sha256 of the landed file as it was checked
+    files: dict[str, str]  # "<source>/<date>" and "dims/<name>" -> sha256 of the landed file as it was checked
     scanned: list[str]  # "<source>/<date>" read by Spark this time (new or changed files)
     reused: int  # days whose record from an earlier check of the same file was reused
     quarantined: dict[str, int]  # "<source>/<date>" -> rows that did not parse, kept in a quarantine file

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 from retrainer.core import atomic, locks
 from retrainer.core.run_window import days_between
 from retrainer.core.fingerprint import dict_fingerprint, file_digest, folder_fingerprint
-from retrainer.core.layout import raw_dim, raw_gate_record, raw_partition
-from retrainer.data.landed_files import ChangedAfterGate
+from retrainer.core.layout import raw_gate_record
+from retrainer.data.landed_files import DIMS, ChangedAfterGate, changed_files
 from retrainer.spark.raw_reader import RawReader
 from retrainer.workloads import Workload
 
@@ -82,7 +82,7 @@ class FeatureStore:
     spark: SparkSession
     workload: Workload
     data_root: str
-    raw_files: Mapping[str, str]  # "<source>/<day>" -> sha256, as the raw gate checked them
+    raw_files: Mapping[str, str]  # "<source>/<day>" and "dims/<name>" -> sha256, as the raw gate checked them
 
     @property
     def root(self) -> Path:
@@ -111,7 +111,11 @@ class FeatureStore:
         return {"daily": files, "dims": dict(dims)}
 
     def dimension_digests(self) -> dict[str, str]:
-        return {name: file_digest(raw_dim(self.data_root, name)) for name in self.workload.dimensions}
+        """The dimension tables' digests as the raw gate checked them (what every day's rows join)."""
+        missing = [f"{DIMS}/{n}" for n in self.workload.dimensions if f"{DIMS}/{n}" not in self.raw_files]
+        if missing:
+            raise ValueError(f"the raw gate did not check {missing}, which every day's features read: run check-raw")
+        return {name: self.raw_files[f"{DIMS}/{name}"] for name in self.workload.dimensions}
 
     def is_current(self, day: dt.date, inputs: Mapping[str, object]) -> bool:
         return atomic.read_record(self.day_dir(day) / INPUTS_FILE) == inputs
@@ -163,21 +167,12 @@ class FeatureStore:
         The stage checks the files against the raw gate's digests before it starts, but Spark reads them
         later (lazily, in the job that writes the batch): a file replaced in between would give rows from
         bytes nobody checked. Nothing of the batch is stored if any digest differs."""
-        now: dict[str, str] = {}
-        changed: set[str] = set()
+        expected: dict[str, str] = {}
         for day_inputs in inputs.values():
-            expected = {**day_inputs["daily"], **{f"dims/{n}": d for n, d in day_inputs["dims"].items()}}
-            for key, digest in expected.items():
-                if key not in now:
-                    source, name = key.split("/")
-                    path = raw_dim(self.data_root, name) if source == "dims" else (
-                        raw_partition(self.data_root, source, dt.date.fromisoformat(name)))  # fmt: skip
-                    now[key] = file_digest(path) if path.exists() else "(missing)"
-                if now[key] != digest:
-                    changed.add(key)
-        if changed:
+            expected |= day_inputs["daily"] | {f"{DIMS}/{name}": d for name, d in day_inputs["dims"].items()}
+        if changed := changed_files(self.data_root, expected):
             raise ChangedAfterGate(
-                f"landed files changed while the feature store read them: {sorted(changed)}; nothing of "
+                f"landed files changed while the feature store read them: {changed}; nothing of "
                 f"{min(inputs)}..{max(inputs)} was stored: run check-raw again"
             )
 

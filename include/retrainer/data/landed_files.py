@@ -8,7 +8,7 @@ come from the run calendar, the sources from the workload.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from retrainer.core.config import RunConfig
@@ -62,24 +62,35 @@ class ChangedAfterGate(BadData):
     """A landed file changed between the raw gate and a stage that reads it."""
 
 
-def landed_digests(data_root: str | Path, sources: Iterable[str], days: Iterable[dt.date]) -> dict[str, str]:
-    """``"<source>/<day>"`` -> SHA-256 of each of those landed daily files that exists: the map the raw gate
-    hands the feature store, for code that drives the store directly (its benchmark, its tests)."""
-    days = list(days)
-    return {
-        f"{source}/{day.isoformat()}": file_digest(path)
-        for source in sources
-        for day in days
-        if (path := raw_partition(data_root, source, day)).exists()
-    }
+DIMS = "dims"  # the gate's file map names a dimension table "dims/<name>", a landed day "<source>/<day>"
+
+
+def landed_path(data_root: str | Path, key: str) -> Path:
+    """The landed file a key of the gate's file map names."""
+    source, name = key.split("/", 1)
+    return raw_dim(data_root, name) if source == DIMS else raw_partition(data_root, source, dt.date.fromisoformat(name))
+
+
+def landed_digests(
+    data_root: str | Path, sources: Iterable[str], days: Iterable[dt.date], dimensions: Iterable[str] = ()
+) -> dict[str, str]:
+    """The gate's file map (``"<source>/<day>"`` and ``"dims/<name>"`` -> SHA-256) of those landed files that
+    exist, for code that drives the feature store directly (its benchmark, its tests)."""
+    keys = [f"{source}/{day.isoformat()}" for source in sources for day in days] + [f"{DIMS}/{n}" for n in dimensions]
+    return {key: file_digest(path) for key in keys if (path := landed_path(data_root, key)).exists()}
+
+
+def changed_files(data_root: str | Path, expected: Mapping[str, str]) -> list[str]:
+    """The keys of ``expected`` (the gate's file map, or part of it) whose file is gone or has other bytes."""
+    changed = []
+    for key, digest in sorted(expected.items()):
+        path = landed_path(data_root, key)
+        if not path.exists() or file_digest(path) != digest:
+            changed.append(key)
+    return changed
 
 
 def require_unchanged(gate: RawGateResult, cfg: RunConfig) -> None:
     """Raise if a landed file changed after the gate checked it: features must read what was checked."""
-    changed = []
-    for key, digest in gate.files.items():  # "<source>/<date>"
-        source, day = key.split("/")
-        if file_digest(raw_partition(cfg.engines.data_root, source, dt.date.fromisoformat(day))) != digest:
-            changed.append(key)
-    if changed:
+    if changed := changed_files(cfg.engines.data_root, gate.files):
         raise ChangedAfterGate(f"landed files changed after the raw gate checked them: {changed}; run check-raw again")

@@ -18,6 +18,7 @@ from retrainer.core.results import (
     RegistrationResult,
     TrainingResult,
 )
+from retrainer.data.landed_files import DIMS
 from retrainer.workloads import get_workload
 
 
@@ -92,9 +93,12 @@ def _gate_lines(gate_report: GateReport | None, gate: RawGateResult | None) -> l
     lines = [f"  raw gate    {_checks(gate_report)}"]
     if gate:
         quarantined = ", ".join(f"{k} {n}" for k, n in gate.quarantined.items()) or "none"
+        days = len(gate.scanned) + gate.reused
+        dims = sorted(k.split("/", 1)[1] for k in gate.files if k.startswith(f"{DIMS}/"))
         lines.append(
-            f"              {len(gate.files)} landed files: {len(gate.scanned)} scanned, {gate.reused} unchanged"
+            f"              {days} landed files: {len(gate.scanned)} scanned, {gate.reused} unchanged"
             f" since checked; quarantined rows: {quarantined}"
+            + (f"; dimension tables read whole: {', '.join(dims)}" if dims else "")
         )
     return lines + [f"              - {f}" for f in gate_report.failed]
 

@@ -1,4 +1,5 @@
-"""The raw contract: what each landed daily file of a workload must satisfy before any feature is built.
+"""The raw contract: what each landed daily file and dimension table of a workload must satisfy before any
+feature is built.
 
 The raw gate (``retrainer.data.raw_gate_suite``) turns it into per-day Great Expectations suites, and the
 Spark reader (``retrainer.spark.raw_reader``) into a header-checked, typed read. Apart from the feature
@@ -61,12 +62,38 @@ class RawSource:
 
 
 @dataclasses.dataclass(frozen=True)
+class RawDimension:
+    """A dimension table (``raw/dims/<name>.csv``), landed whole and joined by every day's features.
+
+    The gate reads it whole on every run (reference data: thousands of rows, not millions) and bounds the
+    same statistics as a day's (columns, parse failures, nulls, ranges, categories, duplicate keys), so a
+    damaged table fails the run before any feature reads it, instead of being joined in silently."""
+
+    name: str
+    columns: tuple[RawColumn, ...]  # the columns features read (others may come and go)
+    key: tuple[str, ...]  # unique: a join on it must not multiply rows or pick one at random
+    min_rows: int
+    max_quarantined_fraction: float  # rows with a value that does not parse as its column's type
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if unknown := [k for k in self.key if k not in names]:
+            raise ValueError(f"dimension {self.name}: key columns {unknown} are not columns")
+
+    @property
+    def types(self) -> dict[str, str]:
+        return {c.name: c.dtype for c in self.columns}
+
+
+@dataclasses.dataclass(frozen=True)
 class RawContract:
-    """The daily sources a workload reads and the neighbourhood the relative bounds look at."""
+    """The daily sources and dimension tables a workload reads, and the neighbourhood the relative bounds
+    look at."""
 
     name: str  # names the gate's per-day record, so workloads sharing sources share it
     sources: tuple[RawSource, ...]
     neighbour_days: int = 7  # days on each side whose median is a day's "recent" reference
+    dimensions: tuple[RawDimension, ...] = ()
 
     def source(self, name: str) -> RawSource:
         for s in self.sources:

@@ -1,5 +1,5 @@
-"""Stage 0, check-raw: the raw gate. Every landed day the run reads (history days included) against the
-workload's raw contract, before any feature is built.
+"""Stage 0, check-raw: the raw gate. Every landed day the run reads (history days included) and every
+dimension table its features join, against the workload's raw contract, before any feature is built.
 
 Each landed file is scanned by Spark once: its per-day statistics (rows, quarantined rows, nulls,
 values out of range or category, rows dated in another day, duplicate keys, mean and spread of the
@@ -7,7 +7,9 @@ unit-checked columns) are kept beside it in ``_gate.<contract>.json`` with the f
 later run reuses the record while the digest matches; a changed file is scanned again. Rows that do
 not parse go to ``quarantine/<source>/date=D/`` with the reason. The bounds themselves are applied
 on every run, by Great Expectations, to the small per-day table: they are cheap, and the relative
-ones (rows, unit shifts) compare each day with its neighbours in this run.
+ones (rows, unit shifts) compare each day with its neighbours in this run. Dimension tables are small and
+read whole each run (:mod:`retrainer.data.dimension_gate`); their digests join the days' in the result's
+file map (``dims/<name>``), which is what the features stage may read.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from retrainer.core import atomic
 from retrainer.core.config import RunConfig
 from retrainer.core.errors import BadData
 from retrainer.core.fingerprint import file_digest
-from retrainer.core.layout import ValidationFiles, raw_gate_record, raw_partition
+from retrainer.core.layout import ValidationFiles, raw_dim, raw_gate_record, raw_partition
 from retrainer.core.results import RawGateResult
+from retrainer.data.dimension_gate import dimension_record, dimension_suite
 from retrainer.data.gx_suites import run_suites
-from retrainer.data.landed_files import check_raw_inputs
+from retrainer.data.landed_files import DIMS, check_raw_inputs
 from retrainer.data.raw_gate_suite import day_suite
 from retrainer.data.raw_scan import scan_days, source_fingerprint
 from retrainer.spec.raw_contract import RawContract
@@ -86,8 +89,11 @@ def check_raw_days(run: RunContext | RunConfig) -> RawGateResult:
     layout.discard(RawGateResult)
     records = _records(cfg, contract, days)
 
+    dims = {d.name: dimension_record(raw_dim(cfg.engines.data_root, d.name), d) for d in contract.dimensions}
+    records.digests |= {f"{DIMS}/{name}": record["digest"] for name, record in dims.items()}
     with atomic.staged_dir(layout.raw_gate) as staging:
         suites = [day_suite(source, records.by_source[source.name], contract) for source in contract.sources]
+        suites += [dimension_suite(d, dims[d.name], f"{DIMS}/{d.name}.csv") for d in contract.dimensions]
         report = run_suites(suites, f"{contract.name}.raw", ValidationFiles(staging), ValidationFiles(layout.raw_gate))
         atomic.write_json(ValidationFiles(staging).report, report.to_dict())
     quarantined = {
@@ -113,7 +119,7 @@ def check_raw_days(run: RunContext | RunConfig) -> RawGateResult:
     layout.save(result)
     log.info(
         "raw gate passed: %d landed files (%d scanned, %d unchanged since checked), %d checks; quarantined rows: %s",
-        len(records.digests), len(records.scanned), records.reused, sum(report.evaluated.values()),
+        len(records.scanned) + records.reused, len(records.scanned), records.reused, sum(report.evaluated.values()),
         quarantined or "none",
     )  # fmt: skip
     return result

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from retrainer.spec.contract import Column, DriftRule, DType, Role
-from retrainer.spec.raw_contract import RawColumn, RawContract, RawSource
+from retrainer.spec.raw_contract import RawColumn, RawContract, RawDimension, RawSource
 
 if TYPE_CHECKING:
     from pyspark.sql import Column as SparkColumn
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 LATE_MINUTES = 15
 LAG_DAYS = 7
-DIMENSIONS = ("planes",)
 CARRIERS = ("9E", "AA", "AS", "B6", "DL", "EV", "F9", "FL", "HA", "MQ", "OO", "UA", "US", "VX", "WN", "YV")
 
 # Drift: seasonal features (weather, late rates) only warn; features whose mix should not move with the
@@ -155,9 +154,21 @@ WEATHER = RawSource(
     rows_vs_neighbours=(0.5, 1.5),
     max_quarantined_fraction=0.05,
 )
-RAW_CONTRACT = RawContract(name="nyc_flights", sources=(FLIGHTS, WEATHER))
+PLANES = RawDimension(
+    name="planes",
+    columns=(
+        RawColumn("tailnum", "string", nullable=False),
+        RawColumn("year", "int", max_null_fraction=0.1, min_value=1940, max_value=2014, mostly=0.99),
+        RawColumn("seats", "double", nullable=False, min_value=1, max_value=900, mostly=0.99),
+    ),
+    key=("tailnum",),
+    min_rows=100,
+    max_quarantined_fraction=0.01,
+)
+RAW_CONTRACT = RawContract(name="nyc_flights", sources=(FLIGHTS, WEATHER), dimensions=(PLANES,))
+DIMENSIONS = tuple(d.name for d in RAW_CONTRACT.dimensions)
 WEATHER_MEASURES = ["temp", "humid", "wind_speed", "precip", "pressure", "visib"]
-PLANES_COLUMNS = {"tailnum": "string", "year": "int", "seats": "double"}
+PLANES_COLUMNS = PLANES.types
 
 
 def build_rows(
