@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -222,3 +223,23 @@ def test_landed_range_covers_the_test_run(cfg) -> None:
 # --- encoding and row-date problems: normalised, or named as bad data (never an engine crash) ----
 def _bytes_rewrite(path: Path, fn) -> None:
     path.write_bytes(fn(path.read_bytes()))
+
+
+def test_a_validate_retry_after_its_rename_validates_the_moved_features(spark, cfg, corrupt_root: Path) -> None:
+    """validate renames features.pending to features, then saves its result: an attempt that died in
+    between leaves no pending folder, and its retry validates the moved build instead of failing for ever;
+    a features folder of another build is not taken for it."""
+    from retrainer.core import atomic
+
+    run_cfg = small_config(corrupt_root, cfg.engines.tracking_uri)
+    features = features_for(run_cfg)
+    layout = RunLayout.of(run_cfg)
+    atomic.replace_dir(Path(features.folder), layout.features)  # the rename, then the attempt died
+    retried = validate_features(features, run_cfg)
+    assert retried.report.success and retried.features_dir == str(layout.features)
+    assert retried.features.folder == str(layout.features) and layout.features.is_dir()
+
+    other = dataclasses.replace(features_for(run_cfg), train_fingerprint="0" * 64)  # not the build in features
+    atomic.replace_dir(Path(other.folder), layout.features_rejected)
+    with pytest.raises(FileNotFoundError, match="run the features stage"):
+        validate_features(other, run_cfg)

@@ -22,6 +22,7 @@ from retrainer.core import atomic
 from retrainer.core.config import RunConfig
 from retrainer.core.errors import BadData
 from retrainer.core.feature_files import FeatureFiles
+from retrainer.core.fingerprint import folder_fingerprint
 from retrainer.core.layout import ValidationFiles
 from retrainer.core.results import FeaturesResult, GateReport, ValidationResult
 from retrainer.data import day_checks, drift
@@ -55,7 +56,11 @@ def validate_features(features: FeaturesResult, run: RunContext | RunConfig) -> 
     cfg = run.config
     layout = run.layout
     pending = Path(features.folder)
-    if not pending.is_dir():
+    moved = not pending.is_dir() and _moved_by_an_earlier_attempt(features, layout.features)
+    if moved:  # a retry after this stage moved them and died before its result was saved: validate them there
+        log.info("features %s were moved to %s by an earlier attempt: validating them there", pending, layout.features)
+        features, pending = dataclasses.replace(features, folder=str(layout.features)), layout.features
+    elif not pending.is_dir():
         raise FileNotFoundError(f"features {pending} not found: run the features stage for {cfg.run.date} first")
     layout.discard(ValidationResult)
     with atomic.staged_dir(layout.validation) as staging:
@@ -63,7 +68,7 @@ def validate_features(features: FeaturesResult, run: RunContext | RunConfig) -> 
         report = _run_suites(features, run, days, staging, layout.validation)
         atomic.write_json(ValidationFiles(staging).report, report.to_dict())
     if not report.success:
-        if pending != layout.features:
+        if pending != layout.features or moved:
             atomic.replace_dir(pending, layout.features_rejected)
         raise ValidationFailed(
             f"{len(report.failed)} expectation(s) failed for run {cfg.run.date} "
@@ -80,6 +85,13 @@ def validate_features(features: FeaturesResult, run: RunContext | RunConfig) -> 
     result = ValidationResult(features=features, features_dir=str(layout.features), report=report)
     layout.save(result)
     return result
+
+
+def _moved_by_an_earlier_attempt(features: FeaturesResult, validated_dir: Path) -> bool:
+    """Whether the run's ``features`` folder holds this very build (the training split's rows fingerprint
+    ``features`` recorded), i.e. an earlier attempt of validate renamed it there."""
+    train = FeatureFiles(validated_dir).train
+    return train.is_dir() and folder_fingerprint(train) == features.train_fingerprint
 
 
 def _run_suites(features: FeaturesResult, run: RunContext, days: list[str], staging: Path, final: Path) -> GateReport:
