@@ -225,3 +225,35 @@ def on_new_champion_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (
         record_champion()
 
     return on_new_champion()
+
+
+def housekeeping_dag(workloads: list[str], *, doc_md: str) -> Any:
+    """The DAG ``retrainer_housekeeping``: once a day, one task per workload applies the retention policy
+    (:mod:`retrainer.stages.prune`) with the deployment's settings. No catch-up: pruning now covers the past."""
+
+    @dag(
+        dag_id="retrainer_housekeeping",
+        schedule="@daily",
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(),
+        tags=["retrainer", "housekeeping"],
+        doc_md=doc_md,
+    )
+    def housekeeping() -> None:
+        for workload in workloads:
+
+            @task(task_id=f"prune_{workload}", multiple_outputs=False, execution_timeout=timedelta(minutes=30))
+            def prune_runs(name: str = workload) -> dict[str, Any]:
+                from retrainer.core.config import default_data_root, default_tracking_uri
+                from retrainer.stages.prune import prune
+
+                settings = deployment()
+                plan = prune(default_data_root(), name, default_tracking_uri(), settings.keep_runs,
+                             settings.prune_min_age_hours * 3600)  # fmt: skip
+                return {"kept": len(plan.kept), "removed": sorted(plan.pruned), "freed_bytes": plan.freed_bytes}
+
+            prune_runs()
+
+    return housekeeping()

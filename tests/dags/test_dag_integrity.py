@@ -17,6 +17,7 @@ from support import ROOT
 
 DAG_IDS = {"flight_delay_retrain": "flight_delay", "arrival_delay_minutes_retrain": "arrival_delay_minutes"}
 DOWNSTREAM = {"flight_delay_on_new_champion": "flight_delay"}  # scheduled on the champion Asset
+HOUSEKEEPING = "retrainer_housekeeping"
 HEAVY = ("tensorflow", "pyspark", "great_expectations", "mlflow", "keras", "pandas")
 
 
@@ -41,7 +42,7 @@ def serialized(dagbag):
 
 def test_dag_files_import_without_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == set(DAG_IDS) | set(DOWNSTREAM)
+    assert set(dagbag.dag_ids) == set(DAG_IDS) | set(DOWNSTREAM) | {HOUSEKEEPING}
     # one DAG per workload, and every workload has its DAG
     from retrainer.workloads import workload_names
 
@@ -50,7 +51,7 @@ def test_dag_files_import_without_errors(dagbag) -> None:
     assert "retrain_dag_factory.py" not in parsed  # .airflowignore: shared code, not a DAG file
 
 
-@pytest.mark.parametrize("dag_file", sorted(f"{d}.py" for d in [*DAG_IDS, *DOWNSTREAM]))
+@pytest.mark.parametrize("dag_file", sorted(f"{d}.py" for d in [*DAG_IDS, *DOWNSTREAM, HOUSEKEEPING]))
 def test_importing_a_dag_file_pulls_in_no_heavy_library(dag_file: str) -> None:
     code = (
         "import runpy, sys, json; sys.path[:0] = sys.argv[1:3]; runpy.run_path(sys.argv[3]); "
@@ -134,6 +135,17 @@ def test_the_downstream_dag_is_scheduled_on_the_champion_asset(dagbag) -> None:
         assert "downstream" in dag.tags and dag.doc_md
         for task in dag.tasks:
             assert task.retries >= 2 and task.execution_timeout is not None, task.task_id
+
+
+def test_housekeeping_prunes_every_workload_daily_with_retries_and_alerts(dagbag) -> None:
+    from retrainer.workloads import workload_names
+
+    dag = dagbag.dags[HOUSEKEEPING]
+    assert dag.schedule == "@daily" and not dag.catchup and dag.max_active_runs == 1
+    assert sorted(dag.task_ids) == sorted(f"prune_{w}" for w in workload_names())
+    for t in dag.tasks:
+        assert t.retries >= 2 and t.retry_exponential_backoff and t.execution_timeout is not None
+        assert t.on_failure_callback and not t.outlets
 
 
 def test_alert_channels_are_chosen_by_configuration(monkeypatch) -> None:

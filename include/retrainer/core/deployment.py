@@ -90,6 +90,15 @@ class Deployment:
         "every epoch under MultiWorkerMirroredStrategy, whose workers must save together): a killed task "
         "redoes at most this much; 0: every epoch",
     )  # fmt: skip
+    keep_runs: int = param(
+        10, minimum=0, maximum=100000, env="RETRAINER_KEEP_RUNS",
+        help="retention: the newest run folders of a workload kept besides every registered version's (retrainer "
+        "prune and the housekeeping DAG remove the rest)",
+    )  # fmt: skip
+    prune_min_age_hours: float = param(
+        24.0, minimum=1, maximum=100000, env="RETRAINER_PRUNE_MIN_AGE_HOURS",
+        help="retention: nothing changed more recently than this is removed (a run in flight, a write in progress)",
+    )  # fmt: skip
     log_level: str = param(
         "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), env="RETRAINER_LOG_LEVEL",
         help="the retrainer CLI's log level (its --log-level overrides it)",

@@ -112,6 +112,14 @@ def _read(what: str, tracking_uri: str, call: Callable[[], Any], absent: Any = _
         raise RegistryUnavailable(f"could not read {what} from {tracking_uri}: {type(exc).__name__}: {exc}") from exc
 
 
+def versions(tracking_uri: str, model_name: str) -> list[Any]:
+    """Every version of the model, with its tags ([] if the model does not exist); RegistryUnavailable if
+    unreadable."""
+    client = configure(tracking_uri)
+    search = lambda: list(client.search_model_versions(f"name = '{model_name}'"))  # noqa: E731
+    return _read(f"the versions of {model_name}", tracking_uri, search, absent=[])
+
+
 def find_version_of_run(tracking_uri: str, model_name: str, experiment_id: str, tags: dict[str, str]) -> str | None:
     """The version registered from an MLflow run carrying every one of ``tags``, if any.
 

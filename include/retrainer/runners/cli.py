@@ -139,6 +139,19 @@ def cmd_reset_high_water(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
+    """Retention (:mod:`retrainer.stages.prune`): keep every registered version's run folder and the newest
+    ones, remove the rest."""
+    from retrainer.core.config import default_tracking_uri
+    from retrainer.stages.prune import prune
+
+    settings = deployment()
+    keep = settings.keep_runs if args.keep_last is None else args.keep_last
+    hours = settings.prune_min_age_hours if args.min_age_hours is None else args.min_age_hours
+    tracking, root = args.tracking_uri or default_tracking_uri(), args.data_root or default_data_root()
+    return prune(root, args.workload, tracking, keep, hours * 3600, dry_run=args.dry_run).to_dict()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retrainer",
@@ -188,6 +201,23 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--version", default="0", help="the version the new mark names (with --to)")
     reset.add_argument("--tracking-uri", help="MLflow tracking URI (env MLFLOW_TRACKING_URI)")
     reset.add_argument("--data-root", help="the data root, for the promotion lock (env RETRAINER_DATA_ROOT)")
+    pr = sub.add_parser(
+        "prune",
+        help="retention: remove run folders that registered nothing (beyond the newest), interrupted writes' "
+        "leftovers and feature stores of other code",
+        description="Keeps every registered version's run folder (the champion's among them), the newest "
+        "--keep-last run folders and anything changed in the last --min-age-hours; removes the rest. Reads the "
+        "registry first: if it cannot, removes nothing.",
+    )
+    pr.set_defaults(func=cmd_prune)
+    pr.add_argument("--workload", required=True, help="whose run folders and feature store")
+    pr.add_argument("--keep-last", type=int, help="newest run folders kept (env RETRAINER_KEEP_RUNS, default 10)")
+    pr.add_argument(
+        "--min-age-hours", type=float, help="keep what changed more recently (env RETRAINER_PRUNE_MIN_AGE_HOURS)"
+    )
+    pr.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    pr.add_argument("--tracking-uri", help="MLflow tracking URI (env MLFLOW_TRACKING_URI)")
+    pr.add_argument("--data-root", help="the data root (env RETRAINER_DATA_ROOT)")
     return parser
 
 
