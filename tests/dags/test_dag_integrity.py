@@ -273,6 +273,12 @@ def test_sensor_timeout_lists_the_missing_partitions(tmp_path: Path, monkeypatch
     assert "flights" not in str(err.value)
     land(tmp_path, dt.date(2013, 3, 5), dt.date(2013, 3, 5))
     assert sensor.poke(context) is True
+    # A day whose file is there but whose commit marker is not (still being written, or landed early and
+    # partial) is not landed: the sensor waits, naming it.
+    (tmp_path / "raw" / "flights" / "date=2013-03-09" / "_SUCCESS").unlink()
+    assert sensor.poke(context) is False
+    with pytest.raises(AirflowSensorTimeout, match=r"flights: 2013-03-09 \(file there, no _SUCCESS yet\)"):
+        sensor.execute(context)
 
 
 def test_an_unknown_conf_key_is_refused_not_ignored() -> None:

@@ -29,14 +29,19 @@ def raw_days(cfg: RunConfig) -> list[dt.date]:
 
 
 def missing_raw_inputs(cfg: RunConfig) -> dict[str, list[str]]:
-    """{source: [dates or file names]} the run needs and cannot find; empty when complete."""
+    """{source: [dates or file names]} the run needs and cannot find; empty when complete. When the raw
+    contract names a commit marker, a day's file without it is not landed yet (still being written)."""
     workload = get_workload(cfg.run.workload)
     root = cfg.engines.data_root
     missing: dict[str, list[str]] = {}
+    marker = workload.raw.commit_marker
     for day in raw_days(cfg):
         for source in workload.daily_sources:
-            if not raw_partition(root, source, day).exists():
+            path = raw_partition(root, source, day)
+            if not path.exists():
                 missing.setdefault(source, []).append(day.isoformat())
+            elif marker and not (path.parent / marker).exists():
+                missing.setdefault(source, []).append(f"{day.isoformat()} (file there, no {marker} yet)")
     for name in workload.dimensions:
         if not raw_dim(root, name).exists():
             missing.setdefault("dims", []).append(f"{name}.csv")

@@ -21,6 +21,7 @@ from pathlib import Path
 from retrainer.core import atomic
 from retrainer.core.layout import landed_marker, raw_dim, raw_partition
 from retrainer.data.scale_replicas import FlightReplicas
+from retrainer.workloads._nyc_flights import RAW_CONTRACT
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ def _land_daily(
             finished.append((tmp, raw_partition(data_root, source, day)))
         for tmp, target in finished:
             os.replace(tmp, target)
+            if RAW_CONTRACT.commit_marker:  # after the file: a reader that sees it sees the whole day
+                atomic.write_text(target.parent / RAW_CONTRACT.commit_marker, "")
     finally:
         for tmp, out, _ in open_files.values():
             out.close()
@@ -133,4 +136,5 @@ def _land_daily(
 def write_landed_marker(
     data_root: str | Path, start: dt.date, end: dt.date, written: dict[str, int], scale: int = 1
 ) -> None:
-    atomic.write_json(landed_marker(data_root), {"start": start, "end": end, "partitions": written, "scale": scale})
+    record = {"start": start, "end": end, "partitions": written, "scale": scale}
+    atomic.write_json(landed_marker(data_root), record | {"commit_marker": RAW_CONTRACT.commit_marker})

@@ -94,6 +94,10 @@ class RawContract:
     sources: tuple[RawSource, ...]
     neighbour_days: int = 7  # days on each side whose median is a day's "recent" reference
     dimensions: tuple[RawDimension, ...] = ()
+    # A file the landing job writes into a day's partition folder after the day's file (Spark and Hadoop
+    # jobs write ``_SUCCESS``): a day counts as landed only with it, so a file still being written, or
+    # landed early and partial, is waited for instead of read. "" when the landing writes no marker.
+    commit_marker: str = ""
 
     def source(self, name: str) -> RawSource:
         for s in self.sources:

@@ -165,7 +165,9 @@ PLANES = RawDimension(
     min_rows=100,
     max_quarantined_fraction=0.01,
 )
-RAW_CONTRACT = RawContract(name="nyc_flights", sources=(FLIGHTS, WEATHER), dimensions=(PLANES,))
+RAW_CONTRACT = RawContract(
+    name="nyc_flights", sources=(FLIGHTS, WEATHER), dimensions=(PLANES,), commit_marker="_SUCCESS"
+)  # retrainer land writes each day's _SUCCESS after its file
 DIMENSIONS = tuple(d.name for d in RAW_CONTRACT.dimensions)
 WEATHER_MEASURES = ["temp", "humid", "wind_speed", "precip", "pressure", "visib"]
 PLANES_COLUMNS = PLANES.types
