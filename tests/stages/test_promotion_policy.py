@@ -288,7 +288,7 @@ def test_a_reused_version_gets_back_the_tags_a_crash_left_out(trained, root, tmp
 def _register_process(cfg, log: Path) -> subprocess.Popen:
     argv = [sys.executable, "-m", "retrainer.runners.cli", "--log-level", "INFO", "register", *cfg.to_argv()]
     with open(log, "w") as err:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=os.environ)
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=os.environ | cfg.secret_env())
 
 
 def test_two_promotions_racing_from_two_processes_are_serialised(trained, root, tmp_path) -> None:

@@ -38,7 +38,7 @@ def test_two_runs_of_one_date_started_together_each_register_what_they_evaluated
     procs = {}
     for e, cfg in cfgs.items():  # started together: the same stages of both overlap
         argv = [sys.executable, "-m", "retrainer.runners.cli", "run", *cfg.to_argv()]
-        env = {**os.environ, "RETRAINER_SPARK_MASTER": SPARK_CONNECT_URL}
+        env = {**os.environ, **cfg.secret_env(), "RETRAINER_SPARK_MASTER": SPARK_CONNECT_URL}
         with open(tmp_path / f"run-{e}.log", "w") as log:  # the child keeps its own copy of the descriptor
             procs[e] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     for e, proc in procs.items():

@@ -18,7 +18,8 @@ from retrainer.core.config import RunConfig
 def run(cfg: RunConfig) -> None:
     index = json.loads(os.environ.get("TF_CONFIG", '{"task": {"index": 0}}'))["task"]["index"]
     marker = Path(cfg.engines.data_root) / f"probe-{index}.json"
-    marker.write_text(json.dumps({"pid": os.getpid(), "argv": cfg.to_argv()}))
+    seen = {"pid": os.getpid(), "argv": cfg.to_argv(), "cmdline": Path("/proc/self/cmdline").read_text()}
+    marker.write_text(json.dumps(seen | {"secret_env": cfg.secret_env()}))
     print(f"hello from {index}", flush=True)
     if os.environ.get("PROBE_FAIL_INDEX") == str(index):
         print(f"worker {index} gives up", flush=True)

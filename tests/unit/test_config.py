@@ -11,22 +11,30 @@ from retrainer.core import params
 from retrainer.core.config import ConfigError, Engines, RunConfig, RunIdentity, Tuning, all_parameters
 
 
-def test_config_to_argv_to_config_is_the_identity() -> None:
+def test_config_to_argv_and_secret_env_to_config_is_the_identity(monkeypatch) -> None:
     cfg = RunConfig.build(
         "2013-06-08", "arrival_delay_minutes", dag_id="d", run_id="scheduled__2013-06-08T00:00:00+00:00",
         window_days=21, eval_days=5, epochs=4, batch_size=333, learning_rate=0.0123456789, hidden_units=17, seed=0,
-        part_files=3, min_gain=-0.25, data_root="/tmp/a dir/with spaces", tracking_uri="http://127.0.0.1:5000",
-        spark_master="spark://127.0.0.1:7077", strategy="multi_worker", launcher="local_processes", num_workers=3,
+        part_files=3, min_gain=-0.25, data_root="/tmp/a dir/with spaces",
+        tracking_uri="http://ml:s3cret-pass@127.0.0.1:5000", spark_master="sc://127.0.0.1:15002/;token=s3cret-token",
+        strategy="multi_worker", launcher="local_processes", num_workers=3,
     )  # fmt: skip
-    assert RunConfig.from_argv(cfg.to_argv()) == cfg
+    argv = cfg.to_argv()
+    assert not [a for a in argv if "s3cret" in a]  # credentials never on a command line
+    assert cfg.secret_env() == {"MLFLOW_TRACKING_URI": cfg.engines.tracking_uri,
+                                "RETRAINER_SPARK_MASTER": cfg.engines.spark_master}  # fmt: skip
+    for name, value in cfg.secret_env().items():  # what a launched process has in its environment
+        monkeypatch.setenv(name, value)
+    assert RunConfig.from_argv(argv) == cfg
     defaults = RunConfig.build("2013-01-30")
     assert RunConfig.from_argv(defaults.to_argv()) == defaults
 
 
-def test_every_parameter_reaches_the_argv() -> None:
-    argv = RunConfig.build("2013-06-08").to_argv()
+def test_every_parameter_reaches_the_argv_or_the_environment() -> None:
+    cfg = RunConfig.build("2013-06-08")
+    argv, env = cfg.to_argv(), cfg.secret_env()
     for p in all_parameters():
-        assert p.flag in argv, p.name  # e.g. seed, which the old hand-written worker argv dropped
+        assert (p.flag in argv) != (p.spec.env in env and p.spec.secret), p.name  # e.g. seed, once dropped
 
 
 def test_the_three_groups_split_identity_tuning_and_engines() -> None:

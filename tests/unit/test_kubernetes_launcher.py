@@ -3,6 +3,7 @@ runs here): GPU and TPU variants, TF_CONFIG from the pod indices, and a retry th
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -36,7 +37,9 @@ def _manifests(monkeypatch, **engines: Any) -> tuple[dict[str, Any], dict[str, A
 
 
 def test_gpu_workers_are_an_indexed_job_behind_a_headless_service(monkeypatch) -> None:
-    service, job, cfg = _manifests(monkeypatch, num_workers=3, accelerator="gpu", gpus_per_worker=2)
+    service, job, cfg = _manifests(
+        monkeypatch, num_workers=3, accelerator="gpu", gpus_per_worker=2, tracking_uri="https://ml:s3cret@mlflow"
+    )
     svc, j = _as_model(service, "V1Service"), _as_model(job, "V1Job")
     name = j.metadata.name
     assert svc.spec.cluster_ip == "None" and svc.spec.selector == {"job-name": name}
@@ -46,7 +49,9 @@ def test_gpu_workers_are_an_indexed_job_behind_a_headless_service(monkeypatch) -
     (container,) = j.spec.template.spec.containers
     assert container.resources.limits["nvidia.com/gpu"] == "2"
     assert container.command == ["python", "-m", "retrainer.training.worker"]
-    assert RunConfig.from_argv(container.args) == cfg  # the pods rebuild exactly this run's config
+    assert RunConfig.from_argv(container.args).to_argv() == cfg.to_argv()  # the pods rebuild this run's config
+    assert "s3cret" not in json.dumps(job)  # but not its credentials: the workers use neither MLflow nor Spark
+    assert j.spec.template.spec.security_context.run_as_non_root and container.security_context.capabilities.drop
     assert container.volume_mounts[0].mount_path == "/data"
     assert j.spec.template.spec.volumes[0].persistent_volume_claim.claim_name == "retrainer-data"
 

@@ -29,10 +29,10 @@ def probe_env(monkeypatch) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
 
 
-def _cfg(tmp_path: Path, n: int) -> RunConfig:
+def _cfg(tmp_path: Path, n: int, **engines: str) -> RunConfig:
     return RunConfig.build(
         "2013-02-05", data_root=str(tmp_path), launcher="local_processes" if n > 1 else "in_process", num_workers=n,
-        seed=11,
+        seed=11, **engines,
     )  # fmt: skip
 
 
@@ -65,11 +65,12 @@ def test_in_process_runs_the_entry_point_here(tmp_path: Path, probe_env) -> None
 
 def test_local_workers_get_the_run_config_and_their_output_is_streamed(tmp_path: Path, probe_env, caplog) -> None:
     caplog.set_level(logging.INFO, logger="retrainer.training.local_processes")
-    cfg = _cfg(tmp_path, 2)
+    cfg = _cfg(tmp_path, 2, tracking_uri="http://ml:s3cret@127.0.0.1:9")
     LocalProcesses().launch(PROBE, cfg)
     for i in range(2):
         seen = json.loads((tmp_path / f"probe-{i}.json").read_text())
-        assert RunConfig.from_argv(seen["argv"]) == cfg and seen["pid"] != os.getpid()
+        assert seen["argv"] == cfg.to_argv() and seen["secret_env"] == cfg.secret_env() and seen["pid"] != os.getpid()
+        assert "s3cret" not in seen["cmdline"]  # the tracking URI reached the worker in its environment
         assert f"hello from {i}" in (RunLayout.of(cfg).worker_logs / f"worker-{i}.log").read_text()
     messages = [r.getMessage() for r in caplog.records]
     assert "[worker 0] hello from 0" in messages and "[worker 1] hello from 1" in messages

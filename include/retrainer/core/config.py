@@ -155,10 +155,10 @@ class Engines:
         help="landing zone and run outputs", env="RETRAINER_DATA_ROOT", default_factory=default_data_root
     )
     tracking_uri: str = param(
-        help="MLflow tracking URI", env="MLFLOW_TRACKING_URI", default_factory=default_tracking_uri
+        help="MLflow tracking URI", env="MLFLOW_TRACKING_URI", default_factory=default_tracking_uri, secret=True
     )
     spark_master: str = param(
-        "local[*]", env="RETRAINER_SPARK_MASTER",
+        "local[*]", env="RETRAINER_SPARK_MASTER", secret=True,
         help="a Spark Connect URL (sc://host:port; make sets the local server's) or a master URL for a driver in "
         "this process (local[*], spark://host:7077; under spark-submit the submitted one wins)",
     )  # fmt: skip
@@ -243,8 +243,13 @@ class RunConfig:
         return [self.run, self.tuning, self.engines]
 
     def to_argv(self) -> list[str]:
-        """The command line that rebuilds exactly this config in another process (see from_argv)."""
+        """The command line that rebuilds exactly this config in another process (see from_argv) whose
+        environment holds :meth:`secret_env`: the secret parameters are never on a command line."""
         return params.to_argv(self.groups())
+
+    def secret_env(self) -> dict[str, str]:
+        """The parameters that may carry credentials (the tracking URI, the Spark URL), by their variables."""
+        return params.secret_env(self.groups())
 
     @classmethod
     def from_argv(cls, argv: list[str]) -> RunConfig:

@@ -35,6 +35,9 @@ class ParamSpec:
     changes_model: bool = False
     env: str | None = None  # an environment variable that supplies the default
     flag: str | None = None  # CLI flag when it is not --<name-with-dashes>
+    # May carry credentials (a URI's user:password, a token): never written on a command line (which every
+    # user of the machine can read, and which Airflow logs), handed to another process in ``env`` instead.
+    secret: bool = False
 
 
 def param(
@@ -46,6 +49,8 @@ def param(
 ) -> Any:
     """A dataclass field that is also a run parameter. ``env`` makes the environment the default."""
     meta = ParamSpec(help=help, **spec)
+    if meta.secret and meta.env is None:
+        raise TypeError("a secret parameter needs an env variable to travel in")
     if meta.env is not None:
         fallback_factory, fallback = default_factory, default
 
@@ -179,14 +184,26 @@ def date_arg(value: str) -> dt.date:
 
 
 def to_argv(groups: list[Any]) -> list[str]:
-    """Every parameter of every group as explicit flags: a worker needs no defaults or env to agree."""
+    """Every parameter of every group as explicit flags, but the secret ones (see :func:`secret_env`): a
+    worker needs no defaults or env to agree on the rest."""
     argv: list[str] = []
     for group in groups:
         for p in parameters(type(group)):
             value = getattr(group, p.name)
-            if value is not None:
+            if value is not None and not p.spec.secret:
                 argv += [p.flag, value.isoformat() if isinstance(value, dt.date) else str(value)]
     return argv
+
+
+def secret_env(groups: list[Any]) -> dict[str, str]:
+    """The secret parameters as the environment variables that supply them: what a process started with
+    :func:`to_argv`'s flags needs in its environment to rebuild the same values."""
+    return {
+        str(p.spec.env): str(getattr(group, p.name))
+        for group in groups
+        for p in parameters(type(group))
+        if p.spec.secret and getattr(group, p.name) is not None
+    }
 
 
 def given(namespace: argparse.Namespace, params: list[Parameter]) -> Iterator[tuple[str, Any]]:

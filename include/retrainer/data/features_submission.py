@@ -46,7 +46,7 @@ def submit_settings(cfg: RunConfig) -> dict[str, Any]:
     settings = deployment()
     return {
         "name": f"retrainer-features-{cfg.run.workload}-{cfg.run.date.isoformat()}",
-        "application_args": cfg.to_argv(),
+        "application_args": cfg.to_argv(),  # no secret: the job needs neither MLflow nor a Spark URL
         "conf": {
             "spark.pyspark.python": python,
             "spark.pyspark.driver.python": os.environ.get("PYSPARK_DRIVER_PYTHON", sys.executable),

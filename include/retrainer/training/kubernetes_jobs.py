@@ -79,7 +79,10 @@ def _resources(placement: PodPlacement) -> dict[str, Any]:
 
 def job_manifest(name: str, placement: PodPlacement, argv: list[str], num_workers: int) -> dict[str, Any]:
     """The Indexed Job: ``num_workers`` pods, all started at once, none restarted by Kubernetes (Airflow's
-    retry resumes the whole group from the last checkpoint: one lost worker stalls the others)."""
+    retry resumes the whole group from the last checkpoint: one lost worker stalls the others).
+
+    ``argv`` holds no secret (``RunConfig.to_argv``), and the Job spec gets none either: the training workers
+    use neither the registry nor Spark, so the tracking URI and the Spark URL stay with the Airflow task."""
     env = [
         {"name": WORKERS_ENV, "value": ",".join(worker_hosts(name, placement.namespace, num_workers))},
         {"name": "RETRAINER_DATA_ROOT", "value": _arg(argv, "--data-root")},
@@ -95,11 +98,20 @@ def job_manifest(name: str, placement: PodPlacement, argv: list[str], num_worker
         "env": env,
         "ports": [{"name": "grpc", "containerPort": TRAINING_PORT}],
         "resources": _resources(placement),
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
     pod: dict[str, Any] = {
         "subdomain": name,  # with the headless Service: pod i is <name>-i.<name>.<ns>.svc
         "restartPolicy": "Never",
         "containers": [container],
+        # The project image's user (the Airflow image's airflow, uid 50000, group 0); no root, default seccomp.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 50000,
+            "runAsGroup": 0,
+            "fsGroup": 0,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
     if placement.accelerator == "tpu":
         pod["nodeSelector"] = {

@@ -105,7 +105,7 @@ class LocalProcesses:
         log.info("starting %d worker(s) of %s on %s (logs also in %s)", n, entrypoint, workers, log_dir)
         try:
             for i in range(n):
-                env = dict(os.environ)
+                env = dict(os.environ) | cfg.secret_env()  # the secret parameters travel here, not in argv
                 if n > 1:
                     env["TF_CONFIG"] = json.dumps(tf_config(workers, i))
                     env["CUDA_VISIBLE_DEVICES"] = ""  # local workers share one machine: CPU only
