@@ -17,11 +17,12 @@ import pytest
 
 from retrainer import registry
 from retrainer.core import atomic
-from retrainer.core.layout import RunLayout
+from retrainer.core.layout import RunLayout, date_folder
 from retrainer.core.processes import free_ports
-from retrainer.core.results import FeaturesResult, RegistrationResult, TrainingResult
+from retrainer.core.results import EvaluationResult, ExportResult, FeaturesResult, RegistrationResult, TrainingResult
 from retrainer.devtools.local_stack import TRAINING_QUEUE, Stack
 from retrainer.devtools.secrets_file import ensure_secrets
+from retrainer.stages.register import RUN_FOLDER_TAG
 from support import ROOT, SPARK_CONNECT_URL
 from support.server_mode import (
     REDIS_URL,
@@ -88,6 +89,7 @@ def server(tmp_path_factory):
                 "AIRFLOW__CORE__PARALLELISM": "3",
                 "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
                 "RETRAINER_MIN_GAIN_FLOOR": "-1",  # this deployment lets a run's min_gain go down to -1 (CONF)
+                "RETRAINER_MIN_EVAL_DAYS": "2",  # a run with one evaluation day is held (the REST twin's)
             },
         )
         stack.prepare()
@@ -180,6 +182,15 @@ def test_a_run_triggered_from_the_ui_form_runs_with_its_params_and_trains_on_the
     assert bad.status_code == 400 and "epochs" in bad.text
     assert manual_runs() == []  # refused before any run started
 
+    # A second run of the same date, triggered through the REST API at the same moment, as a second trigger later
+    # that day would be (Airflow keeps one run per logical date; the run date is the logical date's day), with
+    # other data-defining params (one evaluation day: below the deployment's RETRAINER_MIN_EVAL_DAYS, so it is
+    # held, never champion).
+    twin_id = "same-date-by-rest"
+    twin_conf = {**CONF, "eval_days": 1, "validation_days": 1}
+    api.ok("POST", f"/dags/{DAG}/dagRuns", json={"dag_run_id": twin_id, "logical_date": f"{TRIGGERED}T14:37:00Z",
+                                                 "conf": twin_conf})  # fmt: skip
+
     run_id = "from-the-trigger-form"
     url = trigger_from_the_ui(
         server["stack"].api_url, server["stack"].secrets["AIRFLOW_ADMIN_PASSWORD"], DAG,
@@ -190,11 +201,17 @@ def test_a_run_triggered_from_the_ui_form_runs_with_its_params_and_trains_on_the
     form = {**CONF, "epochs": 2, "min_gain": 0.0, "members": "all"}  # the form's defaults for what it did not fill
     assert run["conf"] == form | {k: v for k, v in run["conf"].items() if k not in form}
     assert run["logical_date"].startswith(str(TRIGGERED)) and run["run_type"] == "manual"
-    training = _layout(server, TRIGGERED).load(TrainingResult)
+    training = _run_layout(server, TRIGGERED, run_id).load(TrainingResult)
     assert training.hyperparameters["epochs"] == 2 and training.hyperparameters["hidden_units"] == 8
-    reg = _layout(server, TRIGGERED).load(RegistrationResult)
+    reg = _run_layout(server, TRIGGERED, run_id).load(RegistrationResult)
     assert reg.tracking_uri == server["stack"].mlflow_url  # registered over HTTP, PostgreSQL behind it
     assert reg.promoted and _champion_date(server) == TRIGGERED
+
+    # Two runs of one date at once, in two folders: each registered exactly the SavedModel it evaluated.
+    _wait_run(server, twin_id)
+    _each_registered_what_it_evaluated(server, TRIGGERED, {run_id: 2, twin_id: 1})
+    twin = _run_layout(server, TRIGGERED, twin_id).load(RegistrationResult)
+    assert not twin.promoted and "promotes only on at least 2 (RETRAINER_MIN_EVAL_DAYS)" in twin.decision
 
     # Celery: train went to the training queue, and only the worker listening there ran it.
     queues = {t["task_id"]: t["queue"] for t in api.task_instances(DAG, run_id)}
@@ -203,6 +220,30 @@ def test_a_run_triggered_from_the_ui_form_runs_with_its_params_and_trains_on_the
     default_log = (server["logs"] / "celery-worker.log").read_text()
     assert "task_id='train'" in training_log and "task_id='features'" not in training_log
     assert "task_id='features'" in default_log and "task_id='train'" not in default_log
+
+
+def _run_layout(server, day: dt.date, run_id: str) -> RunLayout:
+    """The folder of one DAG run of ``day`` (run=<run id>-<digest of the run id and data-defining params>)."""
+    (folder,) = date_folder(server["base"] / "data", MODEL, day).glob(f"run={run_id}-*")
+    return RunLayout(folder)
+
+
+def _each_registered_what_it_evaluated(server, day: dt.date, eval_days: dict[str, int]) -> None:
+    from retrainer.registry.artefacts import SAVED_MODEL_DIGEST_TAG, download_saved_model
+
+    mlflow_url, versions = server["stack"].mlflow_url, set()
+    for run_id, days in eval_days.items():
+        layout = _run_layout(server, day, run_id)
+        evaluation, exported = layout.load(EvaluationResult), layout.load(ExportResult)
+        reg = layout.load(RegistrationResult)
+        assert evaluation.eval_range == (str(day - dt.timedelta(days=days)), str(day))
+        tags = registry.version_tags(mlflow_url, MODEL, reg.version)
+        assert tags[RUN_FOLDER_TAG] == layout.root.relative_to(server["base"] / "data").as_posix()
+        assert tags[SAVED_MODEL_DIGEST_TAG] == exported.saved_model_digest
+        # downloaded over HTTP, the version's files have that digest (download_saved_model checks it)
+        download_saved_model(mlflow_url, MODEL, reg.version, server["base"] / f"download-{run_id}")
+        versions.add(reg.version)
+    assert len(versions) == len(eval_days)
 
 
 def test_a_new_champion_is_announced_and_triggers_the_downstream_dag(server) -> None:
@@ -245,8 +286,8 @@ def test_backfills_in_any_order_never_move_the_champion_backwards(server) -> Non
     client = registry.configure(server["stack"].mlflow_url)
     versions = client.search_model_versions(f"name = '{MODEL}'")
     by_date = {v.tags["run_date"]: v for v in versions}
-    assert sorted(by_date) == sorted(str(d) for d in [TRIGGERED, *LATER, *EARLIER])  # one version per date
-    assert len(versions) == len(by_date)
+    assert sorted(by_date) == sorted(str(d) for d in [TRIGGERED, *LATER, *EARLIER])  # one version per run:
+    assert len(versions) == len(by_date) + 1  # one per date, and TRIGGERED's REST twin
     for day in [*LATER, *EARLIER]:
         tags = by_date[str(day)].tags
         window = (day - dt.timedelta(days=7), day - dt.timedelta(days=2), day)
