@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from retrainer.data.gx_suites import Suite
-from retrainer.spec.contract import expectation_spec
+from retrainer.data.raw_gate_suite import between, column_checks
 from retrainer.spec.raw_contract import RawColumn, RawDimension
 
 NULL_TEXT = ("", "NA")  # how the landed CSVs write a missing value
@@ -111,9 +111,6 @@ def dimension_suite(dimension: RawDimension, record: dict[str, Any], name: str) 
         (name, "duplicate_keys"): f"e.g. {examples.get('duplicate_keys', [])}",
     }
 
-    def between(column: str, low: float | None, high: float | None) -> dict[str, Any]:
-        return expectation_spec("expect_column_values_to_be_between", column=column, min_value=low, max_value=high)
-
     specs = [
         between("missing_columns", 0, 0),
         between("rows", dimension.min_rows, None),
@@ -131,17 +128,12 @@ def dimension_suite(dimension: RawDimension, record: dict[str, Any], name: str) 
             continue
         non_null = max(record["non_null"][c.name], 1)
         row[f"null_fraction.{c.name}"] = record["nulls"][c.name] / usable
-        specs.append(between(f"null_fraction.{c.name}", 0, 0 if not c.nullable else c.max_null_fraction))
-        labels[f"null_fraction.{c.name}"] = f"{dimension.name}: null share of {c.name}"
-        for stat, label in (
-            ("out_of_range", f"share of {c.name} values not in [{c.min_value}, {c.max_value}]"),
-            ("unknown_category", f"share of {c.name} not in {list(c.categories or ())}"),
-        ):
-            counts = record["out_of_range" if stat == "out_of_range" else "unknown"]
+        for stat, counts in (("out_of_range", record["out_of_range"]), ("unknown_category", record["unknown"])):
             if c.name in counts:
                 row[f"{stat}.{c.name}"] = counts[c.name] / non_null
-                specs.append(between(f"{stat}.{c.name}", 0, round(1 - c.mostly, 9)))
-                labels[f"{stat}.{c.name}"] = f"{dimension.name}: {label}"
                 notes[(name, f"{stat}.{c.name}")] = f"e.g. {examples.get(f'{stat}.{c.name}', [])}"
+        more, named = column_checks(dimension.name, c, row)
+        specs += more
+        labels |= named
     return Suite(name=f"dims.{dimension.name}", frame=pd.DataFrame([row]), specs=specs, labels=labels,
                  row_key="file", notes=notes)  # fmt: skip

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+from collections.abc import Container
 from typing import Any
 
 from retrainer.data.gx_suites import Suite
 from retrainer.spec.contract import expectation_spec
-from retrainer.spec.raw_contract import RawContract, RawSource
+from retrainer.spec.raw_contract import RawColumn, RawContract, RawSource
 
 
 def neighbour_median(values: dict[str, float | None], day: str, span: int) -> float | None:
@@ -80,12 +81,31 @@ def _day_row(
     return row
 
 
+def between(column: str, low: float | None, high: float | None) -> dict[str, Any]:
+    return expectation_spec("expect_column_values_to_be_between", column=column, min_value=low, max_value=high)
+
+
+def column_checks(owner: str, c: RawColumn, present: Container[str]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The bounds every raw table (a landed day, a dimension table) puts on a column's statistics: its null share
+    and its shares out of range and out of category, for those of them in ``present``; and their labels."""
+    specs: list[dict[str, Any]] = []
+    labels: dict[str, str] = {}
+    if f"null_fraction.{c.name}" not in present:  # a missing column: reported as such, not per statistic
+        return specs, labels
+    specs.append(between(f"null_fraction.{c.name}", 0, 0 if not c.nullable else c.max_null_fraction))
+    labels[f"null_fraction.{c.name}"] = f"{owner}: null share of {c.name}"
+    for stat, label in (
+        ("out_of_range", f"share of {c.name} values not in [{c.min_value}, {c.max_value}]"),
+        ("unknown_category", f"share of {c.name} not in {list(c.categories or ())}"),
+    ):
+        if f"{stat}.{c.name}" in present:
+            specs.append(between(f"{stat}.{c.name}", 0, round(1 - c.mostly, 9)))
+            labels[f"{stat}.{c.name}"] = f"{owner}: {label}"
+    return specs, labels
+
+
 def _expectations(source: RawSource, frame: Any, span: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The expectation on each statistic column of ``frame`` and the label a failure is reported under."""
-
-    def between(column: str, low: float | None, high: float | None) -> dict[str, Any]:
-        return expectation_spec("expect_column_values_to_be_between", column=column, min_value=low, max_value=high)
-
     specs = [
         between("missing_columns", 0, 0),
         between("rows", source.min_rows, source.max_rows),
@@ -103,19 +123,11 @@ def _expectations(source: RawSource, frame: Any, span: int) -> tuple[list[dict[s
         "duplicate_keys": f"{source.name}: rows repeating the key {list(source.key)}",
     }
     for c in source.columns:
-        present = frame.get(f"null_fraction.{c.name}")
-        if present is None:
+        more, named = column_checks(source.name, c, frame.columns)
+        specs += more
+        labels |= named
+        if not more:
             continue
-        specs.append(between(f"null_fraction.{c.name}", 0, 0 if not c.nullable else c.max_null_fraction))
-        labels[f"null_fraction.{c.name}"] = f"{source.name}: null share of {c.name}"
-        if f"out_of_range.{c.name}" in frame:
-            specs.append(between(f"out_of_range.{c.name}", 0, round(1 - c.mostly, 9)))
-            labels[f"out_of_range.{c.name}"] = (
-                f"{source.name}: share of {c.name} values not in [{c.min_value}, {c.max_value}]"
-            )
-        if f"unknown_category.{c.name}" in frame:
-            specs.append(between(f"unknown_category.{c.name}", 0, round(1 - c.mostly, 9)))
-            labels[f"unknown_category.{c.name}"] = f"{source.name}: share of {c.name} not in {list(c.categories or ())}"
         if c.std_per_day is not None and f"std.{c.name}" in frame:
             specs.append(between(f"std.{c.name}", *c.std_per_day))
             labels[f"std.{c.name}"] = f"{source.name}: standard deviation of {c.name} (wrong units?)"

@@ -152,6 +152,12 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     return prune(root, args.workload, tracking, keep, hours * 3600, dry_run=args.dry_run).to_dict()
 
 
+def _store_arguments(parser: argparse.ArgumentParser, data_root_help: str) -> None:
+    """Where an operator command finds the registry and the data root (else the environment's)."""
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (env MLFLOW_TRACKING_URI)")
+    parser.add_argument("--data-root", help=f"{data_root_help} (env RETRAINER_DATA_ROOT)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retrainer",
@@ -199,8 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--reason", required=True, help="why (recorded on the model and logged)")
     reset.add_argument("--to", type=date_arg, help="the run date of the new mark (omit to remove the mark)")
     reset.add_argument("--version", default="0", help="the version the new mark names (with --to)")
-    reset.add_argument("--tracking-uri", help="MLflow tracking URI (env MLFLOW_TRACKING_URI)")
-    reset.add_argument("--data-root", help="the data root, for the promotion lock (env RETRAINER_DATA_ROOT)")
+    _store_arguments(reset, "the data root, for the promotion lock")
     pr = sub.add_parser(
         "prune",
         help="retention: remove run folders that registered nothing (beyond the newest), interrupted writes' "
@@ -216,8 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-age-hours", type=float, help="keep what changed more recently (env RETRAINER_PRUNE_MIN_AGE_HOURS)"
     )
     pr.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
-    pr.add_argument("--tracking-uri", help="MLflow tracking URI (env MLFLOW_TRACKING_URI)")
-    pr.add_argument("--data-root", help="the data root (env RETRAINER_DATA_ROOT)")
+    _store_arguments(pr, "the data root")
     return parser
 
 
