@@ -149,6 +149,9 @@ CASES = [
     ("shifted-label-distribution", "flights", _set("arr_delay", _later(60)), ValidationFailed,
      r"\[per_day\] mean of is_late per day outside \[0.01, 0.9\] on {day}: 0\.9\d"),
     # The dimension table every day's features join (read whole by the gate on every run).
+    ("planes-empty-file", "dims/planes", lambda rows: [], RAW_GATE,
+     r"planes: missing required columns outside \[0, 0\] on dims/planes\.csv: 3 \(lacks .* header \[\] "
+     r"\(EmptyDataError"),
     ("planes-missing-column", "dims/planes", _drop("seats"), RAW_GATE,
      r"planes: missing required columns outside \[0, 0\] on dims/planes\.csv: 1 \(lacks \['seats'\]"),
     ("planes-duplicate-tailnum", "dims/planes", lambda rows: rows + rows[1:4], RAW_GATE,

@@ -19,7 +19,7 @@ import pytest
 
 from retrainer import registry
 from retrainer.core.layout import RunLayout
-from retrainer.core.results import EvaluationResult, RegistrationResult
+from retrainer.core.results import EvaluationResult, RegistrationResult, ValidationResult
 from retrainer.registry import promotion
 from support import small_config
 
@@ -256,6 +256,120 @@ def test_an_unreadable_registry_is_an_error_never_no_champion(trained, root, for
         with pytest.raises(registry.RegistryUnavailable):  # the drift gate's reference: never "no champion"
             registry.champion_profile(uri, MODEL)
     assert registry.alias_version(f"sqlite:///{root / 'empty.db'}", MODEL, "champion") is None  # absent is absent
+
+
+# A register attempt SIGKILLed right after one of its steps returns: the child patches that step to kill its own
+# process (no handler, no cleanup runs), then runs the CLI as a worker would.
+KILLED_REGISTER = """
+import os, signal, sys
+from retrainer.core import atomic
+from retrainer.registry import promotion
+from retrainer.stages import register
+point = sys.argv[1]
+
+def killing(fn, when=lambda *a, **k: True):
+    def wrapper(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        if when(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    return wrapper
+
+if point == "registered":  # the version exists, its tags are not complete, no alias
+    register.log_and_register = killing(register.log_and_register)
+elif point == "tagged":  # tags complete, no alias
+    register._complete_tags = killing(register._complete_tags)
+elif point == "intent":  # the promotion intent recorded, the alias not moved
+    atomic.write_json = killing(atomic.write_json, lambda path, payload: str(path).endswith("promotion_intent.json"))
+elif point == "moved":  # the alias moved and the high-water mark raised, nothing recorded in the run folder
+    promotion.raise_high_water = killing(promotion.raise_high_water)
+from retrainer.runners.cli import main
+sys.exit(main(["register", *sys.argv[2:]]))
+"""
+
+
+@pytest.mark.parametrize("point", ["registered", "tagged", "intent", "moved"])
+def test_register_killed_at_each_step_then_retried_registers_once_and_announces_once(
+    trained, root, tmp_path, point: str
+) -> None:
+    """A real SIGKILL of ``retrainer register`` after each of its steps, then its retry: one version for the run,
+    the champion on it, the high-water mark on its date, and the change announced exactly once (the retry
+    reports it until it is published; a later rerun reports none)."""
+    from retrainer.registry.promotion import mark_published
+    from retrainer.stages.evaluate import evaluate_models
+    from retrainer.stages.register import RUN_KEY_TAG
+
+    tracking = _tracking(tmp_path)
+    cfg = small_config(root, tracking, date=MID, min_gain=ALWAYS)
+    layout = RunLayout.of(cfg)
+    for leftover in (layout.promotion_intent, layout.path_of(RegistrationResult)):  # another case's registry's
+        leftover.unlink(missing_ok=True)
+    validated, training, _ = trained[MID]
+    evaluate_models(validated, training, cfg)  # against this case's empty registry: promote
+    env = os.environ | cfg.secret_env()
+    killed = subprocess.run([sys.executable, "-c", KILLED_REGISTER, point, *cfg.to_argv()], env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert layout.load_optional(RegistrationResult) is None  # the attempt recorded nothing as done
+
+    retry = subprocess.run([sys.executable, "-m", "retrainer.runners.cli", "register", *cfg.to_argv()], env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    reg = layout.load(RegistrationResult)
+    client = registry.configure(tracking)
+    versions = client.search_model_versions(f"name = '{MODEL}'")
+    assert [v.version for v in versions] == [reg.version]  # registered once, whichever step the kill followed
+    assert versions[0].tags[RUN_KEY_TAG] == training.run_key
+    assert registry.alias_version(tracking, MODEL, registry.CHAMPION) == reg.version
+    assert promotion.high_water(tracking, MODEL) == promotion.Holder(reg.version, MID)
+    assert reg.promoted and reg.champion_changed and reg.champion_before is None  # announced by the retry
+    mark_published(layout.promotion_intent, reg.version)  # publish_champion's last step
+    again = subprocess.run([sys.executable, "-m", "retrainer.runners.cli", "register", *cfg.to_argv()], env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not layout.load(RegistrationResult).champion_changed  # not announced twice
+
+
+@pytest.mark.parametrize("stage", ["validate", "evaluate", "register"])
+def test_an_mlflow_outage_in_each_stage_that_reads_it_fails_the_stage_and_nothing_passes(
+    trained, root, tmp_path, monkeypatch, stage: str
+) -> None:
+    """MLflow down (nothing listening) while a stage that needs it runs: the stage raises RegistryUnavailable
+    (Airflow retries it) and leaves no result behind: no drift gate passed as "not measured", no evaluation
+    read as "no champion", no promotion intent. The stages that do not read MLflow (check_raw, features, train,
+    export) are the ones the fixture ran."""
+    from retrainer.stages.check_raw import check_raw_days
+    from retrainer.stages.evaluate import evaluate_models
+    from retrainer.stages.features import build_features
+    from retrainer.stages.register import register_model
+    from retrainer.stages.validate import validate_features
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    tracking = _tracking(tmp_path)
+    _register(trained, MID, small_config(root, tracking, date=MID, min_gain=ALWAYS))  # a champion, while up
+    down = "http://127.0.0.1:9"
+    validated, training, exported = trained[NEW]
+    if stage == "validate":
+        cfg = small_config(root, down, date=NEW, run_id="mlflow-down")
+        features = build_features(check_raw_days(cfg), cfg)
+        with pytest.raises(registry.RegistryUnavailable, match="could not read the champion alias"):
+            validate_features(features, cfg)
+        assert RunLayout.of(cfg).load_optional(ValidationResult) is None
+        assert Path(features.folder).is_dir() and not RunLayout.of(cfg).features.exists()  # not promoted
+    elif stage == "evaluate":
+        cfg = small_config(root, down, date=NEW, run_id="mlflow-down")
+        with pytest.raises(registry.RegistryUnavailable, match="could not read the champion alias"):
+            evaluate_models(validated, training, cfg)
+        assert RunLayout.of(cfg).load_optional(EvaluationResult) is None
+    else:
+        evaluation = evaluate_models(validated, training, small_config(root, tracking, date=NEW, min_gain=ALWAYS))
+        cfg = small_config(root, down, date=NEW, min_gain=ALWAYS)  # the same run, its registry gone
+        intent = RunLayout.of(cfg).promotion_intent
+        before = intent.read_text() if intent.exists() else None
+        with pytest.raises(registry.RegistryUnavailable, match="could not read the experiment"):
+            register_model(validated, training, evaluation, exported, cfg)
+        assert (intent.read_text() if intent.exists() else None) == before
+    assert registry.alias_version(tracking, MODEL, registry.CHAMPION) is not None  # the live registry: untouched
 
 
 def test_registry_outage_is_retried_by_airflow_not_failed_as_bad_data() -> None:

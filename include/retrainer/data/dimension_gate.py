@@ -41,12 +41,23 @@ def dimension_record(path: Path, dimension: RawDimension) -> dict[str, Any]:
     import pandas as pd
 
     data = path.read_bytes()
-    frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+    malformed: list[list[str]] = []
+
+    def keep_aside(fields: list[str]) -> None:  # a line with more fields than the header: counted, not parsed
+        malformed.append(fields)
+
+    try:
+        frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                            engine="python", on_bad_lines=keep_aside)  # fmt: skip
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:  # no header to check
+        frame, unreadable = pd.DataFrame(), f" ({type(exc).__name__}: {str(exc)[:200]})"
+    else:
+        unreadable = ""
     missing = [c.name for c in dimension.columns if c.name not in frame.columns]
     record: dict[str, Any] = {
         "digest": hashlib.sha256(data).hexdigest(),
         "file": str(path),
-        "header": list(frame.columns),
+        "header": f"{list(frame.columns)}{unreadable}",
         "missing_columns": missing,
         "rows": len(frame),
         "nulls": {},
@@ -78,14 +89,17 @@ def dimension_record(path: Path, dimension: RawDimension) -> dict[str, Any]:
             unknown = ~present.isin(c.categories)
             record["unknown"][c.name] = int(unknown.sum())
             record["examples"][f"unknown_category.{c.name}"] = present[unknown].head(3).tolist()
-    record["quarantined"] = int(unparsed.sum())
+    record["quarantined"] = int(unparsed.sum()) + len(malformed)
+    record["rows"] += len(malformed)
+    if malformed:
+        record["examples"]["unparsed.(malformed line)"] = [",".join(m)[:200] for m in malformed[:3]]
     key = list(dimension.key)
-    repeated = pd.Series(False, index=frame.index)
-    if not set(key) & set(missing):
-        repeated = frame.duplicated(subset=key, keep=False)
-    record["duplicate_keys"] = int(frame.loc[repeated, key].drop_duplicates().shape[0]) if key else 0
-    if record["duplicate_keys"]:
-        record["examples"]["duplicate_keys"] = frame.loc[repeated, key].drop_duplicates().head(3).to_dict("records")
+    record["duplicate_keys"] = 0
+    if key and not set(key) & set(missing):  # a missing key column is reported as missing
+        repeated = frame.loc[frame.duplicated(subset=key, keep=False), key].drop_duplicates()
+        record["duplicate_keys"] = len(repeated)
+        if len(repeated):
+            record["examples"]["duplicate_keys"] = repeated.head(3).to_dict("records")
     return record
 
 

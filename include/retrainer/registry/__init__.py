@@ -65,7 +65,7 @@ def experiment_id(tracking_uri: str, name: str) -> str:
     import mlflow
 
     client = configure(tracking_uri)
-    exp = client.get_experiment_by_name(name)
+    exp = _read(f"the experiment {name}", tracking_uri, lambda: client.get_experiment_by_name(name))
     if exp is not None:
         return exp.experiment_id
     location = None
