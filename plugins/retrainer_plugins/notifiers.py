@@ -11,6 +11,7 @@ Extra channels come from ``RETRAINER_ALERT_CHANNELS`` (comma-separated), read wh
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from airflow.sdk import BaseNotifier
@@ -25,6 +26,12 @@ BODIES = {
     "task_failed": "{{ ti.task_id }} failed after try {{ ti.try_number }}: {{ exception }}\nLog: {{ ti.log_url }}",
     "champion_changed": "{{ ti.xcom_pull(task_ids=ti.task_id) }}",
 }
+
+
+def html_escaped(body: str) -> str:
+    """``body`` with every ``{{ expression }}`` HTML-escaped when rendered: an exception or a decision quotes
+    landed cell text, which anyone who can land a file chooses (a ``<script>`` or a link in an alert e-mail)."""
+    return re.sub(r"\{\{\s*(.+?)\s*\}\}", r"{{ (\1) | e }}", body)
 
 
 class RetrainerNotifier(BaseNotifier):
@@ -60,7 +67,7 @@ def _smtp(event: str) -> BaseNotifier:
     return SmtpNotifier(
         to=[a.strip() for a in to.split(",") if a.strip()],
         subject=SUBJECTS[event],
-        html_content="<pre>" + BODIES[event] + "</pre>",
+        html_content="<pre>" + html_escaped(BODIES[event]) + "</pre>",
         smtp_conn_id=settings.smtp_conn_id,
     )
 

@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import types
 from datetime import timedelta
 from pathlib import Path
 
+import jinja2
 import pendulum
 import pytest
 
@@ -164,6 +166,11 @@ def test_alert_channels_are_chosen_by_configuration(monkeypatch) -> None:
     assert isinstance(base, RetrainerNotifier) and isinstance(smtp, SmtpNotifier)
     assert smtp.to == ["ml-oncall@example.com", "owner@example.com"] and smtp.smtp_conn_id == "smtp_alerts"
     assert "new champion" in smtp.subject
+    # landed cell text reaches the e-mail escaped: an exception quoting a hostile value
+    failed = notifiers("task_failed")[1]
+    ti = types.SimpleNamespace(task_id="check_raw", try_number=1, log_url="http://airflow/log")
+    html = jinja2.Environment().from_string(failed.html_content).render(ti=ti, exception='<a href="x">ZZ</a>')
+    assert "&lt;a href=&#34;x&#34;&gt;ZZ&lt;/a&gt;" in html and "<a href" not in html
     monkeypatch.setenv("RETRAINER_ALERT_CHANNELS", "smtp,pager")
     with pytest.raises(UnknownChannel, match="'pager'"):
         notifiers("task_failed")
