@@ -157,8 +157,10 @@ class FakeHook:
         return job == "succeeded"
 
 
-@pytest.mark.parametrize(("existing", "created", "deleted"), [(None, 1, 0), ("running", 0, 0), ("failed", 1, 1)])
-def test_a_retry_attaches_to_its_running_job_and_replaces_a_failed_one(
+@pytest.mark.parametrize(
+    ("existing", "created", "deleted"), [(None, 1, 0), ("running", 0, 0), ("failed", 1, 1), ("succeeded", 0, 0)]
+)
+def test_a_retry_attaches_to_its_running_or_finished_job_and_replaces_a_failed_one(
     monkeypatch, existing: str | None, created: int, deleted: int
 ) -> None:
     import airflow.providers.cncf.kubernetes.hooks.kubernetes as hooks
