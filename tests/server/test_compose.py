@@ -4,6 +4,7 @@ settings the native stack (retrainer.devtools.local_stack, run by test_server_mo
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from retrainer.devtools.local_stack import MLFLOW_ALLOWED_HOSTS, TRAINING_QUEUE, Stack
+from retrainer.devtools.local_stack import MLFLOW_ALLOWED_HOSTS, MLFLOW_USER, TRAINING_QUEUE, Stack
 from retrainer.devtools.secrets_file import ensure_secrets
 from retrainer.registry.promotion import POOL
 from retrainer.training.launchers import GPU_POOL
@@ -109,8 +110,27 @@ def test_mlflow_accepts_the_host_name_tasks_use_and_its_volume_is_writable(resol
     assert host in allowed and host.split(":")[0] in allowed
     assert any(c.startswith("--backend-store-uri=postgresql+psycopg2://") for c in command)
     assert "mlflow:5000" in " ".join(services["mlflow"]["healthcheck"]["test"])  # checks what tasks will send
-    assert "chown" in " ".join(services["mlflow-init"]["entrypoint"])
+    assert "chown" in " ".join(services["mlflow-init"]["command"])
     assert services["mlflow"]["depends_on"]["mlflow-init"]["condition"] == "service_completed_successfully"
+
+
+def test_mlflow_authenticates_and_tasks_use_a_user_that_is_not_its_admin(resolved, tmp_path) -> None:
+    services, secrets = resolved
+    services = services["services"]
+    assert "--app-name=basic-auth" in services["mlflow"]["command"]
+    assert services["mlflow"]["environment"]["MLFLOW_AUTH_CONFIG_PATH"].startswith("/mlflow/auth/")
+    assert "NO_PERMISSIONS" in services["mlflow-init"]["command"][0]  # nothing allowed unless granted
+    native = Stack(
+        project=ROOT, airflow_home=tmp_path, data_root=tmp_path, airflow_db="sqlite://", mlflow_backend="sqlite://",
+        mlflow_artifacts=tmp_path, secrets=secrets, tasks_use_mlflow_server=True, mlflow_auth=True,
+    ).settings()  # fmt: skip
+    for name in AIRFLOW:
+        env = services[name]["environment"]
+        assert env["MLFLOW_TRACKING_USERNAME"] == native["MLFLOW_TRACKING_USERNAME"] == MLFLOW_USER
+        assert env["MLFLOW_TRACKING_PASSWORD"] == native["MLFLOW_TRACKING_PASSWORD"] == secrets["MLFLOW_PASSWORD"]
+        assert secrets["MLFLOW_ADMIN_PASSWORD"] not in json.dumps(env)  # the admin's password stays with MLflow
+        assert services[name]["depends_on"]["mlflow-users"]["condition"] == "service_completed_successfully"
+    assert secrets["MLFLOW_ADMIN_PASSWORD"] not in json.dumps(native)
 
 
 def test_workers_queues_and_the_gpu_reservation(resolved) -> None:

@@ -20,7 +20,7 @@ from retrainer.core import atomic
 from retrainer.core.layout import RunLayout, date_folder
 from retrainer.core.processes import free_ports
 from retrainer.core.results import EvaluationResult, ExportResult, FeaturesResult, RegistrationResult, TrainingResult
-from retrainer.devtools.local_stack import TRAINING_QUEUE, Stack
+from retrainer.devtools.local_stack import MLFLOW_USER, TRAINING_QUEUE, Stack
 from retrainer.devtools.secrets_file import ensure_secrets
 from retrainer.stages.register import RUN_FOLDER_TAG
 from support import ROOT, SPARK_CONNECT_URL
@@ -80,6 +80,7 @@ def server(tmp_path_factory):
             celery_broker=REDIS_URL,
             training_concurrency=2,  # two backfill runs may train at once (compose's GPU worker takes one)
             tasks_use_mlflow_server=True,
+            mlflow_auth=True,  # every MLflow request authenticated; tasks log as a non-admin user
             extra_env={
                 "RETRAINER_TRAINING_QUEUE": TRAINING_QUEUE,  # as docker-compose.yaml sets it
                 "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": prefix,
@@ -95,11 +96,13 @@ def server(tmp_path_factory):
         stack.prepare()
         stack.airflow("dags", "reserialize")
         try:
-            with stack.running(base / "logs", training_worker=True):
+            with stack.running(base / "logs", training_worker=True) as procs, pytest.MonkeyPatch.context() as mp:
+                for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):  # this test reads as the tasks do
+                    mp.setenv(key, stack.settings()[key])
                 api = Api(stack.api_url, stack.secrets["AIRFLOW_ADMIN_PASSWORD"])
                 for dag_id in (DAG, DOWNSTREAM):
                     api.ok("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-                yield {"stack": stack, "api": api, "base": base, "logs": base / "logs"}
+                yield {"stack": stack, "api": api, "base": base, "logs": base / "logs", "procs": procs}
                 write_timeline(api, DAG, ARTIFACTS / "server-mode-tasks.tsv")
         finally:
             broker = redis.Redis.from_url(REDIS_URL)
@@ -244,6 +247,22 @@ def _each_registered_what_it_evaluated(server, day: dt.date, eval_days: dict[str
         download_saved_model(mlflow_url, MODEL, reg.version, server["base"] / f"download-{run_id}")
         versions.add(reg.version)
     assert len(versions) == len(eval_days)
+
+
+def test_mlflow_answers_only_authenticated_requests_and_workers_hold_no_admin_password(server) -> None:
+    import requests
+
+    stack = server["stack"]
+    search = f"{stack.mlflow_url}/api/2.0/mlflow/registered-models/search"
+    assert requests.get(search, timeout=30).status_code == 401  # no credentials
+    assert requests.get(search, auth=("retrainer", "wrong"), timeout=30).status_code == 401
+    mine = requests.get(search, auth=(MLFLOW_USER, stack.secrets["MLFLOW_PASSWORD"]), timeout=30)
+    assert mine.status_code == 200 and [m["name"] for m in mine.json()["registered_models"]] == [MODEL]
+    for name in ("celery-worker", "training-worker"):  # what a task can read of its own environment
+        environ = Path(f"/proc/{server['procs'][name].pid}/environ").read_bytes().split(b"\0")
+        env = dict(e.decode().split("=", 1) for e in environ if b"=" in e)
+        assert env["MLFLOW_TRACKING_USERNAME"] == MLFLOW_USER
+        assert stack.secrets["MLFLOW_ADMIN_PASSWORD"] not in "".join(env.values())
 
 
 def test_a_new_champion_is_announced_and_triggers_the_downstream_dag(server) -> None:

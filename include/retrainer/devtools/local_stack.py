@@ -33,6 +33,7 @@ from retrainer.training.launchers import GPU_POOL
 LOOPBACK = "127.0.0.1"
 ADMIN = "admin"
 TRAINING_QUEUE = "training"  # the Celery queue of the workers that train (the GPU workers in compose)
+MLFLOW_USER = "retrainer"  # the tasks' MLflow user under basic auth: not an admin, owns what it creates
 # The names a container network uses for the MLflow server, besides localhost and IPs (MLflow's default).
 MLFLOW_ALLOWED_HOSTS = ("mlflow", "mlflow:5000", "localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*")
 
@@ -60,6 +61,10 @@ class Stack:
     worker_concurrency: int = 3  # task slots of the default-queue Celery worker
     training_concurrency: int = 1  # task slots of the training-queue worker (one GPU job at a time, as in compose)
     tasks_use_mlflow_server: bool = False  # tasks log over HTTP (server mode) or to the store directly
+    # MLflow's basic-auth app: every request authenticated; tasks log as MLFLOW_USER, the admin password stays
+    # with the MLflow server (and whoever creates users); users and grants in mlflow_auth_db (SQLAlchemy URL)
+    mlflow_auth: bool = False
+    mlflow_auth_db: str | None = None
     extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
@@ -77,6 +82,18 @@ class Stack:
     @property
     def passwords_file(self) -> Path:
         return self.airflow_home / "simple_auth_manager_passwords.json"
+
+    @property
+    def mlflow_auth_file(self) -> Path:
+        return self.airflow_home / "mlflow_basic_auth.ini"
+
+    def mlflow_env(self) -> dict[str, str]:
+        """The MLflow server's environment: its auth settings, none of Airflow's secrets."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "MLFLOW_TRACKING_"))}
+        if self.mlflow_auth:
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(self.mlflow_auth_file)
+            env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = self.secrets["MLFLOW_FLASK_SECRET_KEY"]
+        return env
 
     def env(self) -> dict[str, str]:
         """The environment of every Airflow component and every task they run."""
@@ -104,6 +121,11 @@ class Stack:
             "RETRAINER_HOME": str(self.project),
             "RETRAINER_DATA_ROOT": str(self.data_root),
             "MLFLOW_TRACKING_URI": self.tracking_uri,
+            **(
+                {"MLFLOW_TRACKING_USERNAME": MLFLOW_USER, "MLFLOW_TRACKING_PASSWORD": self.secrets["MLFLOW_PASSWORD"]}
+                if self.mlflow_auth
+                else {}
+            ),  # fmt: skip
             "SPARK_LOCAL_IP": LOOPBACK,
             "AIRFLOW_CONN_RETRAINER_SPARK": os.environ.get(
                 "AIRFLOW_CONN_RETRAINER_SPARK", json.dumps({"conn_type": "spark", "host": "local[2]"})
@@ -149,7 +171,36 @@ class Stack:
             "--artifacts-destination", self.mlflow_artifacts.as_uri(),
             "--host", LOOPBACK, "--port", str(self.mlflow_port), "--workers", "1",
             "--allowed-hosts", ",".join(MLFLOW_ALLOWED_HOSTS),
+            *(["--app-name", "basic-auth"] if self.mlflow_auth else []),
         ]  # fmt: skip
+
+    def write_mlflow_auth(self) -> None:
+        """MLflow's basic-auth settings (mode 0600): its admin, where users live, and no access by default."""
+        db = self.mlflow_auth_db or f"sqlite:///{self.airflow_home / 'mlflow-auth.db'}"
+        body = (
+            "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+            f"database_uri = {db}\nadmin_username = {ADMIN}\n"
+            f"admin_password = {self.secrets['MLFLOW_ADMIN_PASSWORD']}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        self.mlflow_auth_file.write_text(body)
+        self.mlflow_auth_file.chmod(0o600)
+
+    def ensure_mlflow_user(self) -> None:
+        """Create the tasks' MLflow user (as the admin, once): it owns, and so may manage, what it creates."""
+        import base64
+
+        token = base64.b64encode(f"{ADMIN}:{self.secrets['MLFLOW_ADMIN_PASSWORD']}".encode()).decode()
+        body = json.dumps({"username": MLFLOW_USER, "password": self.secrets["MLFLOW_PASSWORD"]}).encode()
+        request = urllib.request.Request(
+            f"{self.mlflow_url}/api/2.0/mlflow/users/create", data=body, method="POST",
+            headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        try:
+            urllib.request.urlopen(request, timeout=30).close()
+        except urllib.error.HTTPError as exc:
+            if "already exists" not in exc.read().decode(errors="replace"):  # a restart: the user is there
+                raise
 
     def prepare(self) -> None:
         """Migrate the database, write the admin's password, create the promotion and GPU pools."""
@@ -157,6 +208,8 @@ class Stack:
         self.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
         self.passwords_file.write_text(json.dumps({ADMIN: self.secrets["AIRFLOW_ADMIN_PASSWORD"]}))
         self.passwords_file.chmod(0o600)
+        if self.mlflow_auth:
+            self.write_mlflow_auth()
         self.airflow("db", "migrate")
         self.airflow("pools", "set", PROMOTION_POOL, "1", "one champion move at a time (retrainer register)")
         gpu_slots = str(deployment().gpu_pool_slots)
@@ -179,13 +232,16 @@ class Stack:
             for name, argv in self.commands(training_worker).items():
                 with open(log_dir / f"{name}.log", "w") as out:
                     procs[name] = subprocess.Popen(
-                        argv, env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                        argv, env=self.mlflow_env() if name == "mlflow" else self.env(), stdout=out,
+                        stderr=subprocess.STDOUT, start_new_session=True,
                         # SIGTERM (a clean stop) when this process dies: a Celery worker left behind by a
                         # killed test run would otherwise go on taking the next run's tasks
                         cwd=self.project, preexec_fn=dies_with_parent(signal.SIGTERM),
                     )  # fmt: skip
             _wait_until(lambda: _answers(f"{self.api_url}/api/v2/version"), 240, "the Airflow API", procs, log_dir)
             _wait_until(lambda: _answers(f"{self.mlflow_url}/health"), 240, "the MLflow server", procs, log_dir)
+            if self.mlflow_auth:
+                self.ensure_mlflow_user()
             yield procs
         finally:
             for proc in procs.values():

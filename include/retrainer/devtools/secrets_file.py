@@ -1,6 +1,7 @@
-"""The checkout's secrets file (``.env``): the API's JWT secret, the Fernet key, the admin password and the
-database password, generated once (git-ignored, mode 0600) and never written in code. ``make airflow``,
-the server-mode tests and docker compose all read the same file.
+"""The checkout's secrets file (``.env``): the API's JWT secret, the Fernet key, the admin password, the
+database password, and MLflow's (its admin's, the tasks' user's, its session key), generated once
+(git-ignored, mode 0600) and never written in code. ``make airflow``, the server-mode tests and docker compose
+all read the same file; a file written before a key existed gets the missing key added, the others kept.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ import os
 import secrets
 from pathlib import Path
 
-SECRET_KEYS = ("AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "AIRFLOW_ADMIN_PASSWORD", "POSTGRES_PASSWORD")
+SECRET_KEYS = (
+    "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "AIRFLOW_ADMIN_PASSWORD", "POSTGRES_PASSWORD",
+    "MLFLOW_ADMIN_PASSWORD", "MLFLOW_PASSWORD", "MLFLOW_FLASK_SECRET_KEY",
+)  # fmt: skip
 
 
 def _fernet_key() -> str:
@@ -31,6 +35,9 @@ def ensure_secrets(path: Path) -> dict[str, str]:
         "AIRFLOW_FERNET_KEY": _fernet_key,
         "AIRFLOW_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(12),
         "POSTGRES_PASSWORD": lambda: secrets.token_urlsafe(18),
+        "MLFLOW_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(18),  # MLflow's basic-auth admin (users, grants)
+        "MLFLOW_PASSWORD": lambda: secrets.token_urlsafe(18),  # the tasks' MLflow user (retrainer), not an admin
+        "MLFLOW_FLASK_SECRET_KEY": lambda: secrets.token_urlsafe(32),  # signs MLflow's session and CSRF cookies
     }
     missing = [k for k in SECRET_KEYS if not values.get(k)]
     if missing:
