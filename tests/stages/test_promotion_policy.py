@@ -318,7 +318,7 @@ def test_register_killed_at_each_step_then_retried_registers_once_and_announces_
     reg = layout.load(RegistrationResult)
     client = registry.configure(tracking)
     versions = client.search_model_versions(f"name = '{MODEL}'")
-    assert [v.version for v in versions] == [reg.version]  # registered once, whichever step the kill followed
+    assert [str(v.version) for v in versions] == [reg.version]  # registered once, whichever step the kill followed
     assert versions[0].tags[RUN_KEY_TAG] == training.run_key
     assert registry.alias_version(tracking, MODEL, registry.CHAMPION) == reg.version
     assert promotion.high_water(tracking, MODEL) == promotion.Holder(reg.version, MID)
