@@ -175,10 +175,12 @@ class Stack:
         ]  # fmt: skip
 
     def write_mlflow_auth(self) -> None:
-        """MLflow's basic-auth settings (mode 0600): its admin, where users live, and no access by default."""
+        """MLflow's basic-auth settings (mode 0600): its admin, where users live, and read-only by default (only
+        an owner or a grant writes). Not NO_PERMISSIONS: then reading a model that does not exist yet answers 403,
+        not 404, and a first run could not tell "no champion yet" from an outage (which fails the gate)."""
         db = self.mlflow_auth_db or f"sqlite:///{self.airflow_home / 'mlflow-auth.db'}"
         body = (
-            "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+            "[mlflow]\ndefault_permission = READ\n"
             f"database_uri = {db}\nadmin_username = {ADMIN}\n"
             f"admin_password = {self.secrets['MLFLOW_ADMIN_PASSWORD']}\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
