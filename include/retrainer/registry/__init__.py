@@ -83,7 +83,21 @@ def version_by_alias(tracking_uri: str, model_name: str, alias: str) -> Any | No
     """
     client = configure(tracking_uri)
     what = f"the {alias} alias of {model_name}"
-    return _read(what, tracking_uri, lambda: client.get_model_version_by_alias(model_name, alias), absent=None)
+
+    def read() -> Any:
+        try:
+            return client.get_model_version_by_alias(model_name, alias)
+        except Exception as exc:
+            # MLflow's basic-auth app answers 403, not 404, on a version route of a model that does not exist (it
+            # cannot look up the model's permissions): ask for the model itself, which says 404 if it is absent.
+            if getattr(exc, "error_code", "") == "PERMISSION_DENIED":
+                model = _read(f"the registered model {model_name}", tracking_uri,
+                              lambda: client.get_registered_model(model_name), absent=None)  # fmt: skip
+                if model is None:
+                    return None
+            raise
+
+    return _read(what, tracking_uri, read, absent=None)
 
 
 def alias_version(tracking_uri: str, model_name: str, alias: str) -> str | None:
