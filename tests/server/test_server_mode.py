@@ -96,13 +96,13 @@ def server(tmp_path_factory):
         stack.prepare()
         stack.airflow("dags", "reserialize")
         try:
-            with stack.running(base / "logs", training_worker=True) as procs, pytest.MonkeyPatch.context() as mp:
+            with stack.running(base / "logs", training_worker=True), pytest.MonkeyPatch.context() as mp:
                 for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):  # this test reads as the tasks do
                     mp.setenv(key, stack.settings()[key])
                 api = Api(stack.api_url, stack.secrets["AIRFLOW_ADMIN_PASSWORD"])
                 for dag_id in (DAG, DOWNSTREAM):
                     api.ok("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-                yield {"stack": stack, "api": api, "base": base, "logs": base / "logs", "procs": procs}
+                yield {"stack": stack, "api": api, "base": base, "logs": base / "logs"}
                 write_timeline(api, DAG, ARTIFACTS / "server-mode-tasks.tsv")
         finally:
             broker = redis.Redis.from_url(REDIS_URL)
@@ -258,11 +258,13 @@ def test_mlflow_answers_only_authenticated_requests_and_workers_hold_no_admin_pa
     assert requests.get(search, auth=("retrainer", "wrong"), timeout=30).status_code == 401
     mine = requests.get(search, auth=(MLFLOW_USER, stack.secrets["MLFLOW_PASSWORD"]), timeout=30)
     assert mine.status_code == 200 and [m["name"] for m in mine.json()["registered_models"]] == [MODEL]
-    for name in ("celery-worker", "training-worker"):  # what a task can read of its own environment
-        environ = Path(f"/proc/{server['procs'][name].pid}/environ").read_bytes().split(b"\0")
-        env = dict(e.decode().split("=", 1) for e in environ if b"=" in e)
-        assert env["MLFLOW_TRACKING_USERNAME"] == MLFLOW_USER
-        assert stack.secrets["MLFLOW_ADMIN_PASSWORD"] not in "".join(env.values())
+    # What every Airflow component and Celery worker was started with (their /proc environ is overwritten by
+    # setproctitle): the tasks' user, never MLflow's admin password, which only MLflow's auth file holds.
+    env = stack.env()
+    assert env["MLFLOW_TRACKING_USERNAME"] == MLFLOW_USER
+    assert stack.secrets["MLFLOW_ADMIN_PASSWORD"] not in "".join(env.values())
+    assert stack.secrets["MLFLOW_ADMIN_PASSWORD"] in stack.mlflow_auth_file.read_text()
+    assert stack.mlflow_auth_file.stat().st_mode & 0o777 == 0o600
 
 
 def test_a_new_champion_is_announced_and_triggers_the_downstream_dag(server) -> None:
