@@ -119,7 +119,8 @@ def test_mlflow_authenticates_and_tasks_use_a_user_that_is_not_its_admin(resolve
     services = services["services"]
     assert "--app-name=basic-auth" in services["mlflow"]["command"]
     assert services["mlflow"]["environment"]["MLFLOW_AUTH_CONFIG_PATH"].startswith("/mlflow/auth/")
-    assert "default_permission = READ" in services["mlflow-init"]["command"][0]  # writes only by owners or grants
+    init = services["mlflow-init"]["command"][0]
+    assert "default_permission = READ" in init and "auth_cache_ttl_seconds = 60" in init  # as the native stack
     native = Stack(
         project=ROOT, airflow_home=tmp_path, data_root=tmp_path, airflow_db="sqlite://", mlflow_backend="sqlite://",
         mlflow_artifacts=tmp_path, secrets=secrets, tasks_use_mlflow_server=True, mlflow_auth=True,
