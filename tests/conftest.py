@@ -142,8 +142,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if tier not in TIERS:
             raise pytest.UsageError(f"{item.nodeid}: tests live in a tier folder ({', '.join(TIERS)})")
         item.add_marker(getattr(pytest.mark, tier))
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        # Under ``make test``'s two processes (pytest-xdist, a file at a time): the slowest tiers first, so that
-        # the server tier's minutes of waiting on schedulers overlap the stages instead of following them.
-        first = ("server", "e2e", "stages", "dags", "unit")
-        items.sort(key=lambda item: first.index(Path(item.fspath).relative_to(tests_dir).parts[0]))
