@@ -60,7 +60,7 @@ def evaluate_models(
             champion, why = _champion_scorer(cfg.engines.tracking_uri, workload.registered_model, holder.version,
                                              Path(scratch))  # fmt: skip
             compared, note = (compared, note) if champion is not None else (None, why)
-        if champion is not None and compared is not None:
+        if champion is not None:  # then compared is a range too
             days = None if compared == eval_range else compared
             if days is not None:
                 new_compared = _score(model, None, eval_files, run, days)

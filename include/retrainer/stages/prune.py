@@ -89,15 +89,14 @@ def plan_prune(
         return now - _newest_change(path) < min_age_s
 
     runs_dir = root / "runs" / workload
-    runs = [p for p in runs_dir.glob(f"date=*/{RUN_PREFIX}*") if p.is_dir()]
-    runs.sort(key=_newest_change, reverse=True)
-    for n, folder in enumerate(runs):
+    changed = {p: _newest_change(p) for p in runs_dir.glob(f"date=*/{RUN_PREFIX}*") if p.is_dir()}  # one walk each
+    for n, folder in enumerate(sorted(changed, key=changed.__getitem__, reverse=True)):
         rel = folder.relative_to(root).as_posix()
         if rel in registered:
             plan.kept[rel] = registered[rel]
         elif n < keep_last:
             plan.kept[rel] = f"one of the newest {keep_last} runs"
-        elif recent(folder):
+        elif now - changed[folder] < min_age_s:
             plan.kept[rel] = f"changed in the last {min_age_s / 3600:g} h (may be running)"
         else:
             plan.pruned[rel] = "registered nothing and is not one of the newest runs"
