@@ -119,7 +119,7 @@ test: install lint
 	@command -v chromium > /dev/null && command -v docker-compose > /dev/null || \
 	  { echo "the server tier needs Debian's chromium and docker-compose: run 'make test-tools' once (as root)"; exit 2; }
 	@mkdir -p test-artifacts
-	set -o pipefail; $(BIN)/python -m pytest -n 2 --dist loadfile --durations=25 2>&1 | tee test-artifacts/pytest.log
+	set -o pipefail; $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25 2>&1 | tee test-artifacts/pytest.log
 
 test-quick: install lint
 	$(BIN)/python -m pytest -m "unit or dags" tests/unit tests/dags

@@ -142,3 +142,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if tier not in TIERS:
             raise pytest.UsageError(f"{item.nodeid}: tests live in a tier folder ({', '.join(TIERS)})")
         item.add_marker(getattr(pytest.mark, tier))
+    # Under ``make test``'s two processes (pytest-xdist, a file at a time, queued in collection order by
+    # ``--no-loadscope-reorder``): the longest files first, so that the server tier's minutes of waiting on
+    # schedulers overlap the other files instead of following them on one process while the other idles.
+    items.sort(key=lambda item: _first_to_last(Path(item.fspath).relative_to(tests_dir)))
+
+
+# The order files start in under ``make test`` (measured: the server-mode file is the longest by minutes)
+FIRST = ("server/test_server_mode.py", "server/test_make_airflow.py", "server", "e2e", "stages", "dags", "unit")
+
+
+def _first_to_last(path: Path) -> int:
+    return next(i for i, prefix in enumerate(FIRST) if path.as_posix().startswith(prefix))
