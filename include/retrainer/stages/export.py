@@ -23,6 +23,7 @@ from retrainer.core.config import RunConfig
 from retrainer.core.fingerprint import parquet_parts, tree_digest
 from retrainer.core.layout import ExportFiles
 from retrainer.core.results import ExportResult, TrainingResult, ValidationResult
+from retrainer.serving.saved_model import write_saved_model
 from retrainer.stages import costed
 from retrainer.training.dataset import arrow_to_inputs
 from retrainer.workloads import RunContext
@@ -70,7 +71,7 @@ def _export_and_check(model: Any, validated: ValidationResult, run: RunContext, 
     with atomic.staged_dir(layout.saved_model) as staging:
         staged = ExportFiles(staging)
         export_dir, sample_path = staged.model, staged.verification_sample
-        model.export(str(export_dir), verbose=False)
+        write_saved_model(model, export_dir)
         pq.write_table(sample.select([c.name for c in contract.features]), sample_path)
         served = np.asarray(checker.predict(export_dir, sample_path))
         if served.shape != expected.shape:
