@@ -133,6 +133,32 @@ def test_dataset_streams_typed_batches(validated: ValidationResult) -> None:
     assert total == validated.features.rows["train"]
 
 
+def test_replayed_passes_give_the_same_batches_and_memory_stays_within_the_budget(validated: ValidationResult) -> None:
+    """Later passes come from memory, shuffled by the same seeded generator: a seed gives the batches it gave
+    when every pass was read from disk; a file past the budget is read from disk on every pass."""
+    from retrainer.training.dataset import ChunkReplay, make_dataset
+
+    files = parquet_parts(validated.files.train)
+
+    def passes(replay_bytes: int) -> list[np.ndarray]:
+        ds = make_dataset(files, CONTRACT, 64, seed=3, repeat=True, replay_bytes=replay_bytes)
+        rows = validated.features.rows["train"]
+        batches = [b for _, b in zip(range(3 * rows // 64), ds, strict=False)]  # three passes and more
+        return [np.concatenate([x["distance"].numpy(), y.numpy()], axis=1) for x, y in batches]
+
+    from_disk = passes(0)
+    for replayed_batch, disk_batch in zip(passes(64 << 20), from_disk, strict=True):
+        np.testing.assert_array_equal(replayed_batch, disk_batch)
+    assert any(not np.array_equal(a, b) for a, b in zip(from_disk[:5], from_disk[len(from_disk) // 3 :], strict=False))
+
+    replay = ChunkReplay(max_bytes=1)  # nothing fits: every file is streamed
+    chunks = [(dict(x=np.zeros((4, 1))), np.zeros((4, 1)))]
+    assert len(list(replay.record("f", iter(chunks)))) == 1 and replay.chunks("f") is None and replay.held == 0
+    roomy = ChunkReplay(max_bytes=1 << 20)
+    list(roomy.record("f", iter(chunks)))
+    assert roomy.chunks("f") == chunks and 0 < roomy.held <= 1 << 20
+
+
 def test_training_logs_each_epoch_and_checkpoints(
     validated: ValidationResult, stats: dict, tmp_path: Path, caplog
 ) -> None:
