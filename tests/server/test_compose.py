@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from retrainer.devtools.local_stack import MLFLOW_ALLOWED_HOSTS, MLFLOW_USER, TRAINING_QUEUE, Stack
+from retrainer.devtools.local_stack import (
+    MLFLOW_ALLOWED_HOSTS,
+    MLFLOW_USER,
+    TRAINING_QUEUE,
+    WITHHELD_FROM_WORKERS,
+    Stack,
+)
 from retrainer.devtools.secrets_file import ensure_secrets
 from retrainer.registry.promotion import POOL
 from retrainer.training.launchers import GPU_POOL
@@ -21,6 +27,7 @@ from support import ROOT
 
 AIRFLOW = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker",
            "airflow-gpu-worker")  # fmt: skip
+WORKERS = ("airflow-worker", "airflow-gpu-worker")  # the Celery workers (local_stack.WORKERS natively)
 
 
 def _compose_bin() -> str:
@@ -69,12 +76,19 @@ def test_the_team_stack_has_every_service(resolved) -> None:
 
 
 def test_secrets_come_from_the_env_file_and_are_shared(resolved) -> None:
+    """One Fernet key and signing secret for every Airflow container but the Celery workers, which get neither
+    (nor the admin password)."""
     services, secrets = resolved
     services = services["services"]
     for name in AIRFLOW:
         env = services[name]["environment"]
-        assert env["AIRFLOW__CORE__FERNET_KEY"] == secrets["AIRFLOW_FERNET_KEY"]  # one key for every container
-        assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == secrets["AIRFLOW_JWT_SECRET"]
+        if name in WORKERS:
+            assert not set(WITHHELD_FROM_WORKERS) & set(env) and "AIRFLOW_ADMIN_PASSWORD" not in env
+            held = "".join(str(v) for v in env.values())
+            assert secrets["AIRFLOW_JWT_SECRET"] not in held and secrets["AIRFLOW_FERNET_KEY"] not in held
+        else:
+            assert env["AIRFLOW__CORE__FERNET_KEY"] == secrets["AIRFLOW_FERNET_KEY"]  # one key for them all
+            assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == secrets["AIRFLOW_JWT_SECRET"]
         assert f":{secrets['POSTGRES_PASSWORD']}@postgres:5432/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
         assert services[name]["user"] == f"{secrets['AIRFLOW_UID']}:0"  # ./data stays owned by the host user
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == secrets["POSTGRES_PASSWORD"]
@@ -92,9 +106,11 @@ def test_airflow_settings_match_the_native_stack_the_tests_run(resolved, tmp_pat
                   "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET")  # fmt: skip
     for name in AIRFLOW:
         env = services["services"][name]["environment"]
-        assert airflow_keys <= set(env), (name, sorted(airflow_keys - set(env)))
+        keys = airflow_keys - set(WITHHELD_FROM_WORKERS) if name in WORKERS else airflow_keys
+        assert keys <= set(env), (name, sorted(keys - set(env)))
         for key in same_value:
-            assert str(env[key]).lower() == str(native[key]).lower(), (name, key)
+            if key in keys:
+                assert str(env[key]).lower() == str(native[key]).lower(), (name, key)
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == env["AIRFLOW__API__BASE_URL"] + "/execution/"
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
         scheme = native["AIRFLOW__CELERY__RESULT_BACKEND"].split("://")[0]  # the driver the Celery test ran with

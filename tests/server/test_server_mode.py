@@ -20,7 +20,7 @@ from retrainer.core import atomic
 from retrainer.core.layout import RunLayout, date_folder
 from retrainer.core.processes import free_ports
 from retrainer.core.results import EvaluationResult, ExportResult, FeaturesResult, RegistrationResult, TrainingResult
-from retrainer.devtools.local_stack import MLFLOW_USER, TRAINING_QUEUE, Stack
+from retrainer.devtools.local_stack import MLFLOW_USER, TRAINING_QUEUE, WITHHELD_FROM_WORKERS, WORKERS, Stack
 from retrainer.devtools.secrets_file import ensure_secrets
 from retrainer.stages.register import RUN_FOLDER_TAG
 from support import ROOT, SPARK_CONNECT_URL
@@ -249,7 +249,7 @@ def _each_registered_what_it_evaluated(server, day: dt.date, eval_days: dict[str
     assert len(versions) == len(eval_days)
 
 
-def test_mlflow_answers_only_authenticated_requests_and_workers_hold_no_admin_password(server) -> None:
+def test_mlflow_answers_only_authenticated_requests_and_workers_hold_no_admin_or_signing_secret(server) -> None:
     import requests
 
     stack = server["stack"]
@@ -265,6 +265,13 @@ def test_mlflow_answers_only_authenticated_requests_and_workers_hold_no_admin_pa
     assert stack.secrets["MLFLOW_ADMIN_PASSWORD"] not in "".join(env.values())
     assert stack.secrets["MLFLOW_ADMIN_PASSWORD"] in stack.mlflow_auth_file.read_text()
     assert stack.mlflow_auth_file.stat().st_mode & 0o777 == 0o600
+    # The Celery workers ran every task of this module's runs without Airflow's token-signing secret and
+    # Fernet key (the other components have them).
+    for worker in WORKERS:
+        started = "".join(stack.started_env[worker].values())
+        assert stack.secrets["AIRFLOW_JWT_SECRET"] not in started and stack.secrets["AIRFLOW_FERNET_KEY"] not in started
+        assert not set(WITHHELD_FROM_WORKERS) & set(stack.started_env[worker])
+    assert stack.started_env["scheduler"]["AIRFLOW__API_AUTH__JWT_SECRET"] == stack.secrets["AIRFLOW_JWT_SECRET"]
 
 
 def test_a_new_champion_is_announced_and_triggers_the_downstream_dag(server) -> None:

@@ -33,6 +33,11 @@ from retrainer.training.launchers import GPU_POOL
 LOOPBACK = "127.0.0.1"
 ADMIN = "admin"
 TRAINING_QUEUE = "training"  # the Celery queue of the workers that train (the GPU workers in compose)
+WORKERS = ("celery-worker", "training-worker")  # the Celery workers: the components that run tasks
+# Not in a Celery worker's environment: it runs each task with the token the scheduler signed for it and
+# reads connections and variables through the Execution API, so it needs neither the token-signing secret
+# nor the Fernet key; a task (or whoever takes a worker) cannot mint tokens or decrypt the metadata database.
+WITHHELD_FROM_WORKERS = ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY")
 MLFLOW_USER = "retrainer"  # the tasks' MLflow user under basic auth: not an admin, owns what it creates
 # The names a container network uses for the MLflow server, besides localhost and IPs (MLflow's default).
 MLFLOW_ALLOWED_HOSTS = ("mlflow", "mlflow:5000", "localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*")
@@ -66,6 +71,8 @@ class Stack:
     mlflow_auth: bool = False
     mlflow_auth_db: str | None = None
     extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
+    # each component's environment as ``running`` started it (component name -> environment)
+    started_env: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def api_url(self) -> str:
@@ -95,13 +102,18 @@ class Stack:
             env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = self.secrets["MLFLOW_FLASK_SECRET_KEY"]
         return env
 
-    def env(self) -> dict[str, str]:
-        """The environment of every Airflow component and every task they run."""
+    def env(self, worker: bool = False) -> dict[str, str]:
+        """The environment of an Airflow component and the tasks it runs; a Celery ``worker``'s lacks
+        ``WITHHELD_FROM_WORKERS``, wherever they came from."""
         path = {"PATH": f"{_venv_bin()}:{os.environ.get('PATH', '')}"}  # components start `airflow ...` subprocesses
-        return {**os.environ, **path, **self.settings()}
+        env = {**os.environ, **path, **self.settings()}
+        return {k: v for k, v in env.items() if k not in WITHHELD_FROM_WORKERS} if worker else env
 
-    def settings(self) -> dict[str, str]:
-        """What this stack sets (docker-compose.yaml sets the same Airflow keys in its containers)."""
+    def settings(self, worker: bool = False) -> dict[str, str]:
+        """What this stack sets (docker-compose.yaml sets the same Airflow keys in its containers); for a Celery
+        ``worker``, without ``WITHHELD_FROM_WORKERS``."""
+        if worker:
+            return {k: v for k, v in self.settings().items() if k not in WITHHELD_FROM_WORKERS}
         env = {
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.project / "dags"),
@@ -234,8 +246,10 @@ class Stack:
         try:
             for name, argv in self.commands(training_worker).items():
                 with open(log_dir / f"{name}.log", "w") as out:
+                    env = self.mlflow_env() if name == "mlflow" else self.env(worker=name in WORKERS)
+                    self.started_env[name] = env
                     procs[name] = subprocess.Popen(
-                        argv, env=self.mlflow_env() if name == "mlflow" else self.env(), stdout=out,
+                        argv, env=env, stdout=out,
                         stderr=subprocess.STDOUT, start_new_session=True,
                         # SIGTERM (a clean stop) when this process dies: a Celery worker left behind by a
                         # killed test run would otherwise go on taking the next run's tasks
