@@ -253,16 +253,15 @@ def run_scheduler(work: Path, url: str, server: SparkConnectServer, backfill_day
             first, last = date + dt.timedelta(days=1), date + dt.timedelta(days=backfill_days)
             body = {"dag_id": dag, "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T00:00:00Z",
                     "max_active_runs": 3, "reprocess_behavior": "none"}  # fmt: skip
+            name = f"{backfill_days}-day backfill, scheduler"
             with Sampler(roots) as sampler:
                 started = time.perf_counter()
-                backfill = None
                 for _ in range(60):  # on SQLite Airflow refuses (503) while another writer holds the database
                     resp = api.post(f"{stack.api_url}/api/v2/backfills", json=body, timeout=60)
                     if resp.status_code != 503:
                         break
                     time.sleep(2)
                 if resp.status_code >= 300:
-                    name = f"{backfill_days}-day backfill, scheduler"
                     results[name] = {"error": f"POST /backfills: {resp.status_code} {resp.text[:300]}"}
                     print(f"retrainer {name}: {results[name]}", flush=True)
                     return results
@@ -273,7 +272,6 @@ def run_scheduler(work: Path, url: str, server: SparkConnectServer, backfill_day
             runs = call("GET", f"/dags/{dag}/dagRuns", params={"limit": 100})["dag_runs"]
             runs = [r for r in runs if r["run_type"] == "backfill"]
             states = [r["state"] for r in runs]
-            name = f"{backfill_days}-day backfill, scheduler"
             results[name] = {"seconds": round(seconds, 1), "peak_mib": sampler.peak_mib,
                              "runs": len(runs), "succeeded": states.count("success")}  # fmt: skip
             print(f"retrainer {name}: {results[name]}", flush=True)

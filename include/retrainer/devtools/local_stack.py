@@ -109,11 +109,8 @@ class Stack:
         env = {**os.environ, **path, **self.settings()}
         return {k: v for k, v in env.items() if k not in WITHHELD_FROM_WORKERS} if worker else env
 
-    def settings(self, worker: bool = False) -> dict[str, str]:
-        """What this stack sets (docker-compose.yaml sets the same Airflow keys in its containers); for a Celery
-        ``worker``, without ``WITHHELD_FROM_WORKERS``."""
-        if worker:
-            return {k: v for k, v in self.settings().items() if k not in WITHHELD_FROM_WORKERS}
+    def settings(self) -> dict[str, str]:
+        """What this stack sets (docker-compose.yaml sets the same Airflow keys in its containers)."""
         env = {
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.project / "dags"),

@@ -51,16 +51,14 @@ def iter_record_batches(
     files: Sequence[str | Path],
     contract: Contract,
     chunk_rows: int = CHUNK_ROWS,
-    rng: np.random.Generator | None = None,
     days: DateRange | None = None,
 ) -> Iterator[Any]:
-    """pyarrow RecordBatches of the contract's features and label; with ``rng`` the file order is shuffled;
-    with ``days`` only the rows whose date (the contract's date column) is in that range."""
+    """pyarrow RecordBatches of the contract's features and label, file by file in the order given (training
+    shuffles in :func:`iter_chunks`); with ``days`` only the rows whose date (the contract's date column) is in
+    that range."""
     import pyarrow.parquet as pq
 
     order = [str(f) for f in files]
-    if rng is not None:
-        rng.shuffle(order)
     columns = [c.name for c in contract.features] + [contract.label.name]
     if days is None:
         for f in order:

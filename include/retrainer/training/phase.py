@@ -120,23 +120,13 @@ class ValidationRows:
         return {name: m.result() for name, m in metrics.items()}
 
 
-def _rechunked(batches: Iterator[Any], rows: int) -> Iterator[Any]:
+def _rechunked(batches: Iterator[Any], rows: int) -> list[Any]:
     """The record batches regrouped into batches of ``rows`` rows (the last one shorter): a part file's
     batches of a few hundred rows each cost a call and a metrics update per member every epoch."""
     import pyarrow as pa
 
-    pending: list[Any] = []
-    held = 0
-    for batch in batches:
-        pending.append(batch)
-        held += batch.num_rows
-        while held >= rows:
-            table = pa.Table.from_batches(pending)
-            yield from table.slice(0, rows).combine_chunks().to_batches()
-            rest = table.slice(rows)
-            pending, held = rest.to_batches(), rest.num_rows
-    if held:
-        yield from pa.Table.from_batches(pending).combine_chunks().to_batches()
+    batches = list(batches)
+    return pa.Table.from_batches(batches).combine_chunks().to_batches(max_chunksize=rows) if batches else []
 
 
 def all_finite(variables: list[Any]) -> bool:
