@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import re
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -95,6 +96,17 @@ def test_statistics_and_vocabularies_come_from_the_training_split(built: Feature
     assert stats["rows"] == train.num_rows
     late = train.column("is_late").to_pylist()
     assert stats["label"]["mean"] == pytest.approx(sum(late) / len(late))
+    # The order is the lookup layers' index order: by count, ties by the value itself (numerically for the
+    # integer columns, where text order would put 10 before 2), counted here without Spark.
+    for column in ("sched_dep_hour", "carrier", "dest"):
+        counts = Counter(v for v in train.column(column).to_pylist() if v is not None)
+        assert stats["vocabulary"][column] == sorted(counts, key=lambda v: (-counts[v], v)), column
+    assert all(isinstance(v, int) for v in stats["vocabulary"]["sched_dep_hour"])
+    # The drift profile's bins are the split's deciles (Spark's percentile_approx, computed with the moments).
+    edges = json.loads(_files(built).profile.read_text())["numeric"]["distance"]["edges"]
+    assert edges == sorted(edges) and len(edges) > 3
+    below = [sum(d < e for d in distances) / len(distances) for e in edges]
+    assert all(0.0 < share < 1.0 for share in below) and below == sorted(below)
 
 
 def test_drift_after_a_contract_change_compares_the_features_both_profiles_have(spark, built: FeaturesResult) -> None:

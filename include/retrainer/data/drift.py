@@ -6,7 +6,8 @@ Validation bins the new training split on the champion's own bin edges and categ
 the two with the population stability index, PSI = sum((a - e) * ln(a / e)), the usual measure of a
 shifted distribution (under 0.1: stable; 0.1 to 0.25: moderate; above 0.25: a large shift).
 
-Only the deciles need the whole split at once, and Spark computes them (``quantile_edges``, one job).
+Only the deciles need the whole split at once, and Spark computes them (in the features stage's one
+aggregation of the split's moments).
 The histograms are counts, so they are summed over the split's Parquet files in Arrow record batches
 (``profile``): memory stays one batch whatever the window, and validation measures drift without a
 Spark job (it used to cost two Spark Connect round trips of a few seconds each).
@@ -17,28 +18,17 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from retrainer.spec.contract import Contract, Role
 
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
-
 QUANTILES = [i / 10 for i in range(1, 10)]
+QUANTILE_ACCURACY = 10000  # percentile_approx's accuracy: relative error 1/10000 of the rows
 MAX_CATEGORIES = 200  # the rest share one "other" bin
 NULL_BIN = "__null__"
 OTHER_BIN = "__other__"
 EPSILON = 1e-4  # stands in for an empty bin, so a bin that appears or vanishes counts without dividing by zero
 BATCH_ROWS = 1 << 16
-
-
-def quantile_edges(df: DataFrame, contract: Contract) -> dict[str, list[float]]:
-    """Decile edges of each numeric feature of ``df`` (distinct, ascending): one Spark aggregation."""
-    from pyspark.sql import functions as F
-
-    numeric = [c.name for c in contract.by_role(Role.NUMERIC)]
-    row = df.agg(*[F.percentile_approx(c, QUANTILES, 10000).alias(c) for c in numeric]).first()
-    return {c: sorted({float(e) for e in (row[c] or [])}) for c in numeric}
 
 
 def profile(
@@ -67,7 +57,7 @@ def profile(
         categorical = [c for c in categorical if c in reference["categorical"]]
         edges = {c: reference["numeric"][c]["edges"] for c in numeric}
     elif edges is None:
-        raise ValueError("profile: give the numeric features' bin edges (quantile_edges) or a reference profile")
+        raise ValueError("profile: give the numeric features' bin edges (features.compute_stats) or a reference profile")
     bounds = {c: np.asarray(edges[c], dtype="float64") for c in numeric}
     bins = {c: np.zeros(len(edges[c]) + 1, dtype="int64") for c in numeric}
     nulls = dict.fromkeys(numeric, 0)
