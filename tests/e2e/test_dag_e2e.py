@@ -106,7 +106,7 @@ def test_the_savedmodel_of_the_run_loads_and_predicts(first_run: dict, e2e_env: 
     import pyarrow.dataset as ds
     import tensorflow as tf
 
-    from retrainer.serving.pyfunc_model import to_signature_inputs
+    from retrainer.serving.signature_inputs import to_signature_inputs
 
     layout = RunLayout.latest(e2e_env["RETRAINER_DATA_ROOT"], "flight_delay", RUN_DATE)
     serve = tf.saved_model.load(layout.load(ExportResult).saved_model_uri).signatures["serving_default"]
@@ -239,7 +239,7 @@ def test_the_regression_dag_trains_evaluates_and_registers_its_own_model(regress
     import pyarrow.dataset as ds
     import tensorflow as tf
 
-    from retrainer.serving.pyfunc_model import to_signature_inputs
+    from retrainer.serving.signature_inputs import to_signature_inputs
 
     serve = tf.saved_model.load(layout.load(ExportResult).saved_model_uri).signatures["serving_default"]
     frame = ds.dataset(str(FeatureFiles(layout.features).eval)).to_table().to_pandas().head(200)

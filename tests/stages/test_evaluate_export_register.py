@@ -70,10 +70,37 @@ def test_metrics_agree_with_an_independent_computation(first: dict, validated: V
     assert new["accuracy"] == pytest.approx(accuracy_score(y, p > 0.5), abs=1e-3)
 
 
+def test_the_registered_model_loads_where_retrainer_is_not_installed(
+    first: dict, validated: ValidationResult, tracking: str, tmp_path: Path
+) -> None:
+    """A serving host has MLflow and TensorFlow, not retrainer: the pyfunc's one helper travels as its code path."""
+    import subprocess
+    import sys
+
+    sample = tmp_path / "rows.parquet"
+    _eval_frame(validated).head(20).to_parquet(sample)
+    script = (
+        "import sys; sys.modules['retrainer'] = None\n"  # any import of retrainer now fails
+        "import json, mlflow, pandas as pd\n"
+        f"mlflow.set_tracking_uri({tracking!r})\n"
+        f"model = mlflow.pyfunc.load_model('models:/{MODEL}/{first['registration'].version}')\n"
+        f"print(json.dumps(model.predict(pd.read_parquet({str(sample)!r})).tolist()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import json
+
+    served = np.asarray(json.loads(done.stdout.strip().splitlines()[-1]))
+    from retrainer.serving.saved_model import SavedModelScorer
+
+    expected = SavedModelScorer(first["export"].saved_model_uri).predict(_eval_frame(validated).head(20))
+    assert served.shape == (20,) and np.allclose(served, expected, atol=1e-6)
+
+
 def test_exported_savedmodel_serves_raw_features_in_a_fresh_load(first: dict, validated: ValidationResult) -> None:
     import tensorflow as tf
 
-    from retrainer.serving.pyfunc_model import to_signature_inputs
+    from retrainer.serving.signature_inputs import to_signature_inputs
 
     exp = first["export"]
     assert exp.verified_rows == 100 and exp.max_abs_diff <= 1e-5

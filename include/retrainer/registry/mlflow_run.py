@@ -22,6 +22,7 @@ from retrainer.spec.objectives import Objective
 from retrainer.workloads import Workload, get_workload
 
 PYFUNC_FILE = Path(__file__).resolve().parent.parent / "serving" / "pyfunc_model.py"
+PYFUNC_CODE = [PYFUNC_FILE.parent / "signature_inputs.py"]  # what PYFUNC_FILE imports, logged beside it
 
 
 def mlflow_signature(contract: Contract, objective: Objective) -> Any:
@@ -127,6 +128,7 @@ def log_and_register(
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_FILE),
+            code_paths=[str(f) for f in PYFUNC_CODE],
             artifacts={SAVED_MODEL_ARTIFACT: exported.saved_model_uri},
             signature=mlflow_signature(workload.contract, objective),
             pip_requirements=serving_requirements(),

@@ -2,7 +2,9 @@
 
 MLflow's keras/tensorflow flavors store a ``.keras`` file and fail on string inputs; this wrapper
 loads the SavedModel folder logged as an artifact and feeds its serving signature, reading the
-input names and dtypes from the signature, so it needs nothing from retrainer at load time.
+input names and dtypes from the signature, so it needs nothing from retrainer at load time: the one helper
+it shares with the export check, ``signature_inputs.py``, is logged beside it as a code path (MLflow puts
+that folder on ``sys.path`` before it runs this file).
 """
 
 from __future__ import annotations
@@ -13,24 +15,10 @@ import mlflow
 import numpy as np
 from mlflow.pyfunc import PythonModel
 
-
-def to_signature_inputs(model_input: Any, specs: dict[str, Any]) -> dict[str, Any]:
-    """A DataFrame or dict of columns -> tensors of shape [N, 1] in the signature's dtypes."""
-    import tensorflow as tf
-
-    out = {}
-    for name, spec in specs.items():
-        values = model_input[name]
-        values = values.to_numpy() if hasattr(values, "to_numpy") else np.asarray(values)
-        values = values.reshape(-1, 1) if values.ndim == 1 else values
-        if spec.dtype == tf.string:
-            arr = np.where(values == None, "", values).astype(str)  # noqa: E711
-            out[name] = tf.constant(arr, dtype=tf.string)
-        elif spec.dtype.is_integer:
-            out[name] = tf.constant(values.astype(np.int64), dtype=spec.dtype)
-        else:
-            out[name] = tf.constant(np.asarray(values, dtype=np.float64).astype(np.float32), dtype=spec.dtype)
-    return out
+try:
+    from retrainer.serving.signature_inputs import to_signature_inputs
+except ImportError:  # loaded by MLflow where retrainer is not installed: the logged code path has it
+    from signature_inputs import to_signature_inputs  # type: ignore[no-redef]
 
 
 class SavedModelPredictor(PythonModel):

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     import pyarrow.parquet as pq
     import tensorflow as tf
 
-    from retrainer.serving.pyfunc_model import to_signature_inputs
+    from retrainer.serving.signature_inputs import to_signature_inputs
 
     if args.wait:
         line = sys.stdin.readline()
