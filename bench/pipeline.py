@@ -15,9 +15,10 @@ Cases (each through ``retrainer run``, one process, as a user or a notebook runs
   same scheduler (issue 21: at most 8 minutes; ``--backfill-days``, ``--no-scheduler``).
 
 Every case talks to the one Spark Connect server (started first if none answers, as ``make run`` does;
-its start is reported apart). Wall time, and the peak resident memory summed over the run's process tree
-plus the Spark Connect server's JVM (sampled every 0.25 s); each stage's wall time from the run's own cost
-records. With ``--tfx ROOT`` (an install of
+its start is reported apart). Wall time, and the peak resident memory of the run's process tree plus the
+Spark Connect server's JVM (sampled every 0.25 s) twice: RSS summed (as the TFX peer measures its own) and PSS
+summed (shared library pages counted once: the memory the processes hold together); each stage's wall time
+from the run's own cost records. With ``--tfx ROOT`` (an install of
 ``../shared/peers/tfx``, see its README) the peer's ``small`` (30 days) and ``full`` (the year) pipelines
 run right after, one after the other, and the ratios are computed from this one sitting.
 
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,24 +56,52 @@ CASES = {  # name: (data root key, run date, window days)
 }
 
 
-def _tree_rss(roots: list[psutil.Process]) -> int:
-    total = 0
+def _tree(roots: list[psutil.Process]) -> list[psutil.Process]:
+    procs = []
     for root in roots:
         try:
-            procs = [root, *root.children(recursive=True)]
+            procs += [root, *root.children(recursive=True)]
         except psutil.Error:
             continue
-        for p in procs:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                pass
+    return procs
+
+
+def _summed(procs: list[psutil.Process], read: Callable[[psutil.Process], int]) -> int:
+    total = 0
+    for p in procs:
+        try:
+            total += read(p)
+        except psutil.Error:
+            pass
     return total
 
 
+class Peak:
+    """The highest resident memory of some process trees, in MiB, two ways. RSS summed counts a shared library
+    once per process that maps it (TensorFlow's 750 MiB of pages in the run and again in the export check);
+    PSS summed shares each page among its processes: the memory the trees hold together. PSS is read every
+    ``PSS_EVERY``-th sample only: the kernel walks each page table for it (7 ms for the Spark server's JVM),
+    which would otherwise slow what is measured."""
+
+    PSS_EVERY = 4
+
+    def __init__(self) -> None:
+        self.rss = self.pss = self._samples = 0
+
+    def see(self, roots: list[psutil.Process]) -> None:
+        procs = _tree(roots)
+        self.rss = max(self.rss, _summed(procs, lambda p: p.memory_info().rss))
+        if self._samples % self.PSS_EVERY == 0:
+            self.pss = max(self.pss, _summed(procs, lambda p: p.memory_full_info().pss))
+        self._samples += 1
+
+    def mib(self) -> dict[str, int]:
+        return {"peak_mib": round(self.rss / 2**20), "peak_pss_mib": round(self.pss / 2**20)}
+
+
 def measured(cmd: list[str], env: dict[str, str], also: list[psutil.Process], log: Path) -> dict[str, Any]:
-    """Run ``cmd``; its wall seconds and the peak RSS (MiB) of its tree plus the ``also`` processes."""
-    peak = 0
+    """Run ``cmd``; its wall seconds and the peak RSS and PSS (MiB) of its tree plus the ``also`` processes."""
+    peak = Peak()
     started = time.perf_counter()
     with open(log, "w") as out:
         child = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -79,9 +109,8 @@ def measured(cmd: list[str], env: dict[str, str], also: list[psutil.Process], lo
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
         while not done.is_set():
-            peak = max(peak, _tree_rss([me, *also]))
+            peak.see([me, *also])
             time.sleep(0.25)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -91,7 +120,7 @@ def measured(cmd: list[str], env: dict[str, str], also: list[psutil.Process], lo
     sampler.join()
     if code != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({code}); log: {log}")
-    return {"seconds": round(time.perf_counter() - started, 1), "peak_mib": round(peak / 2**20)}
+    return {"seconds": round(time.perf_counter() - started, 1), **peak.mib()}
 
 
 def spark_server_process(server: SparkConnectServer) -> list[psutil.Process]:
@@ -170,15 +199,15 @@ def run_dags_test(work: Path, url: str, server: SparkConnectServer) -> dict[str,
 
 
 class Sampler:
-    """The peak RSS (MiB) of some process trees, sampled every 0.25 s while the block runs."""
+    """The peak RSS and PSS (MiB) of some process trees, sampled every 0.25 s while the block runs."""
 
     def __init__(self, roots: list[psutil.Process]) -> None:
-        self.roots, self.peak, self._done = roots, 0, threading.Event()
+        self.roots, self.peak, self._done = roots, Peak(), threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._done.is_set():
-            self.peak = max(self.peak, _tree_rss(self.roots))
+            self.peak.see(self.roots)
             time.sleep(0.25)
 
     def __enter__(self) -> Sampler:
@@ -189,9 +218,8 @@ class Sampler:
         self._done.set()
         self._thread.join()
 
-    @property
-    def peak_mib(self) -> int:
-        return round(self.peak / 2**20)
+    def mib(self) -> dict[str, int]:
+        return self.peak.mib()
 
 
 def _free_port() -> int:
@@ -246,7 +274,7 @@ def run_scheduler(work: Path, url: str, server: SparkConnectServer, backfill_day
         if run["state"] != "success":
             raise RuntimeError(f"the scheduler's warm run failed; logs under {home / 'logs'}")
         costs = read_costs(RunLayout.latest(root, "flight_delay", date).costs)
-        results["28d warm, scheduler"] = {"seconds": round(seconds, 1), "peak_mib": sampler.peak_mib,
+        results["28d warm, scheduler"] = {"seconds": round(seconds, 1), **sampler.mib(),
                                           "stages": {stage: c.wall_s for stage, c in costs.items()}}  # fmt: skip
         print(f"retrainer 28d warm, scheduler: {results['28d warm, scheduler']}", flush=True)
         if backfill_days:
@@ -272,7 +300,7 @@ def run_scheduler(work: Path, url: str, server: SparkConnectServer, backfill_day
             runs = call("GET", f"/dags/{dag}/dagRuns", params={"limit": 100})["dag_runs"]
             runs = [r for r in runs if r["run_type"] == "backfill"]
             states = [r["state"] for r in runs]
-            results[name] = {"seconds": round(seconds, 1), "peak_mib": sampler.peak_mib,
+            results[name] = {"seconds": round(seconds, 1), **sampler.mib(),
                              "runs": len(runs), "succeeded": states.count("success")}  # fmt: skip
             print(f"retrainer {name}: {results[name]}", flush=True)
     return results
@@ -303,8 +331,9 @@ def report(ours: dict[str, Any], tfx: dict[str, Any], server_start: float, out: 
         f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; one sitting. Spark Connect server start "
         f"before the first case: {server_start:.1f} s (0 when one was already running).",
         "",
-        "| case | retrainer s | peak MiB (tree + Spark server) | TFX peer s | TFX peak MiB | retrainer / TFX |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| case | retrainer s | peak MiB, RSS sum (tree + Spark server) | peak MiB, PSS sum | TFX peer s | "
+        "TFX peak MiB, RSS sum | retrainer / TFX |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     pairs = {"28d cold": "30d cold", "28d warm": "30d cold", "year cold": "year cold",
              "28d warm, dags test": "30d cold", "28d warm, scheduler": "30d cold"}  # fmt: skip
@@ -313,7 +342,8 @@ def report(ours: dict[str, Any], tfx: dict[str, Any], server_start: float, out: 
             continue
         peer = tfx.get(peer_case, {})
         lines.append(
-            f"| {case} | {ours[case]['seconds']} | {ours[case]['peak_mib']} | {peer.get('seconds', '-')} | "
+            f"| {case} | {ours[case]['seconds']} | {ours[case]['peak_mib']} | {ours[case].get('peak_pss_mib', '-')} | "
+            f"{peer.get('seconds', '-')} | "
             f"{peer.get('peak_mib', '-')} | {ratio(case, peer_case)} |"
         )
     lines += [
@@ -340,7 +370,7 @@ def report(ours: dict[str, Any], tfx: dict[str, Any], server_start: float, out: 
         if "succeeded" in r:
             lines += ["", f"{case}: {r['succeeded']} of {r['runs']} runs succeeded in {r['seconds']} s "
                       f"({r['seconds'] / 60:.1f} min; issue 21's target for 30 days: at most 8 min), "
-                      f"peak {r['peak_mib']} MiB."]  # fmt: skip
+                      f"peak {r['peak_mib']} MiB RSS sum, {r.get('peak_pss_mib', '-')} MiB PSS sum."]  # fmt: skip
     text = "\n".join(lines) + "\n"
     out.write_text(text)
     (out.with_suffix(".json")).write_text(json.dumps({"retrainer": ours, "tfx": tfx}, indent=2) + "\n")

@@ -27,7 +27,8 @@ def _pid(state: Path) -> str:
 
 
 def test_the_server_is_reused_outlives_its_clients_and_stops(tmp_path: Path) -> None:
-    from retrainer.devtools.spark_connect import SparkConnectServer
+    from retrainer.core.deployment import deployment
+    from retrainer.devtools.spark_connect import SERVER_JVM_OPTIONS, SparkConnectServer
 
     server = SparkConnectServer(free_ports(1)[0], tmp_path / "state")
     try:
@@ -48,6 +49,10 @@ def test_the_server_is_reused_outlives_its_clients_and_stops(tmp_path: Path) -> 
         assert failing.returncode != 0 and "no_such_column" in failing.stderr  # a failed task ...
         assert server.healthy() and _pid(server.state) == first  # ... leaves the same server answering
         assert list(server.log_dir.glob("*.out")), "the server's log is under the state folder"
+        # The JVM the script started runs with the deployment's heap and gives memory back when idle.
+        java = Path(f"/proc/{first}/cmdline").read_bytes().decode().split("\0")
+        assert f"-Xmx{deployment().spark_driver_memory}" in java
+        assert set(SERVER_JVM_OPTIONS) <= set(java)
     finally:
         server.down()
     assert not server.listening()

@@ -39,8 +39,10 @@ class Deployment:
         help="the Airflow connection whose master the features job is submitted to (when Spark Connect is not used)",
     )  # fmt: skip
     spark_driver_memory: str = param(
-        "2g", env="RETRAINER_SPARK_DRIVER_MEMORY", help="--driver-memory of the features job and of local sessions"
-    )
+        "1g", env="RETRAINER_SPARK_DRIVER_MEMORY",
+        help="--driver-memory of the Spark Connect server, the features job and local sessions (1g holds a year "
+        "of flights; docs/benchmarks.md)",
+    )  # fmt: skip
     spark_log_level: str = param("WARN", env="RETRAINER_SPARK_LOG_LEVEL", help="Spark's own log level in the job")
     spark_ui: str = param(
         "false", choices=("false", "true"), env="RETRAINER_SPARK_UI", help="the Spark UI of the features job"

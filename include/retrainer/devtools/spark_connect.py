@@ -34,6 +34,18 @@ class ServerNotReady(RuntimeError):
     """The Spark Connect server did not answer in time; the message names its log."""
 
 
+# The server outlives every run, so it gives back the heap a big run grew once it is idle (JEP 346): G1
+# collects after 10 s without a collection, unless the machine is busy (load average over 1: a run is
+# training beside it), and shrinks the heap to keep at most 30 % of it free. Without these, the JVM kept
+# the 1.4 GiB a year's features grew it to for as long as it ran; with them it fell to 0.7 GiB within 25 s.
+SERVER_JVM_OPTIONS = (
+    "-XX:G1PeriodicGCInterval=10000",
+    "-XX:G1PeriodicGCSystemLoadThreshold=1",
+    "-XX:MinHeapFreeRatio=10",
+    "-XX:MaxHeapFreeRatio=30",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class SparkConnectServer:
     """A local Spark Connect server: its port and the folder of its pid file and logs."""
@@ -89,6 +101,7 @@ class SparkConnectServer:
             "spark.connect.grpc.binding.address": LOOPBACK,
             "spark.connect.grpc.binding.port": str(self.port),
             "spark.ui.enabled": "false",
+            "spark.driver.extraJavaOptions": " ".join(SERVER_JVM_OPTIONS),
             **session_settings(),  # the defaults; each client session sets them again (spark.session)
         }
         args = [str(self.spark_home / "sbin" / "start-connect-server.sh"), "--master", "local[*]"]
