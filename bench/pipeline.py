@@ -32,6 +32,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -135,7 +136,9 @@ def run_retrainer(raw: Path, work: Path, url: str, server: SparkConnectServer) -
         root = work / f"root-{root_key}"
         if not root.exists():
             root.mkdir(parents=True)
-            (root / "raw").symlink_to(raw)
+            # A copy, not a link: the raw gate keeps its per-file records beside the landed files, so a link
+            # would let an earlier run's records make a cold case warm.
+            shutil.copytree(raw, root / "raw", ignore=shutil.ignore_patterns("_gate.*"), symlinks=True)
         env = {
             **os.environ,
             "RETRAINER_DATA_ROOT": str(root),

@@ -148,9 +148,14 @@ def test_valid_features_pass_and_are_promoted(spark, cfg) -> None:
     assert validated.files == FeatureFiles(layout.features)
     assert not layout.features_pending.exists()
     assert layout.load(ValidationResult) == validated  # what train's workers will read
-    assert Path(validated.report.data_docs_uri.removeprefix("file://").replace("%3D", "=")).exists()
+    index = Path(validated.report.data_docs_uri.removeprefix("file://").replace("%3D", "="))
     report = validated.report
     assert set(report.evaluated) == {"feature_table", "per_day"}  # no champion here: drift not measured
+    # The Data Docs site (built once after every suite ran) has each suite's expectations and results, linked.
+    for suite in report.evaluated:
+        (results_page,) = (index.parent / "validations").rglob(f"*-{suite}.html")
+        assert (index.parent / "expectations" / "flight_delay" / f"{suite}.html").exists()
+        assert str(results_page.relative_to(index.parent)) in index.read_text()
     assert report.drift is None and report.drift_baseline == "not measured: no champion yet"
     assert report.by_construction == 10 and report.could_fail == sum(report.evaluated.values()) - 10
     assert report.could_fail >= 30 and report.warnings == []

@@ -30,8 +30,12 @@ def source_fingerprint(source: RawSource) -> str:
     )  # fmt: skip
 
 
+DUPLICATES = "_duplicate_keys"  # the joined column of a day's repeated keys
+
+
 def scan_days(spark_master: str, root: str, source: RawSource, todo: dict[dt.date, str]) -> dict[str, dict[str, Any]]:
-    """Per-day statistics of the files in ``todo`` in two Spark aggregations; quarantine files written."""
+    """Per-day statistics of the files in ``todo`` in one Spark job (after the headers' one); quarantine files
+    written (one more job, only when a file has unusable rows)."""
     from pyspark.sql import functions as F
 
     from retrainer.spark.raw_reader import DAY_COLUMN, PROBLEM_COLUMN, read_daily_rows, read_headers
@@ -42,18 +46,23 @@ def scan_days(spark_master: str, root: str, source: RawSource, todo: dict[dt.dat
     headers = read_headers(spark, files)
     rows = read_daily_rows(spark, source, files, headers)
     ok = F.col(PROBLEM_COLUMN).isNull()  # a usable row: the statistics below are over these
-    aggs = _day_aggregations(source, ok)
-    stats = {r[DAY_COLUMN].isoformat(): r.asDict() for r in rows.groupBy(DAY_COLUMN).agg(*aggs).collect()}
-    dupes = {
-        r[DAY_COLUMN].isoformat(): int(r["dupes"])
-        for r in rows.where(ok)
+    duplicates = (
+        rows.where(ok)
         .groupBy(DAY_COLUMN, *source.key)
         .count()
         .where(F.col("count") > 1)
         .groupBy(DAY_COLUMN)
-        .agg(F.sum(F.col("count") - 1).alias("dupes"))
-        .collect()
-    }
+        .agg(F.sum(F.col("count") - 1).alias(DUPLICATES))
+    )
+    # One job for both (a Spark Connect round trip costs more than a day's rows): the statistics per day,
+    # joined with the day's duplicate keys.
+    per_day = rows.groupBy(DAY_COLUMN).agg(*_day_aggregations(source, ok)).join(duplicates, DAY_COLUMN, "left")
+    stats: dict[str, dict[str, Any]] = {}
+    dupes: dict[str, int] = {}
+    for r in per_day.collect():
+        row = r.asDict()
+        dupes[row[DAY_COLUMN].isoformat()] = int(row.pop(DUPLICATES) or 0)
+        stats[row[DAY_COLUMN].isoformat()] = row
     _write_quarantine(rows, source, todo, stats, root)
     return {
         day.isoformat(): _record(source, day, uri, headers[day], stats.get(day.isoformat(), {}), dupes, root)
