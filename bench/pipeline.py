@@ -102,26 +102,14 @@ class Peak:
 
 def measured(cmd: list[str], env: dict[str, str], also: list[psutil.Process], log: Path) -> dict[str, Any]:
     """Run ``cmd``; its wall seconds and the peak RSS and PSS (MiB) of its tree plus the ``also`` processes."""
-    peak = Peak()
     started = time.perf_counter()
     with open(log, "w") as out:
         child = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    me = psutil.Process(child.pid)
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak.see([me, *also])
-            time.sleep(0.25)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    code = child.wait()
-    done.set()
-    sampler.join()
+    with Sampler([psutil.Process(child.pid), *also]) as sampler:
+        code = child.wait()
     if code != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({code}); log: {log}")
-    return {"seconds": round(time.perf_counter() - started, 1), **peak.mib()}
+    return {"seconds": round(time.perf_counter() - started, 1), **sampler.mib()}
 
 
 def spark_server_process(server: SparkConnectServer) -> list[psutil.Process]:
