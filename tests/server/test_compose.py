@@ -103,7 +103,8 @@ def test_airflow_settings_match_the_native_stack_the_tests_run(resolved, tmp_pat
     ).settings()  # fmt: skip
     airflow_keys = {k for k in native if k.startswith("AIRFLOW__")} - {"AIRFLOW__API__HOST", "AIRFLOW__API__PORT"}
     same_value = ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__LOAD_EXAMPLES", "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
-                  "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET")  # fmt: skip
+                  "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
+                  "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS")  # fmt: skip
     for name in AIRFLOW:
         env = services["services"][name]["environment"]
         keys = airflow_keys - set(WITHHELD_FROM_WORKERS) if name in WORKERS else airflow_keys

@@ -94,6 +94,17 @@ def test_make_airflow_serves_on_loopback_and_stops_on_ctrl_c(tmp_path: Path, ses
             assert json.load(resp)["access_token"]
         children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
         assert children
+        # The scheduler (LocalExecutor) imports the tasks' libraries before it forks its workers; the components
+        # that fork no tasks do not (retrainer.runners.preload).
+        servers = tmp_path / "airflow" / "logs" / "servers"
+        deadline = time.monotonic() + 120
+        while "retrainer preload:" not in (servers / "scheduler.log").read_text():
+            assert time.monotonic() < deadline, (servers / "scheduler.log").read_text()[-3000:]
+            time.sleep(1)
+        line = next(x for x in (servers / "scheduler.log").read_text().splitlines() if "retrainer preload:" in x)
+        assert "'tensorflow'" in line and "'great_expectations'" in line and "'mlflow'" in line, line
+        for other in ("dag-processor", "triggerer", "api-server"):
+            assert "retrainer preload:" not in (servers / f"{other}.log").read_text(), other
     finally:
         os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground process
         proc.wait(timeout=90)

@@ -28,6 +28,7 @@ from retrainer.core.processes import dies_with_parent
 from retrainer.devtools.secrets_file import ensure_secrets
 from retrainer.devtools.spark_connect import DEFAULT_PORT, SparkConnectServer
 from retrainer.registry.promotion import POOL as PROMOTION_POOL
+from retrainer.runners.preload import CELERY_CONFIG_OPTION
 from retrainer.training.launchers import GPU_POOL
 
 LOOPBACK = "127.0.0.1"
@@ -148,6 +149,7 @@ class Stack:
             env["AIRFLOW__CELERY__BROKER_URL"] = self.celery_broker
             # keep the driver: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not installed
             env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + self.airflow_db
+            env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] = CELERY_CONFIG_OPTION  # task libraries imported once
         return env | self.extra_env
 
     def commands(self, training_worker: bool = False) -> dict[str, list[str]]:
