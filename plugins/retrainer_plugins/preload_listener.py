@@ -15,9 +15,11 @@ class PreloadBeforeFork:
 
     @hookimpl
     def on_starting(self, component: object) -> None:
+        from airflow.configuration import conf
+
         from retrainer.runners.preload import before_fork
 
-        before_fork(component)
+        before_fork(component, conf.get("core", "executor"))
 
 
 class RetrainerPlugin(AirflowPlugin):

@@ -223,7 +223,7 @@ def test_a_run_triggered_from_the_ui_form_runs_with_its_params_and_trains_on_the
     default_log = (server["logs"] / "celery-worker.log").read_text()
     assert "task_id='train'" in training_log and "task_id='features'" not in training_log
     assert "task_id='features'" in default_log and "task_id='train'" not in default_log
-    # Each worker imported the tasks' libraries once, before forking its pool (retrainer.runners.celery_config).
+    # Each worker imported the tasks' libraries once, before forking its pool (retrainer_plugins.celery_config).
     for log in (training_log, default_log):
         preloaded = [line for line in log.splitlines() if "retrainer preload:" in line]
         assert len(preloaded) == 1 and "'tensorflow'" in preloaded[0] and "'great_expectations'" in preloaded[0]

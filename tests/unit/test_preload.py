@@ -35,20 +35,21 @@ def _fake(module: str, name: str) -> object:
     ],
 )
 def test_only_the_scheduler_that_forks_tasks_preloads(argv, executor, expected) -> None:
-    assert preload.is_scheduler_with_local_executor(argv, executor) is expected
+    assert preload.is_scheduler_with_local_executor(executor, argv) is expected
 
 
 def test_only_a_job_starting_triggers_it_not_a_task_forked_from_the_scheduler(monkeypatch) -> None:
     calls: list[int] = []
     monkeypatch.setattr(preload, "preload", lambda: calls.append(1))
-    monkeypatch.setattr(preload, "is_scheduler_with_local_executor", lambda: True)
-    preload.before_fork(_fake("airflow.sdk.execution_time.task_runner", "TaskRunnerMarker"))
-    preload.before_fork(_fake("somewhere.else", "Job"))
+    monkeypatch.setattr(sys, "argv", ["airflow", "scheduler"])  # a task forked from it inherits this argv
+    preload.before_fork(_fake("airflow.sdk.execution_time.task_runner", "TaskRunnerMarker"), "LocalExecutor")
+    preload.before_fork(_fake("somewhere.else", "Job"), "LocalExecutor")
+    preload.before_fork(_fake("airflow.jobs.job", "Job"), "CeleryExecutor")
     assert calls == []
-    preload.before_fork(_fake("airflow.jobs.job", "Job"))
+    preload.before_fork(_fake("airflow.jobs.job", "Job"), "LocalExecutor")
     assert calls == [1]
     monkeypatch.setenv(preload.ENV, "0")  # the opt-out
-    preload.before_fork(_fake("airflow.jobs.job", "Job"))
+    preload.before_fork(_fake("airflow.jobs.job", "Job"), "LocalExecutor")
     assert calls == [1]
 
 
@@ -116,17 +117,23 @@ def test_celery_workers_get_airflows_config_and_preload_before_airflow_freezes_t
         "from celery.signals import import_modules\n"
         "from airflow.providers.celery.executors import celery_executor_utils as u\n"
         "from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG\n"
-        "from retrainer.runners.celery_config import CELERY_CONFIG\n"
-        "names = [getattr(r(), '__name__', '') for _, r in import_modules.receivers]\n"
+        "from retrainer_plugins.celery_config import CELERY_CONFIG\n"
+        "from airflow import plugins_manager\n"
+        "plugins, errors = plugins_manager._get_plugins()  # .airflowignore: celery_config.py is no plugin\n"
+        "import sys\n"
+        "assert not errors and 'celery_config' not in sys.modules, sorted(errors)\n"
+        "import weakref\n"
+        "live = [r() if isinstance(r, weakref.ReferenceType) else r for _, r in import_modules.receivers]\n"
+        "names = [getattr(r, '__name__', '') for r in live]\n"
         "print(json.dumps({'same_config': u.get_celery_configuration() is CELERY_CONFIG,\n"
         "                  'airflow_settings': CELERY_CONFIG == DEFAULT_CELERY_CONFIG, 'receivers': names}))\n"
     )
-    found = json.loads(
-        _python(code, AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS=preload.CELERY_CONFIG_OPTION).splitlines()[-1]
-    )
+    env = {"AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": preload.CELERY_CONFIG_OPTION,
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins")}  # fmt: skip
+    found = json.loads(_python(code, **env).splitlines()[-1])
     assert found["same_config"] and found["airflow_settings"]
     ours, airflows = "_preload_task_libraries", "on_celery_import_modules"
-    assert ours in found["receivers"] and airflows in found["receivers"]
+    assert found["receivers"].count(ours) == 1 and airflows in found["receivers"]
     assert found["receivers"].index(ours) < found["receivers"].index(airflows), found["receivers"]
 
 

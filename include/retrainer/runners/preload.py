@@ -15,7 +15,7 @@ imported it); building a model or a dataset before the fork would not be.
 
 Wired in two places, both opt-out with ``RETRAINER_PRELOAD=0``:
 
-- the Celery workers, through Airflow's ``[celery] celery_config_options`` (``retrainer.runners.celery_config``):
+- the Celery workers, through Airflow's ``[celery] celery_config_options`` (``retrainer_plugins.celery_config``):
   the worker's main process imports these before it forks its pool;
 - the scheduler with the LocalExecutor, through a listener of the ``retrainer`` plugin (``on_starting``, which
   Airflow calls before the executor forks its workers).
@@ -47,7 +47,7 @@ MODULES: tuple[str, ...] = (
     "pandas",
 )
 ENV = "RETRAINER_PRELOAD"
-CELERY_CONFIG_OPTION = "retrainer.runners.celery_config.CELERY_CONFIG"  # [celery] celery_config_options
+CELERY_CONFIG_OPTION = "retrainer_plugins.celery_config.CELERY_CONFIG"  # [celery] celery_config_options
 
 
 def enabled() -> bool:
@@ -72,22 +72,18 @@ def preload(modules: tuple[str, ...] = MODULES) -> dict[str, float]:
     return took
 
 
-def is_scheduler_with_local_executor(argv: list[str] | None = None, executor: str | None = None) -> bool:
+def is_scheduler_with_local_executor(executor: str, argv: list[str] | None = None) -> bool:
     """Whether this process is ``airflow scheduler`` running the LocalExecutor (whose workers it forks). The
     dag-processor and the triggerer start jobs too, but fork no tasks: preloading there only costs memory."""
     args = sys.argv if argv is None else argv
-    if executor is None:
-        from airflow.configuration import conf
-
-        executor = conf.get("core", "executor")
     return len(args) > 1 and args[1] == "scheduler" and "LocalExecutor" in executor
 
 
-def before_fork(component: object) -> None:
+def before_fork(component: object, executor: str) -> None:
     """Preload if this is where tasks are forked from; the listener's ``on_starting`` calls it. Only for a job:
     a task process forked from the scheduler inherits its ``argv`` and calls the same hook for itself. The
     class is compared by name, so a task process never imports Airflow's scheduler-side job module."""
     kind = type(component)
     is_job = (kind.__module__, kind.__qualname__) == ("airflow.jobs.job", "Job")
-    if is_job and enabled() and is_scheduler_with_local_executor():
+    if is_job and enabled() and is_scheduler_with_local_executor(executor):
         preload()
