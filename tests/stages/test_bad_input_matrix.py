@@ -107,6 +107,24 @@ def _later(minutes: int) -> Callable[[str], str]:
     return lambda v: v if v == "NA" else str(float(v) + minutes)
 
 
+def _arrive_later(minutes: int) -> Callable[[Rows], Rows]:
+    """Every flight arrives ``minutes`` later, its arrival time and delay both moved: consistent rows, only the
+    label's distribution is off (for validation to catch, not the raw gate's cross-field rules)."""
+
+    def edit(rows: Rows) -> Rows:
+        t, d = rows[0].index("arr_time"), rows[0].index("arr_delay")
+        out = [rows[0]]
+        for r in rows[1:]:
+            r = list(r)
+            if r[t] != "NA" and r[d] != "NA":
+                total = (int(r[t]) // 100 * 60 + int(r[t]) % 100 + minutes) % 1440 or 1440
+                r[t], r[d] = str(total // 60 * 100 + total % 60), str(float(r[d]) + minutes)
+            out.append(r)
+        return out
+
+    return edit
+
+
 # (id, source, edit of the rows (or None: bytes edit), expected error, message pattern)
 RAW_GATE = RawDataRejected
 CASES = [
@@ -146,7 +164,23 @@ CASES = [
     ("malformed-lines", "flights", _malformed(30), RAW_GATE,
      r"flights: share of rows that do not parse \(quarantined\) .* on {day}: 0\.03\d* \(30 of \d+ rows, e\.g\. "
      r"malformed line"),
-    ("shifted-label-distribution", "flights", _set("arr_delay", _later(60)), ValidationFailed,
+    # Wrong but plausible values, caught by the facts a row states twice (cross-field rules of the raw contract).
+    ("label-ten-minutes-late", "flights", _set("arr_delay", _later(10)), RAW_GATE,
+     r"flights: share of rows breaking 'arr_delay is arr_time - sched_arr_time in minutes' outside \[0, 0\] on "
+     r"{day}: 0\.9\d* \(\d+ of \d+ rows, e\.g\. 2013,"),
+    ("departure-delays-in-hours", "flights", _set("dep_delay", _hours), RAW_GATE,
+     r"flights: share of rows breaking 'dep_delay is dep_time - sched_dep_time in minutes' outside \[0, 0\]"),
+    ("distance-in-kilometres", "flights", _set("distance", lambda v: f"{float(v) * 1.609:.0f}"), RAW_GATE,
+     r"flights: share of rows breaking 'distance \(miles\) over air_time \(minutes\) is at most 700 mph' outside "
+     r"\[0, 0\.005\] on {day}: 0\.\d+"),
+    ("time-hour-an-hour-off", "flights", _set("time_hour", _plus_hours(1)), RAW_GATE,
+     r"flights: share of rows breaking 'time_hour is the scheduled hour in New York' outside \[0, 0\] on {day}: 1"),
+    ("garbage-tail-numbers", "flights", _set("tailnum", lambda v: v if v == "NA" else "#" + v[::-1], every=10),
+     RAW_GATE, r"flights: share of rows breaking 'tailnum is N and 1-5 letters or digits' outside \[0, 0\.01\] on "
+               r"{day}: 0\.\d+ \(\d+ of \d+ rows, e\.g\. .*#"),
+    ("garbage-destinations", "flights", _set("dest", lambda v: v.lower(), every=25), RAW_GATE,
+     r"flights: share of rows breaking 'dest is three capital letters' outside \[0, 0\] on {day}: 0\.0[34]"),
+    ("shifted-label-distribution", "flights", _arrive_later(60), ValidationFailed,
      r"\[per_day\] mean of is_late per day outside \[0.01, 0.9\] on {day}: 0\.9\d"),
     # The dimension table every day's features join (read whole by the gate on every run).
     ("planes-empty-file", "dims/planes", lambda rows: [], RAW_GATE,

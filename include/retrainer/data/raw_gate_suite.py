@@ -60,6 +60,12 @@ def _day_row(
     )
     notes[(d, "misdated_rows")] = f"e.g. {r['misdated_example']} in {r['file']}"
     notes[(d, "rows")] = r["file"]
+    for rule in source.rules:
+        broken = (r.get("broken") or {}).get(rule.name, 0)
+        row[f"broken.{rule.name}"] = broken / usable
+        notes[(d, f"broken.{rule.name}")] = (
+            f"{broken} of {usable} rows, e.g. {r['broken_example'].get(rule.name)}" if broken else ""
+        )
     for c in source.columns:
         if c.name in r["missing_columns"]:
             continue
@@ -122,6 +128,9 @@ def _expectations(source: RawSource, frame: Any, span: int) -> tuple[list[dict[s
         "misdated_rows": f"{source.name}: rows not dated on their partition's day",
         "duplicate_keys": f"{source.name}: rows repeating the key {list(source.key)}",
     }
+    for rule in source.rules:
+        specs.append(between(f"broken.{rule.name}", 0, rule.max_share))
+        labels[f"broken.{rule.name}"] = f"{source.name}: share of rows breaking '{rule.says}'"
     for c in source.columns:
         more, named = column_checks(source.name, c, frame.columns)
         specs += more

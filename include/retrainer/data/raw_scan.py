@@ -26,7 +26,8 @@ def source_fingerprint(source: RawSource) -> str:
     return dict_fingerprint(
         {"v": RECORD_VERSION, "types": source.types, "key": source.key, "dates": source.row_dates,
          "ranges": [(c.name, c.min_value, c.max_value, c.categories) for c in source.columns],
-         "units": [c.name for c in source.columns if c.std_per_day or c.max_shift_from_neighbours]}
+         "units": [c.name for c in source.columns if c.std_per_day or c.max_shift_from_neighbours],
+         "rules": [(r.name, r.holds) for r in source.rules]}
     )  # fmt: skip
 
 
@@ -102,6 +103,10 @@ def _day_aggregations(source: RawSource, ok: Any) -> list[Any]:
         d = F.expr(expr)
         misdated = misdated | d.isNull() | (d != F.col(DAY_COLUMN))
     misdated = ok & misdated
+    for rule in source.rules:  # a row with a value missing is not counted: the null shares bound those
+        broken = ok & ~F.coalesce(F.expr(rule.holds), F.lit(True))
+        aggs.append(count_where(broken).alias(f"broken.{rule.name}"))
+        aggs.append(F.first(F.when(broken, F.col(LINE_COLUMN)), ignorenulls=True).alias(f"broken_example.{rule.name}"))
     aggs.append(count_where(misdated).alias("misdated"))
     aggs.append(F.first(F.when(misdated, F.col(LINE_COLUMN)), ignorenulls=True).alias("misdated_example"))
     aggs.append(F.first(F.col(PROBLEM_COLUMN), ignorenulls=True).alias("quarantine_example"))
@@ -129,7 +134,7 @@ def _record(
         "misdated_example": s.get("misdated_example"),
         "duplicate_keys": dupes.get(key, 0),
     }
-    for stat in ("nulls", "non_null", "out_of_range", "unknown", "mean", "std"):
+    for stat in ("nulls", "non_null", "out_of_range", "unknown", "mean", "std", "broken", "broken_example"):
         rec[stat] = {
             name.split(".", 1)[1]: (float(v) if stat in ("mean", "std") and v is not None else v)
             for name, v in s.items()

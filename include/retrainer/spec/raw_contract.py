@@ -31,6 +31,27 @@ class RawColumn:
 
 
 @dataclasses.dataclass(frozen=True)
+class RowRule:
+    """A relation between columns that every row of a landed day satisfies: cross-field consistency.
+
+    Ranges, null shares and spreads look at one column at a time, so a value that is wrong but plausible (a
+    label shifted by ten minutes, a distance in kilometres, a time zone slipped by an hour) passes them. Upstream
+    data usually carries the same fact twice (a delay and the two times it is the difference of); a rule states
+    that, and the gate bounds the share of a day's usable rows that break it."""
+
+    name: str  # a statistic name: letters, digits, underscores
+    holds: str  # Spark SQL boolean over the parsed columns; NULL (a value missing) counts as holding
+    says: str  # what it means, in the failure message: "arr_delay is arr_time - sched_arr_time"
+    max_share: float = 0.0  # of a day's usable rows allowed to break it
+
+    def __post_init__(self) -> None:
+        if not self.name.replace("_", "").isalnum():
+            raise ValueError(f"row rule {self.name!r}: use letters, digits and underscores")
+        if not 0 <= self.max_share < 1:
+            raise ValueError(f"row rule {self.name}: max_share {self.max_share} is not in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
 class RawSource:
     """One daily source (``raw/<name>/date=D/<name>.csv``) and what a landed day of it must satisfy."""
 
@@ -45,6 +66,7 @@ class RawSource:
     rows_vs_neighbours: tuple[float, float]
     # Rows that do not parse (malformed lines, unparseable values) are quarantined; above this share the day fails.
     max_quarantined_fraction: float
+    rules: tuple[RowRule, ...] = ()  # cross-field consistency of each row
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -52,6 +74,9 @@ class RawSource:
             raise ValueError(f"raw source {self.name}: duplicate column names in {names}")
         if unknown := [k for k in self.key if k not in names]:
             raise ValueError(f"raw source {self.name}: key columns {unknown} are not columns")
+        rule_names = [r.name for r in self.rules]
+        if len(set(rule_names)) != len(rule_names):
+            raise ValueError(f"raw source {self.name}: duplicate rule names in {rule_names}")
 
     @property
     def types(self) -> dict[str, str]:
