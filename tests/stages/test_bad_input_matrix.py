@@ -373,3 +373,10 @@ def test_a_record_is_reused_only_while_the_source_declaration_is_the_same() -> N
     with_units = tuple(dataclasses.replace(c, std_per_day=(1.0, 50.0)) if c is humid else c for c in WEATHER.columns)
     assert _source_fingerprint(dataclasses.replace(WEATHER, columns=with_units)) != base  # needs a new statistic
     assert _source_fingerprint(dataclasses.replace(WEATHER, key=("origin",))) != base
+    from retrainer.spec.raw_contract import RowRule
+
+    rule = RowRule("dry_when_humid", "humid < 90 OR precip >= 0", "precipitation is not negative")
+    with_rule = _source_fingerprint(dataclasses.replace(WEATHER, rules=(rule,)))
+    assert with_rule != base  # a rule added later rescans the stored days instead of passing them unchecked
+    loosened = dataclasses.replace(rule, max_share=0.5)  # its bound: applied, not stored
+    assert _source_fingerprint(dataclasses.replace(WEATHER, rules=(loosened,))) == with_rule

@@ -98,3 +98,21 @@ def test_both_flight_workloads_share_features_and_differ_in_label_and_objective(
     assert (minutes.objective.headline, minutes.objective.higher_is_better) == ("rmse", False)
     assert delay.registered_model != minutes.registered_model
     assert delay.dimensions == ("planes",)  # only what build_features reads is required
+
+
+def test_a_row_rule_is_named_for_a_statistic_and_bounded_as_a_share() -> None:
+    from retrainer.spec.raw_contract import RowRule
+    from retrainer.workloads._nyc_flights import FLIGHTS
+
+    with pytest.raises(ValueError, match="letters, digits and underscores"):
+        RowRule("no spaces", "true", "x")
+    with pytest.raises(ValueError, match="max_share 1"):
+        RowRule("whole", "true", "x", max_share=1)
+    import dataclasses
+
+    with pytest.raises(ValueError, match="duplicate rule names"):
+        dataclasses.replace(FLIGHTS, rules=FLIGHTS.rules[:1] * 2)
+    assert {r.name for r in FLIGHTS.rules} >= {
+        "arr_delay_is_arr_time_minus_scheduled",
+        "time_hour_is_the_scheduled_hour",
+    }
