@@ -22,6 +22,7 @@ import pytest
 from retrainer import registry
 from retrainer.core.layout import RunLayout, quarantine_file, raw_dim, raw_gate_record, raw_partition
 from retrainer.core.results import GateReport, TrainingResult
+from retrainer.data.scale_replicas import later_clock
 from retrainer.runners.pipeline import run_pipeline
 from retrainer.stages.check_raw import RawDataRejected, check_raw_days
 from retrainer.stages.features import build_features
@@ -117,8 +118,7 @@ def _arrive_later(minutes: int) -> Callable[[Rows], Rows]:
         for r in rows[1:]:
             r = list(r)
             if r[t] != "NA" and r[d] != "NA":
-                total = (int(r[t]) // 100 * 60 + int(r[t]) % 100 + minutes) % 1440 or 1440
-                r[t], r[d] = str(total // 60 * 100 + total % 60), str(float(r[d]) + minutes)
+                r[t], r[d] = later_clock(r[t], minutes), str(float(r[d]) + minutes)
             out.append(r)
         return out
 

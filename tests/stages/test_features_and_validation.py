@@ -19,6 +19,7 @@ from retrainer.core.fingerprint import folder_fingerprint, parquet_parts
 from retrainer.core.layout import RunLayout, raw_dim, raw_partition
 from retrainer.core.results import FeaturesResult, GateReport, ValidationResult
 from retrainer.core.run_window import days_between
+from retrainer.data.scale_replicas import later_clock
 from retrainer.stages.check_raw import check_raw_days
 from retrainer.stages.features import build_features
 from retrainer.stages.validate import ValidationFailed, validate_features
@@ -177,9 +178,16 @@ def _rewrite(path: Path, fn) -> None:
 
 
 def _shift_label(rows: list[list[str]]) -> list[list[str]]:
-    """Every flight of the day 60 minutes later: the file still looks right, the day's late rate does not."""
-    i = rows[0].index("arr_delay")
-    return [rows[0]] + [r[:i] + [str(float(r[i]) + 60) if r[i] != "NA" else "NA"] + r[i + 1 :] for r in rows[1:]]
+    """Every flight of the day arriving 60 minutes later, its arrival time and delay moved together: every row
+    is consistent (the raw gate's cross-field rules hold), only the day's late rate is off."""
+    t, d = rows[0].index("arr_time"), rows[0].index("arr_delay")
+    out = [rows[0]]
+    for r in rows[1:]:
+        r = list(r)
+        if r[t] != "NA" and r[d] != "NA":
+            r[t], r[d] = later_clock(r[t], 60), str(float(r[d]) + 60)
+        out.append(r)
+    return out
 
 
 def test_a_day_with_a_shifted_label_fails_per_day_validation_and_keeps_the_good_features(

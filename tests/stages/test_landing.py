@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import re
 import zipfile
 from pathlib import Path
 
@@ -99,6 +100,13 @@ def test_scale_writes_k_distinct_replicas_of_each_flight_and_the_same_weather(la
             for column in ("dep_delay", "arr_delay", "air_time"):
                 if original[column] != "NA":
                     assert abs(int(copy[column]) - int(original[column])) <= 2
+            for delay, clock, scheduled in (("dep_delay", "dep_time", "sched_dep_time"),
+                                            ("arr_delay", "arr_time", "sched_arr_time")):  # fmt: skip
+                if copy[delay] != "NA":  # the delay is still the clock time minus the scheduled one
+                    minutes = [int(copy[c]) // 100 * 60 + int(copy[c]) % 100 for c in (clock, scheduled)]
+                    assert (minutes[0] - minutes[1] - int(copy[delay])) % 1440 == 0, (copy, delay)
+            if copy["tailnum"] != "NA":
+                assert re.fullmatch(r"N[0-9A-Z]{1,5}", copy["tailnum"]), copy["tailnum"]
             assert (copy["origin"], copy["dest"], copy["time_hour"]) == (
                 original["origin"], original["dest"], original["time_hour"],
             )  # fmt: skip
