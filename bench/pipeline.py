@@ -254,6 +254,13 @@ def run_scheduler(work: Path, url: str, server: SparkConnectServer, backfill_day
                 raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:2000]}")
             return resp.json() if resp.content else None
 
+        # A daily run arrives at a scheduler that is already up: wait for its first heartbeat (it imports the
+        # tasks' libraries before it starts, retrainer.runners.preload), or that start-up would be timed as the run's.
+        deadline = time.monotonic() + 300
+        while call("GET", "/monitor/health")["scheduler"]["status"] != "healthy":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the scheduler did not report healthy; logs under {home / 'logs'}")
+            time.sleep(1)
         call("PATCH", f"/dags/{dag}", json={"is_paused": False})
         roots = [psutil.Process(p.pid) for p in procs.values()] + spark_server_process(server)
         with Sampler(roots) as sampler:
