@@ -22,13 +22,12 @@ import pytest
 from retrainer import registry
 from retrainer.core.layout import RunLayout, quarantine_file, raw_dim, raw_gate_record, raw_partition
 from retrainer.core.results import GateReport, TrainingResult
-from retrainer.data.scale_replicas import later_clock
 from retrainer.runners.pipeline import run_pipeline
 from retrainer.stages.check_raw import RawDataRejected, check_raw_days
 from retrainer.stages.features import build_features
 from retrainer.stages.validate import ValidationFailed, validate_features
 from retrainer.workloads.flight_delay import WORKLOAD
-from support import small_config
+from support import arrive_later, small_config
 
 Rows = list[list[str]]
 MODEL = "flight_delay"
@@ -108,23 +107,6 @@ def _later(minutes: int) -> Callable[[str], str]:
     return lambda v: v if v == "NA" else str(float(v) + minutes)
 
 
-def _arrive_later(minutes: int) -> Callable[[Rows], Rows]:
-    """Every flight arrives ``minutes`` later, its arrival time and delay both moved: consistent rows, only the
-    label's distribution is off (for validation to catch, not the raw gate's cross-field rules)."""
-
-    def edit(rows: Rows) -> Rows:
-        t, d = rows[0].index("arr_time"), rows[0].index("arr_delay")
-        out = [rows[0]]
-        for r in rows[1:]:
-            r = list(r)
-            if r[t] != "NA" and r[d] != "NA":
-                r[t], r[d] = later_clock(r[t], minutes), str(float(r[d]) + minutes)
-            out.append(r)
-        return out
-
-    return edit
-
-
 # (id, source, edit of the rows (or None: bytes edit), expected error, message pattern)
 RAW_GATE = RawDataRejected
 CASES = [
@@ -180,7 +162,7 @@ CASES = [
                r"{day}: 0\.\d+ \(\d+ of \d+ rows, e\.g\. .*#"),
     ("garbage-destinations", "flights", _set("dest", lambda v: v.lower(), every=25), RAW_GATE,
      r"flights: share of rows breaking 'dest is three capital letters' outside \[0, 0\] on {day}: 0\.0[34]"),
-    ("shifted-label-distribution", "flights", _arrive_later(60), ValidationFailed,
+    ("shifted-label-distribution", "flights", lambda rows: arrive_later(rows, 60), ValidationFailed,
      r"\[per_day\] mean of is_late per day outside \[0.01, 0.9\] on {day}: 0\.9\d"),
     # The dimension table every day's features join (read whole by the gate on every run).
     ("planes-empty-file", "dims/planes", lambda rows: [], RAW_GATE,

@@ -58,3 +58,19 @@ def small_config(data_root: Path, tracking_uri: str, workload: str = "flight_del
         "spark_master": SPARK_CONNECT_URL,
     }
     return RunConfig.build(**(base | overrides))
+
+
+def arrive_later(rows: list[list[str]], minutes: int) -> list[list[str]]:
+    """A flights file's rows (header first) with every flight arriving ``minutes`` later, its arrival time and
+    delay moved together: each row stays consistent (the raw gate's cross-field rules hold), only the label's
+    distribution is off, for validation to catch."""
+    from retrainer.data.scale_replicas import later_clock
+
+    t, d = rows[0].index("arr_time"), rows[0].index("arr_delay")
+    out = [rows[0]]
+    for r in rows[1:]:
+        r = list(r)
+        if r[t] != "NA" and r[d] != "NA":
+            r[t], r[d] = later_clock(r[t], minutes), str(float(r[d]) + minutes)
+        out.append(r)
+    return out

@@ -61,7 +61,7 @@ def _day_row(
     notes[(d, "misdated_rows")] = f"e.g. {r['misdated_example']} in {r['file']}"
     notes[(d, "rows")] = r["file"]
     for rule in source.rules:
-        broken = (r.get("broken") or {}).get(rule.name, 0)
+        broken = r["broken"].get(rule.name, 0)  # absent only for a day without rows (failed by its row count)
         row[f"broken.{rule.name}"] = broken / usable
         notes[(d, f"broken.{rule.name}")] = (
             f"{broken} of {usable} rows, e.g. {r['broken_example'].get(rule.name)}" if broken else ""

@@ -31,6 +31,9 @@ def source_fingerprint(source: RawSource) -> str:
     )  # fmt: skip
 
 
+DISTINCT_KEYS = "_distinct_keys"  # usable rows' distinct keys: the rest of the usable rows repeat a key
+
+
 def scan_days(spark_master: str, root: str, source: RawSource, todo: dict[dt.date, str]) -> dict[str, dict[str, Any]]:
     """Per-day statistics of the files in ``todo`` in one Spark job (after the headers' one); quarantine files
     written (one more job, only when a file has unusable rows)."""
@@ -59,9 +62,6 @@ def scan_days(spark_master: str, root: str, source: RawSource, todo: dict[dt.dat
         day.isoformat(): _record(source, day, uri, headers[day], stats.get(day.isoformat(), {}), dupes, root)
         for day, uri in files.items()
     }
-
-
-DISTINCT_KEYS = "_distinct_keys"  # usable rows' distinct keys: the rest of the usable rows repeat a key
 
 
 def _day_aggregations(source: RawSource, ok: Any) -> list[Any]:

@@ -23,7 +23,8 @@ MOVES_WITH = {"dep_delay": "dep_time", "arr_delay": "arr_time"}  # the clock tim
 
 def later_clock(hhmm: str, minutes: int) -> str:
     """An HHMM clock time (1..2400, as the flights files write midnight) ``minutes`` later, across midnight."""
-    total = (int(float(hhmm)) // 100 * 60 + int(float(hhmm)) % 100 + minutes) % 1440 or 1440
+    clock = int(float(hhmm))
+    total = (clock // 100 * 60 + clock % 100 + minutes) % 1440 or 1440
     return str(total // 60 * 100 + total % 60)
 
 

@@ -144,9 +144,9 @@ FLIGHTS = RawSource(
     # Every rule held on every row of 2013 (bench/thresholds_2013.py), except the two with a share: 2013's
     # worst day had 0.14 % of rows above 700 mph and 0.13 % with the tail number D942DN (bench/THRESHOLDS.md).
     rules=(
-        RowRule("arr_delay_is_arr_time_minus_scheduled", f"{_minutes_apart('arr_time', 'sched_arr_time', 'arr_delay')}",
+        RowRule("arr_delay_is_arr_time_minus_scheduled", _minutes_apart("arr_time", "sched_arr_time", "arr_delay"),
                 "arr_delay is arr_time - sched_arr_time in minutes"),
-        RowRule("dep_delay_is_dep_time_minus_scheduled", f"{_minutes_apart('dep_time', 'sched_dep_time', 'dep_delay')}",
+        RowRule("dep_delay_is_dep_time_minus_scheduled", _minutes_apart("dep_time", "sched_dep_time", "dep_delay"),
                 "dep_delay is dep_time - sched_dep_time in minutes"),
         RowRule("hour_and_minute_are_sched_dep_time", "hour * 100 + minute = sched_dep_time",
                 "hour and minute are sched_dep_time"),
