@@ -24,6 +24,7 @@ from retrainer.devtools.secrets_file import ensure_secrets
 from retrainer.registry.promotion import POOL
 from retrainer.training.launchers import GPU_POOL
 from support import ROOT
+from support.server_mode import OWNERS, require_postgres, team_databases
 
 AIRFLOW = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker",
            "airflow-gpu-worker")  # fmt: skip
@@ -91,7 +92,52 @@ def test_secrets_come_from_the_env_file_and_are_shared(resolved) -> None:
             assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == secrets["AIRFLOW_JWT_SECRET"]
         assert f":{secrets['POSTGRES_PASSWORD']}@postgres:5432/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
         assert services[name]["user"] == f"{secrets['AIRFLOW_UID']}:0"  # ./data stays owned by the host user
-    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == secrets["POSTGRES_PASSWORD"]
+    postgres = services["postgres"]["environment"]
+    assert postgres["AIRFLOW_DB_PASSWORD"] == secrets["POSTGRES_PASSWORD"]  # Airflow's role
+    assert postgres["MLFLOW_DB_PASSWORD"] == secrets["MLFLOW_DB_PASSWORD"]
+    assert postgres["POSTGRES_USER"] == "postgres"  # the superuser, whose password no other service holds
+    assert postgres["POSTGRES_PASSWORD"] == secrets["POSTGRES_ADMIN_PASSWORD"]
+
+
+def test_each_service_holds_only_its_own_database_login(resolved) -> None:
+    """Airflow's containers log in as airflow, MLflow as mlflow (from its environment, not its command line);
+    the superuser's password stays in the postgres container, MLflow's role's in MLflow's two containers."""
+    services, secrets = resolved
+    services = services["services"]
+    mlflow_env = services["mlflow"]["environment"]
+    login = f"mlflow:{secrets['MLFLOW_DB_PASSWORD']}@postgres:5432/"
+    assert mlflow_env["MLFLOW_BACKEND_STORE_URI"] == f"postgresql+psycopg2://{login}mlflow"
+    assert "postgresql+psycopg2://mlflow:$$MLFLOW_DB_PASSWORD@postgres:5432/mlflow_auth" in services["mlflow-init"][
+        "command"][0]  # fmt: skip
+    assert not any("backend-store-uri" in c or "@postgres" in c for c in services["mlflow"]["command"])
+    for name, service in services.items():
+        held = json.dumps(service.get("environment", {})) + json.dumps(service.get("command", ""))
+        assert (secrets["POSTGRES_ADMIN_PASSWORD"] in held) == (name == "postgres"), name
+        assert (secrets["MLFLOW_DB_PASSWORD"] in held) == (name in ("postgres", "mlflow", "mlflow-init")), name
+    mounts = json.dumps(services["postgres"]["volumes"])
+    assert "postgres-init.sh" in mounts and "postgres-roles.sql" in mounts
+
+
+def test_the_database_roles_own_their_databases_and_reach_no_other() -> None:
+    """docker/postgres-roles.sql, run against the real PostgreSQL: Airflow's role and MLflow's each connect to
+    their own databases only, and neither is a superuser nor may create databases or roles."""
+    import psycopg2
+
+    require_postgres()
+    with team_databases() as dbs:
+        for role in dbs.roles:
+            for database, owner in OWNERS.items():
+                dsn = dbs.url(database, role, driver="")
+                if owner != role:
+                    with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
+                        psycopg2.connect(dsn)
+                    continue
+                conn = psycopg2.connect(dsn)
+                with conn, conn.cursor() as cur:
+                    cur.execute("SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = user")
+                    assert cur.fetchone() == (False, False, False), role
+                    cur.execute("CREATE TABLE owned (x int)")  # its own tables (Airflow's and MLflow's migrations)
+                conn.close()
 
 
 def test_airflow_settings_match_the_native_stack_the_tests_run(resolved, tmp_path) -> None:
@@ -125,7 +171,7 @@ def test_mlflow_accepts_the_host_name_tasks_use_and_its_volume_is_writable(resol
     assert allowed == list(MLFLOW_ALLOWED_HOSTS)  # the same list the native MLflow server runs with
     host = services["airflow-scheduler"]["environment"]["MLFLOW_TRACKING_URI"].removeprefix("http://")
     assert host in allowed and host.split(":")[0] in allowed
-    assert any(c.startswith("--backend-store-uri=postgresql+psycopg2://") for c in command)
+    assert services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://mlflow:")
     assert "mlflow:5000" in " ".join(services["mlflow"]["healthcheck"]["test"])  # checks what tasks will send
     assert "chown" in " ".join(services["mlflow-init"]["command"])
     assert services["mlflow"]["depends_on"]["mlflow-init"]["condition"] == "service_completed_successfully"

@@ -27,9 +27,9 @@ from support import ROOT, SPARK_CONNECT_URL
 from support.server_mode import (
     REDIS_URL,
     Api,
-    fresh_databases,
     require_postgres,
     require_redis,
+    team_databases,
     trigger_from_the_ui,
     wait_for,
     write_timeline,
@@ -65,13 +65,14 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("server")
     land(base / "data", dt.date(2013, 1, 15), dt.date(2013, 2, 12))  # from EARLIER[0] - 7 window - 7 history days
     api_port, mlflow_port = free_ports(2)
-    with fresh_databases("airflow", "mlflow") as dbs:
+    with team_databases() as dbs:
         stack = Stack(
             project=ROOT,
             airflow_home=base / "airflow",
             data_root=base / "data",
-            airflow_db=dbs["airflow"],
-            mlflow_backend=dbs["mlflow"],
+            airflow_db=dbs.urls["airflow"],
+            mlflow_backend=dbs.urls["mlflow"],
+            mlflow_auth_db=dbs.urls["mlflow_auth"],
             mlflow_artifacts=base / "mlflow-artifacts",
             secrets=ensure_secrets(base / ".env"),
             api_port=api_port,
@@ -102,7 +103,7 @@ def server(tmp_path_factory):
                 api = Api(stack.api_url, stack.secrets["AIRFLOW_ADMIN_PASSWORD"])
                 for dag_id in (DAG, DOWNSTREAM):
                     api.ok("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-                yield {"stack": stack, "api": api, "base": base, "logs": base / "logs"}
+                yield {"stack": stack, "api": api, "base": base, "logs": base / "logs", "dbs": dbs}
                 write_timeline(api, DAG, ARTIFACTS / "server-mode-tasks.tsv")
         finally:
             broker = redis.Redis.from_url(REDIS_URL)
@@ -276,6 +277,17 @@ def test_mlflow_answers_only_authenticated_requests_and_workers_hold_no_admin_or
         assert stack.secrets["AIRFLOW_JWT_SECRET"] not in started and stack.secrets["AIRFLOW_FERNET_KEY"] not in started
         assert not set(WITHHELD_FROM_WORKERS) & set(stack.started_env[worker])
     assert stack.started_env["scheduler"]["AIRFLOW__API_AUTH__JWT_SECRET"] == stack.secrets["AIRFLOW_JWT_SECRET"]
+    # MLflow logs in to PostgreSQL as a role of its own (docker/postgres-roles.sql, as compose): its login is in
+    # MLflow's environment only, not on its command line, and no Airflow component or worker holds it (the
+    # roles themselves reach no other database: test_compose.py).
+    dbs = server["dbs"]
+    mlflow_login = dbs.urls["mlflow"].split("://", 1)[1].split("@", 1)[0]
+    assert stack.started_env["mlflow"]["MLFLOW_BACKEND_STORE_URI"] == dbs.urls["mlflow"]
+    assert mlflow_login not in " ".join(stack.mlflow_command())
+    for name, started in stack.started_env.items():
+        if name != "mlflow":
+            assert mlflow_login not in "".join(started.values()), name
+            assert dbs.roles["airflow"] + ":" in started["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], name
 
 
 def test_a_new_champion_is_announced_and_triggers_the_downstream_dag(server) -> None:

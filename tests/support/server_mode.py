@@ -1,11 +1,13 @@
-"""Server-mode fixture helpers: fresh PostgreSQL databases for Airflow and MLflow, the stack
+"""Server-mode fixture helpers: PostgreSQL roles and databases of Airflow's and MLflow's own, the stack
 (:mod:`retrainer.devtools.local_stack`, the same settings docker-compose gives the containers) and a REST v2 client."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import re
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Generator
@@ -33,25 +35,62 @@ def require_postgres() -> None:
         pytest.skip(f"no PostgreSQL at {POSTGRES_URL} (set RETRAINER_TEST_POSTGRES_URL): {exc}")
 
 
+ROLES_SQL = Path(__file__).resolve().parents[2] / "docker" / "postgres-roles.sql"
+
+
+OWNERS = {"airflow": "airflow", "mlflow": "mlflow", "mlflow_auth": "mlflow"}  # database -> the role owning it
+
+
+@dataclasses.dataclass(frozen=True)
+class TeamDatabases:
+    """Airflow's and MLflow's roles and databases as docker/postgres-roles.sql creates them."""
+
+    host: str  # host:port
+    roles: dict[str, str]  # airflow, mlflow -> role name
+    passwords: dict[str, str]  # role -> password
+    names: dict[str, str]  # airflow, mlflow, mlflow_auth -> database name
+
+    def url(self, database: str, role: str | None = None, driver: str = "+psycopg2") -> str:
+        """SQLAlchemy URL of ``database`` with ``role``'s login (default: its owner's); ``driver=""``: libpq's."""
+        role = role or OWNERS[database]
+        login = f"{self.roles[role]}:{self.passwords[role]}"
+        return f"postgresql{driver}://{login}@{self.host}/{self.names[database]}"
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {database: self.url(database) for database in OWNERS}
+
+
 @contextmanager
-def fresh_databases(*purposes: str) -> Generator[dict[str, str], None, None]:
-    """One new database per purpose, dropped afterwards: {purpose: SQLAlchemy URL (psycopg2)}."""
+def team_databases() -> Generator[TeamDatabases, None, None]:
+    """The compose stack's roles and databases, created by the same SQL file (under names of this test's
+    own), dropped afterwards: each role owns its databases and can connect to no other."""
     import psycopg2
 
     suffix = uuid.uuid4().hex[:8]
-    names = {p: f"retrainer_{p}_{suffix}" for p in purposes}
-    admin = psycopg2.connect(POSTGRES_URL)
-    admin.autocommit = True
-    base = POSTGRES_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
+    dbs = TeamDatabases(
+        host=POSTGRES_URL.split("@", 1)[1].rsplit("/", 1)[0],
+        roles={"airflow": f"retrainer_airflow_{suffix}", "mlflow": f"retrainer_mlflow_{suffix}"},
+        passwords={"airflow": uuid.uuid4().hex, "mlflow": uuid.uuid4().hex},
+        names={db: f"retrainer_{db}_{suffix}" for db in OWNERS},
+    )
+    args = ["psql", "--no-psqlrc", "--quiet", POSTGRES_URL, "-f", str(ROLES_SQL)]
+    for role in dbs.roles:
+        args += ["-v", f"{role}_role={dbs.roles[role]}", "-v", f"{role}_password={dbs.passwords[role]}"]
+    for db, name in dbs.names.items():
+        args += ["-v", f"{db}_db={name}"]
     try:
-        with admin.cursor() as cur:
-            for name in names.values():
-                cur.execute(f'CREATE DATABASE "{name}"')
-        yield {p: f"{base}/{n}" for p, n in names.items()}
+        out = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, f"{ROLES_SQL.name}: {out.stderr}"
+        yield dbs
     finally:
+        admin = psycopg2.connect(POSTGRES_URL)
+        admin.autocommit = True
         with admin.cursor() as cur:
-            for name in names.values():
+            for name in dbs.names.values():
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name in dbs.roles.values():
+                cur.execute(f'DROP ROLE IF EXISTS "{name}"')
         admin.close()
 
 

@@ -96,8 +96,10 @@ class Stack:
         return self.airflow_home / "mlflow_basic_auth.ini"
 
     def mlflow_env(self) -> dict[str, str]:
-        """The MLflow server's environment: its auth settings, none of Airflow's secrets."""
+        """The MLflow server's environment: its backend store (its own database login: in the environment, not
+        on the command line every local user can read), its auth settings, none of Airflow's secrets."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "MLFLOW_TRACKING_"))}
+        env["MLFLOW_BACKEND_STORE_URI"] = self.mlflow_backend
         if self.mlflow_auth:
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(self.mlflow_auth_file)
             env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = self.secrets["MLFLOW_FLASK_SECRET_KEY"]
@@ -178,7 +180,6 @@ class Stack:
     def mlflow_command(self) -> list[str]:
         return [
             _venv_bin("mlflow"), "server",
-            "--backend-store-uri", self.mlflow_backend,
             "--artifacts-destination", self.mlflow_artifacts.as_uri(),
             "--host", LOOPBACK, "--port", str(self.mlflow_port), "--workers", "1",
             "--allowed-hosts", ",".join(MLFLOW_ALLOWED_HOSTS),

@@ -1,5 +1,6 @@
 """The checkout's secrets file (``.env``): the API's JWT secret, the Fernet key, the admin password, the
-database password, and MLflow's (its admin's, the tasks' user's, its session key), generated once
+database passwords (Airflow's role, MLflow's role, PostgreSQL's superuser), and MLflow's (its admin's, the
+tasks' user's, its session key), generated once
 (git-ignored, mode 0600) and never written in code. ``make airflow``, the server-mode tests and docker compose
 all read the same file; a file written before a key existed gets the missing key added, the others kept.
 """
@@ -12,7 +13,8 @@ from pathlib import Path
 
 SECRET_KEYS = (
     "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "AIRFLOW_ADMIN_PASSWORD", "POSTGRES_PASSWORD",
-    "MLFLOW_ADMIN_PASSWORD", "MLFLOW_PASSWORD", "MLFLOW_FLASK_SECRET_KEY",
+    "MLFLOW_ADMIN_PASSWORD", "MLFLOW_PASSWORD", "MLFLOW_FLASK_SECRET_KEY", "MLFLOW_DB_PASSWORD",
+    "POSTGRES_ADMIN_PASSWORD",
 )  # fmt: skip
 
 
@@ -34,7 +36,9 @@ def ensure_secrets(path: Path) -> dict[str, str]:
         "AIRFLOW_JWT_SECRET": lambda: secrets.token_urlsafe(48),
         "AIRFLOW_FERNET_KEY": _fernet_key,
         "AIRFLOW_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(12),
-        "POSTGRES_PASSWORD": lambda: secrets.token_urlsafe(18),
+        "POSTGRES_PASSWORD": lambda: secrets.token_urlsafe(18),  # Airflow's database role (compose)
+        "MLFLOW_DB_PASSWORD": lambda: secrets.token_urlsafe(18),  # MLflow's database role, held by MLflow only
+        "POSTGRES_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(18),  # the superuser's, held by PostgreSQL only
         "MLFLOW_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(18),  # MLflow's basic-auth admin (users, grants)
         "MLFLOW_PASSWORD": lambda: secrets.token_urlsafe(18),  # the tasks' MLflow user (retrainer), not an admin
         "MLFLOW_FLASK_SECRET_KEY": lambda: secrets.token_urlsafe(32),  # signs MLflow's session and CSRF cookies
