@@ -443,3 +443,183 @@ def test_two_promotions_racing_from_two_processes_are_serialised(trained, root, 
         assert results[MID].promoted and results[NEW].promoted
     reevaluated = RunLayout.of(cfgs[second]).load(EvaluationResult)
     assert reevaluated.champion_version == results[first].version  # the saved evaluation is the re-evaluation
+
+
+def _scores(baselines: dict) -> dict:
+    return {name: {k: v for k, v in m.items() if k != "fit_seconds"} for name, m in baselines.items()}
+
+
+def test_a_repeated_evaluation_of_a_run_reuses_its_baselines_and_refits_when_their_key_changes(
+    trained, root, tmp_path, caplog
+) -> None:
+    """register re-evaluates under the promotion lock when the champion moved, and a retried evaluate runs again:
+    the scikit-learn baselines do not depend on the champion, so the run keeps them; a changed key refits."""
+    from retrainer.core import atomic
+    from retrainer.stages.evaluate import evaluate_models
+
+    cfg = small_config(root, _tracking(tmp_path), date=MID, min_gain=ALWAYS)
+    layout = RunLayout.of(cfg)
+    layout.baselines.unlink(missing_ok=True)
+    validated, training, _ = trained[MID]
+    first = evaluate_models(validated, training, cfg)
+    assert set(first.baselines) == {"hist_gradient_boosting", "logistic_regression"}
+    with caplog.at_level("INFO", logger="retrainer.stages.evaluate"):
+        again = evaluate_models(validated, training, cfg)
+    assert again.baselines == first.baselines and "baselines: reusing this run's" in caplog.text
+    kept = atomic.read_json(layout.baselines)
+    atomic.write_json(layout.baselines, {**kept, "metrics": {"logistic_regression": {"auc": 0.0}}, "key": "other"})
+    caplog.clear()
+    with caplog.at_level("INFO", logger="retrainer.stages.evaluate"):
+        refit = evaluate_models(validated, training, cfg)
+    assert "reusing" not in caplog.text
+    assert _scores(refit.baselines) == _scores(first.baselines)  # refitted: the same models, the same scores
+    assert atomic.read_json(layout.baselines)["key"] == kept["key"]
+
+
+# Randomized interleavings of three runs' last steps: a backfill of OLD, a run of MID triggered from the UI and the
+# scheduled run of NEW, each evaluate -> register -> publish_champion (the steps that read or move the champion;
+# the earlier ones write only the run's own folder: test_run_isolation.py), in a seeded random order, with
+# crashes injected at random points and the step retried as Airflow would. The step is the unit: a crash is an
+# exception raised right after a sub-step returns (its locks and files as a SIGKILL there would leave them; the
+# SIGKILL itself is test_register_killed_at_each_step_then_retried_registers_once_and_announces_once).
+INTERLEAVINGS = 50
+RUNS = {"backfill": OLD, "ui": MID, "scheduled": NEW}
+
+
+class Crash(Exception):
+    """An attempt that died after a sub-step; its retry runs the whole step again."""
+
+
+def _crash_points(monkeypatch, arm: dict) -> None:
+    """Patch each crash point to raise :class:`Crash` right after it returns, once, when ``arm['point']``
+    names it."""
+    from retrainer.core import atomic
+    from retrainer.stages import register
+
+    def crashing(point: str, fn, when=lambda *a, **k: True):
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            if arm.get("point") == point and when(*args, **kwargs):
+                arm["point"] = None
+                raise Crash(point)
+            return out
+
+        return wrapper
+
+    def saved(stage: type):
+        return lambda layout_self, result, *a, **k: isinstance(result, stage)
+
+    monkeypatch.setattr(register, "log_and_register", crashing("registered", register.log_and_register))
+    monkeypatch.setattr(register, "_complete_tags", crashing("tagged", register._complete_tags))
+    monkeypatch.setattr(promotion, "raise_high_water", crashing("moved", promotion.raise_high_water))
+    write_json = atomic.write_json
+    intent = crashing("intent", write_json, lambda path, payload: str(path).endswith("promotion_intent.json"))
+    monkeypatch.setattr(atomic, "write_json", intent)
+    monkeypatch.setattr(promotion, "mark_published", crashing("published", promotion.mark_published))
+    # evaluate_models' last sub-step: its result saved in the run's folder
+    monkeypatch.setattr(RunLayout, "save", crashing("evaluated", RunLayout.save, saved(EvaluationResult)))
+
+
+POINTS = {"evaluate": ["evaluated"], "register": ["registered", "tagged", "intent", "moved"], "publish": ["published"]}
+
+
+def _publish(layout: RunLayout, events: list[dict]) -> None:
+    """publish_champion as the DAG runs it: an event only when the registration changed the champion, the
+    announcement marked published after the event is attached (a crash before the task ends emits nothing)."""
+    registration = layout.load(RegistrationResult)
+    if not registration.champion_changed:
+        return
+    pending = {"version": registration.version}
+    promotion.mark_published(layout.promotion_intent, registration.version)
+    events.append(pending)  # the task succeeded: Airflow emits the Asset event now
+
+
+def _run_step(step: str, trained_day: tuple, cfg, layout: RunLayout, events: list[dict]) -> None:
+    from retrainer.stages.evaluate import evaluate_models
+    from retrainer.stages.register import register_model
+
+    validated, training, exported = trained_day
+    if step == "evaluate":
+        evaluate_models(validated, training, cfg)
+    elif step == "register":
+        register_model(validated, training, layout.load(EvaluationResult), exported, cfg)
+    else:
+        _publish(layout, events)
+
+
+def test_randomized_interleavings_of_backfill_ui_and_scheduled_runs_keep_every_trust_rule(
+    trained, root, tmp_path, monkeypatch
+) -> None:
+    """50 seeded schedules: in each, the champion never moves back in time (checked after every step), every
+    run registers exactly one version and ends promoted or held with a reason, every version that was ever
+    champion is announced exactly once and no other, the newest run ends champion with the high-water mark on
+    its date, and the champion's registered SavedModel is the one its run exported and evaluated."""
+    import random
+
+    from retrainer.core.fingerprint import tree_digest
+    from retrainer.registry.artefacts import SAVED_MODEL_DIGEST_TAG, download_saved_model
+    from retrainer.stages.register import RUN_KEY_TAG
+
+    arm: dict = {}
+    _crash_points(monkeypatch, arm)
+    tracking = _tracking(tmp_path)
+    client = registry.configure(tracking)
+    crashes = 0
+    for seed in range(INTERLEAVINGS):
+        rng = random.Random(seed)
+        if client.search_registered_models(f"name = '{MODEL}'"):  # the last schedule's versions, aliases and marks
+            client.delete_registered_model(MODEL)
+        cfgs = {kind: small_config(root, tracking, date=day, min_gain=ALWAYS) for kind, day in RUNS.items()}
+        layouts = {kind: RunLayout.of(cfg) for kind, cfg in cfgs.items()}
+        for layout in layouts.values():  # the previous schedule's (each schedule is a fresh deployment)
+            for leftover in (
+                layout.promotion_intent,
+                layout.path_of(RegistrationResult),
+                layout.path_of(EvaluationResult),
+            ):
+                leftover.unlink(missing_ok=True)
+        pending = [kind for kind in RUNS for _ in range(3)]
+        rng.shuffle(pending)  # the k-th occurrence of a run is its k-th step: every interleaving of the three
+        done = {kind: 0 for kind in RUNS}
+        events: list[dict] = []
+        champions: list[dt.date] = []
+        for kind in pending:
+            step = ("evaluate", "register", "publish")[done[kind]]
+            done[kind] += 1
+            args = (step, trained[RUNS[kind]], cfgs[kind], layouts[kind], events)
+            if rng.random() < 0.3:
+                arm["point"] = rng.choice(POINTS[step])
+                try:
+                    _run_step(*args)
+                except Crash:
+                    crashes += 1
+                arm["point"] = None
+            _run_step(*args)  # the attempt (or Airflow's retry of the crashed one)
+            holder = promotion.holder(tracking, MODEL, registry.CHAMPION)
+            if holder is not None:
+                assert not champions or holder.run_date >= champions[-1], (seed, pending, champions, holder)
+                if not champions or champions[-1] != holder.run_date:
+                    champions.append(holder.run_date)
+
+        versions = client.search_model_versions(f"name = '{MODEL}'")
+        keys = sorted(v.tags[RUN_KEY_TAG] for v in versions)
+        assert keys == sorted(trained[d][1].run_key for d in RUNS.values()), (seed, pending)  # one version per run
+        results = {kind: layout.load(RegistrationResult) for kind, layout in layouts.items()}
+        for kind, result in results.items():
+            assert result.decision and (result.promoted or "held" in result.decision or "not promoted" in
+                                        result.decision), (seed, kind, result.decision)  # fmt: skip
+        announced = [e["version"] for e in events]
+        ever_champion = {results[kind].version for kind in RUNS if RUNS[kind] in champions}
+        assert sorted(announced) == sorted(ever_champion) and len(set(announced)) == len(announced), (
+            seed, pending, announced, champions)  # fmt: skip
+        newest = results["scheduled"]
+        assert registry.alias_version(tracking, MODEL, registry.CHAMPION) == newest.version, (seed, pending)
+        assert promotion.high_water(tracking, MODEL) == promotion.Holder(newest.version, NEW)
+        exported = trained[NEW][2]
+        assert registry.version_tags(tracking, MODEL, newest.version)[SAVED_MODEL_DIGEST_TAG] == (
+            exported.saved_model_digest)  # fmt: skip
+        assert layouts["scheduled"].load(EvaluationResult).run_key == trained[NEW][1].run_key
+        if seed % 10 == 0:  # the bytes themselves, on a sample (a download per schedule costs more than the rest)
+            folder = download_saved_model(tracking, MODEL, newest.version, tmp_path / f"dl{seed}")
+            assert tree_digest(folder) == exported.saved_model_digest
+    assert crashes >= INTERLEAVINGS // 2  # the injection really ran (about 0.3 x 9 steps per schedule)

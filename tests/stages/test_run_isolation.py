@@ -17,7 +17,7 @@ from retrainer.core.fingerprint import tree_digest
 from retrainer.core.layout import RunLayout
 from retrainer.core.results import EvaluationResult, ExportResult, RegistrationResult
 from retrainer.stages.register import RUN_FOLDER_TAG
-from support import RUN_DATE, SPARK_CONNECT_URL, small_config
+from support import RUN_DATE, SPARK_CONNECT_URL, run_root, small_config
 
 MODEL = "flight_delay"
 
@@ -27,14 +27,10 @@ def test_two_runs_of_one_date_started_together_each_register_what_they_evaluated
 ) -> None:
     import mlflow
 
-    root = tmp_path / "data"
-    root.mkdir()
-    (root / "raw").symlink_to(landed / "raw")
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # MLflow's first-use migration is done by run_root: two processes doing it at once collide (a server store,
+    # as in server mode, has no first use); the runs race from the first stage on, not on that.
+    root, tracking = run_root(tmp_path, landed)
     cfgs = {e: small_config(root, tracking, eval_days=e) for e in (2, 3)}
-    # MLflow migrates a new SQLite store on first use: two processes doing it at once collide (a server
-    # store, as in server mode, has no first use); the runs race from the first stage on, not on that.
-    registry.experiment_id(tracking, f"retrainer/{MODEL}")
     procs = {}
     for e, cfg in cfgs.items():  # started together: the same stages of both overlap
         argv = [sys.executable, "-m", "retrainer.runners.cli", "run", *cfg.to_argv()]

@@ -74,3 +74,16 @@ def arrive_later(rows: list[list[str]], minutes: int) -> list[list[str]]:
             r[t], r[d] = later_clock(r[t], minutes), str(float(r[d]) + minutes)
         out.append(r)
     return out
+
+
+def run_root(tmp_path: Path, landed: Path) -> tuple[Path, str]:
+    """A data root of a test's own over the session's landed raw files (linked, not copied), and a SQLite
+    registry beside it whose first-use migration is done (two processes doing it at once collide)."""
+    from retrainer import registry
+
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "raw").symlink_to(landed / "raw")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry.experiment_id(tracking, "retrainer/flight_delay")
+    return root, tracking

@@ -228,6 +228,12 @@ class RunLayout:
         return self.root / "saved_model"
 
     @property
+    def baselines(self) -> Path:
+        """The scikit-learn baselines' metrics, keyed by what they were fitted and scored on: a retried or
+        repeated evaluation of the run (register re-evaluates when the champion moved) reuses them."""
+        return self.root / "baselines.json"
+
+    @property
     def worker_logs(self) -> Path:
         return self.root / "worker_logs"
 

@@ -22,7 +22,7 @@ from typing import Any
 from retrainer import registry
 from retrainer.core import atomic
 from retrainer.core.config import RunConfig
-from retrainer.core.fingerprint import parquet_parts
+from retrainer.core.fingerprint import dict_fingerprint, parquet_parts, tree_digest
 from retrainer.core.results import EvaluationResult, TrainingResult, ValidationResult
 from retrainer.registry import promotion
 from retrainer.stages import costed
@@ -40,7 +40,7 @@ def evaluate_models(
     run = RunContext.of(run)
     cfg = run.config
     workload = run.workload
-    contract, objective = workload.contract, workload.objective
+    objective = workload.objective
     from retrainer.training.loop import load_trained_model
 
     model = load_trained_model(validated, training, workload)
@@ -67,14 +67,7 @@ def evaluate_models(
             champ = _score(None, champion, eval_files, run, days, f"v{champion_version}")
     if new["rows"] == 0:
         raise ValueError(f"evaluation set {validated.files.eval} is empty")
-    references = baselines.fit_and_score(
-        parquet_parts(validated.files.train),
-        parquet_parts(validated.files.eval),
-        contract,
-        objective,
-        atomic.read_json(validated.files.stats),
-        seed=cfg.tuning.seed,
-    )
+    references = _baselines(validated, training, run)
     metric, gain = objective.headline, None
     min_gain, bar = promotion.bar(cfg.tuning.min_gain)
     too_old = promotion.forward_only(cfg.engines.tracking_uri, workload.registered_model, cfg.run.date, holder)
@@ -119,6 +112,26 @@ def evaluate_models(
     return result
 
 
+def _baselines(validated: ValidationResult, training: TrainingResult, run: RunContext) -> dict[str, dict[str, Any]]:
+    """The baselines' metrics on this run's rows: fitted once per run (they do not depend on the champion, and
+    a re-evaluation under the promotion lock should not hold it for seconds of scikit-learn), refitted when
+    their key (the training run, the evaluation rows' bytes, the seed, the baselines' code) changes."""
+    contract, objective, seed = run.workload.contract, run.workload.objective, run.config.tuning.seed
+    stats = atomic.read_json(validated.files.stats)
+    key = dict_fingerprint({
+        "run_key": training.run_key, "eval": tree_digest(validated.files.eval), "stats": stats,
+        "baselines": baselines.describe(contract, objective, stats, seed=seed),
+    })  # fmt: skip
+    cached = atomic.read_json(run.layout.baselines) if run.layout.baselines.exists() else {}
+    if cached.get("key") == key:
+        log.info("baselines: reusing this run's (%s)", ", ".join(cached["metrics"]))
+        return cached["metrics"]
+    train_files, eval_files = parquet_parts(validated.files.train), parquet_parts(validated.files.eval)
+    metrics = baselines.fit_and_score(train_files, eval_files, contract, objective, stats, seed=seed)
+    atomic.write_json(run.layout.baselines, {"key": key, "metrics": metrics})
+    return metrics
+
+
 def _champion_scorer(tracking_uri: str, model_name: str, version: str, scratch: Path) -> tuple[Any, str]:
     """(a scorer of the champion's checked SavedModel, "") or, when no digest was recorded on the version,
     (None, why it cannot be compared). Files that differ from the recorded digest raise: the store was changed.
@@ -130,7 +143,19 @@ def _champion_scorer(tracking_uri: str, model_name: str, version: str, scratch: 
         folder = download_saved_model(tracking_uri, model_name, version, scratch)
     except NoRecordedDigest as exc:
         return None, str(exc)
-    return SavedModelScorer(folder), ""
+    digest = tree_digest(folder)  # the bytes just checked against the version's recorded digest
+    if digest not in _CHAMPIONS:
+        while len(_CHAMPIONS) >= KEEP_CHAMPIONS:
+            _CHAMPIONS.pop(next(iter(_CHAMPIONS)))
+        _CHAMPIONS[digest] = SavedModelScorer(folder)
+    return _CHAMPIONS[digest], ""
+
+
+# Loaded champions by the digest of their SavedModel's files: a champion is downloaded and checked on every
+# evaluation, but loading it again (a second of TensorFlow) when register re-evaluates is not needed; any other
+# bytes are another key. The scorer holds the loaded graph, not the (temporary) folder.
+KEEP_CHAMPIONS = 4
+_CHAMPIONS: dict[str, Any] = {}
 
 
 def _score(

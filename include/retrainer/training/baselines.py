@@ -77,6 +77,15 @@ def training_sample(
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def describe(contract: Contract, objective: Objective, stats: dict[str, Any], *, seed: int = 42,
+             max_rows: int = MAX_ROWS) -> dict[str, Any]:  # fmt: skip
+    """What :func:`fit_and_score` would fit (each estimator's repr: its non-default parameters) and on how
+    many rows at most: part of the key under which a run keeps its baselines' metrics."""
+    coder = FeatureCoder(contract, stats)
+    models = {name: repr(make()) for name, make in objective.baselines(coder.categorical, seed).items()}
+    return {"models": models, "max_rows": max_rows}
+
+
 def fit_and_score(
     train_files: Sequence[str | Path],
     eval_files: Sequence[str | Path],

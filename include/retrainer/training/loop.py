@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrainer.core import atomic
-from retrainer.core.fingerprint import parquet_parts
+from retrainer.core.fingerprint import dict_fingerprint, parquet_parts
 from retrainer.core.results import TrainingResult, ValidationResult
 from retrainer.spec.model_spec import ALL_MEMBERS
 from retrainer.training.member import Runtime
@@ -154,7 +154,26 @@ def load_trained_model(validated: ValidationResult, training: TrainingResult, wo
         raise FileNotFoundError(f"no checkpoint {weights} in {training.checkpoint_dir}: has train run for this date?")
     stats = atomic.read_json(validated.files.stats)
     hidden_units = training.hyperparameters["hidden_units"]
-    spec = workload.model.select(training.hyperparameters.get("members", ALL_MEMBERS))
+    members = training.hyperparameters.get("members", ALL_MEMBERS)
+    files = sorted(Path(weights).parent.glob(Path(weights).name + ".*"))  # the checkpoint's index and data
+    key = dict_fingerprint({
+        "workload": workload.name, "run_key": training.run_key, "weights": weights, "stats": stats,
+        "hidden_units": hidden_units, "members": members,
+        "files": [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files],
+    })  # fmt: skip
+    if key in _LOADED:
+        return _LOADED[key]
+    spec = workload.model.select(members)
     model = build_model(workload.contract, workload.objective, stats, hidden_units=hidden_units, spec=spec)
     tf.train.Checkpoint(model=model.network).restore(weights).expect_partial().assert_existing_objects_matched()
+    while len(_LOADED) >= KEEP_MODELS:
+        _LOADED.pop(next(iter(_LOADED)))  # the oldest
+    _LOADED[key] = model
     return model
+
+
+# load_trained_model's last models, by everything each was built from (the checkpoint files' sizes and times too):
+# register re-evaluates a run under the promotion lock when the champion moved, in the process that evaluated it,
+# and rebuilding the Keras model there costs a second or more of Python while every other promotion waits.
+KEEP_MODELS = 4
+_LOADED: dict[str, Any] = {}
