@@ -119,8 +119,8 @@ def _baselines(validated: ValidationResult, training: TrainingResult, run: RunCo
     contract, objective, seed = run.workload.contract, run.workload.objective, run.config.tuning.seed
     stats = atomic.read_json(validated.files.stats)
     key = dict_fingerprint({
-        "run_key": training.run_key, "eval": tree_digest(validated.files.eval), "stats": stats,
-        "baselines": baselines.describe(contract, objective, stats, seed=seed),
+        "run_key": training.run_key, "eval": tree_digest(validated.files.eval), "stats": stats, "seed": seed,
+        "workload": run.workload.name, "baselines": baselines.describe(objective),
     })  # fmt: skip
     cached = atomic.read_json(run.layout.baselines) if run.layout.baselines.exists() else {}
     if cached.get("key") == key:

@@ -77,13 +77,19 @@ def training_sample(
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def describe(contract: Contract, objective: Objective, stats: dict[str, Any], *, seed: int = 42,
-             max_rows: int = MAX_ROWS) -> dict[str, Any]:  # fmt: skip
-    """What :func:`fit_and_score` would fit (each estimator's repr: its non-default parameters) and on how
-    many rows at most: part of the key under which a run keeps its baselines' metrics."""
-    coder = FeatureCoder(contract, stats)
-    models = {name: repr(make()) for name, make in objective.baselines(coder.categorical, seed).items()}
-    return {"models": models, "max_rows": max_rows}
+def describe(objective: Objective, *, max_rows: int = MAX_ROWS) -> dict[str, Any]:
+    """What decides the baselines besides their rows and seed: the code that declares and fits them (this
+    module's and the objective's source), scikit-learn's version and the row cap. Part of the key under which a
+    run keeps their metrics; it imports nothing (scikit-learn's import alone is 1.5 s, which a run reusing its
+    baselines does not pay)."""
+    import hashlib
+    import importlib.metadata
+    import inspect
+
+    code = hashlib.sha256()
+    for source in (__file__, inspect.getfile(type(objective))):
+        code.update(Path(source).read_bytes())
+    return {"code": code.hexdigest(), "sklearn": importlib.metadata.version("scikit-learn"), "max_rows": max_rows}
 
 
 def fit_and_score(
