@@ -1,6 +1,7 @@
 """A real SIGKILL of every stage of a run, then Airflow's retry: nothing half-done is ever read as done.
 
-Each stage runs as a worker runs it (the CLI in a process of its own) and is killed twice before the attempt
+Each stage runs as a Celery worker runs it (the CLI in a process of its own, forked from one that preloaded the
+tasks' libraries: :mod:`support.prefork`) and is killed twice before the attempt
 that succeeds: right after its first commit (the first file or folder it moves into place: a per-day raw-gate
 record, a feature-store day, the validated features, a checkpoint's JSON, the baselines, the SavedModel) and
 after its last one (all its work done, the process killed before it could report success, so Airflow retries
@@ -12,8 +13,6 @@ chief killed mid-epoch is ``tests/e2e/test_training_operator.py``.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from retrainer import registry
@@ -31,7 +30,7 @@ from retrainer.core.results import (
 from retrainer.registry import promotion
 from retrainer.registry.artefacts import SAVED_MODEL_DIGEST_TAG
 from retrainer.stages.register import RUN_KEY_TAG
-from support import SPARK_CONNECT_URL, run_root, small_config
+from support import SPARK_CONNECT_URL, prefork, run_root, small_config
 
 MODEL = "flight_delay"
 
@@ -67,16 +66,14 @@ def test_every_stage_killed_after_its_first_and_its_last_commit_then_retried_end
     root, tracking = run_root(tmp_path, landed)
     cfg = small_config(root, tracking)
     env = {**os.environ, **cfg.secret_env(), "RETRAINER_SPARK_MASTER": SPARK_CONNECT_URL}
-    killed = {}
     for stage in STAGES:
         for after in (1, 0):  # the first commit, then everything
-            child = subprocess.run([sys.executable, "-c", KILLED_STAGE, str(after), stage, *cfg.to_argv()], env=env,
-                                   capture_output=True, text=True, timeout=600)  # fmt: skip
-            assert child.returncode == -9, (stage, after, child.stderr[-3000:])  # it was killed, not failed
-            killed[(stage, after)] = child.stderr
-        retry = subprocess.run([sys.executable, "-m", "retrainer.runners.cli", stage, *cfg.to_argv()], env=env,
-                               capture_output=True, text=True, timeout=600)  # fmt: skip
-        assert retry.returncode == 0, (stage, retry.stderr[-3000:])
+            child = prefork.run("-c", KILLED_STAGE, [str(after), stage, *cfg.to_argv()], env,
+                                tmp_path / f"{stage}-{after}.log", timeout=600)  # fmt: skip
+            assert child.returncode == -9, (stage, after, child.output[-3000:])  # it was killed, not failed
+        retry = prefork.run("-m", "retrainer.runners.cli", [stage, *cfg.to_argv()], env, tmp_path / f"{stage}.log",
+                            timeout=600)  # fmt: skip
+        assert retry.returncode == 0, (stage, retry.output[-3000:])
 
     layout = RunLayout.of(cfg)
     gate, features = layout.load(RawGateResult), layout.load(FeaturesResult)

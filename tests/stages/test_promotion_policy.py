@@ -9,8 +9,6 @@ import datetime as dt
 import http.server
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ from retrainer import registry
 from retrainer.core.layout import RunLayout
 from retrainer.core.results import EvaluationResult, RegistrationResult, ValidationResult
 from retrainer.registry import promotion
-from support import small_config
+from support import prefork, small_config
 
 MODEL = "flight_delay"
 OLD, MID, NEW = dt.date(2013, 2, 4), dt.date(2013, 2, 5), dt.date(2013, 2, 6)
@@ -259,7 +257,9 @@ def test_an_unreadable_registry_is_an_error_never_no_champion(trained, root, for
 
 
 # A register attempt SIGKILLed right after one of its steps returns: the child patches that step to kill its own
-# process (no handler, no cleanup runs), then runs the CLI as a worker would.
+# process (no handler, no cleanup runs), then runs the CLI as a worker would (forked from a preloaded process:
+# support.prefork).
+CLI = "retrainer.runners.cli"
 KILLED_REGISTER = """
 import os, signal, sys
 from retrainer.core import atomic
@@ -307,14 +307,12 @@ def test_register_killed_at_each_step_then_retried_registers_once_and_announces_
     validated, training, _ = trained[MID]
     evaluate_models(validated, training, cfg)  # against this case's empty registry: promote
     env = os.environ | cfg.secret_env()
-    killed = subprocess.run([sys.executable, "-c", KILLED_REGISTER, point, *cfg.to_argv()], env=env,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert killed.returncode == -9, killed.stderr[-3000:]
+    killed = prefork.run("-c", KILLED_REGISTER, [point, *cfg.to_argv()], env, tmp_path / "killed.log", timeout=300)
+    assert killed.returncode == -9, killed.output[-3000:]
     assert layout.load_optional(RegistrationResult) is None  # the attempt recorded nothing as done
 
-    retry = subprocess.run([sys.executable, "-m", "retrainer.runners.cli", "register", *cfg.to_argv()], env=env,
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert retry.returncode == 0, retry.stderr[-3000:]
+    retry = prefork.run("-m", CLI, ["register", *cfg.to_argv()], env, tmp_path / "retry.log", timeout=300)
+    assert retry.returncode == 0, retry.output[-3000:]
     reg = layout.load(RegistrationResult)
     client = registry.configure(tracking)
     versions = client.search_model_versions(f"name = '{MODEL}'")
@@ -324,9 +322,8 @@ def test_register_killed_at_each_step_then_retried_registers_once_and_announces_
     assert promotion.high_water(tracking, MODEL) == promotion.Holder(reg.version, MID)
     assert reg.promoted and reg.champion_changed and reg.champion_before is None  # announced by the retry
     mark_published(layout.promotion_intent, reg.version)  # publish_champion's last step
-    again = subprocess.run([sys.executable, "-m", "retrainer.runners.cli", "register", *cfg.to_argv()], env=env,
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = prefork.run("-m", CLI, ["register", *cfg.to_argv()], env, tmp_path / "again.log", timeout=300)
+    assert again.returncode == 0, again.output[-3000:]
     assert not layout.load(RegistrationResult).champion_changed  # not announced twice
 
 
@@ -399,10 +396,9 @@ def test_a_reused_version_gets_back_the_tags_a_crash_left_out(trained, root, tmp
     assert float(tags["new_auc"]) == pytest.approx(evaluation.new["auc"], abs=1e-6)
 
 
-def _register_process(cfg, log: Path) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "retrainer.runners.cli", "--log-level", "INFO", "register", *cfg.to_argv()]
-    with open(log, "w") as err:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=os.environ | cfg.secret_env())
+def _register_process(cfg, log: Path) -> prefork.Attempt:
+    argv = ["--log-level", "INFO", "register", *cfg.to_argv()]
+    return prefork.start("-m", CLI, argv, os.environ | cfg.secret_env(), log)
 
 
 def test_two_promotions_racing_from_two_processes_are_serialised(trained, root, tmp_path) -> None:
@@ -423,7 +419,7 @@ def test_two_promotions_racing_from_two_processes_are_serialised(trained, root, 
         procs = {day: _register_process(cfg, logs[day]) for day, cfg in cfgs.items()}
         deadline = time.monotonic() + 240
         while not all("waiting for the promotion lock" in logs[d].read_text() for d in cfgs):
-            assert all(p.poll() is None for p in procs.values()), {d: logs[d].read_text()[-2000:] for d in cfgs}
+            assert all(p.process.is_alive() for p in procs.values()), {d: logs[d].read_text()[-2000:] for d in cfgs}
             assert time.monotonic() < deadline, "the register processes never reached the lock"
             time.sleep(0.5)
         assert registry.alias_version(tracking, MODEL, "champion") == base.version  # nobody moved it yet

@@ -8,8 +8,6 @@ features, validation and SavedModel: one failed validating a table the other was
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from retrainer import registry
@@ -17,7 +15,7 @@ from retrainer.core.fingerprint import tree_digest
 from retrainer.core.layout import RunLayout
 from retrainer.core.results import EvaluationResult, ExportResult, RegistrationResult
 from retrainer.stages.register import RUN_FOLDER_TAG
-from support import RUN_DATE, SPARK_CONNECT_URL, run_root, small_config
+from support import RUN_DATE, SPARK_CONNECT_URL, prefork, run_root, small_config
 
 MODEL = "flight_delay"
 
@@ -33,12 +31,10 @@ def test_two_runs_of_one_date_started_together_each_register_what_they_evaluated
     cfgs = {e: small_config(root, tracking, eval_days=e) for e in (2, 3)}
     procs = {}
     for e, cfg in cfgs.items():  # started together: the same stages of both overlap
-        argv = [sys.executable, "-m", "retrainer.runners.cli", "run", *cfg.to_argv()]
         env = {**os.environ, **cfg.secret_env(), "RETRAINER_SPARK_MASTER": SPARK_CONNECT_URL}
-        with open(tmp_path / f"run-{e}.log", "w") as log:  # the child keeps its own copy of the descriptor
-            procs[e] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-    for e, proc in procs.items():
-        assert proc.wait(timeout=600) == 0, (tmp_path / f"run-{e}.log").read_text()[-4000:]
+        procs[e] = prefork.start("-m", "retrainer.runners.cli", ["run", *cfg.to_argv()], env, tmp_path / f"run-{e}.log")
+    for proc in procs.values():
+        assert proc.wait(timeout=600) == 0, proc.output[-4000:]
 
     layouts = {e: RunLayout.of(cfg) for e, cfg in cfgs.items()}
     assert sorted(RunLayout.runs_of(root, MODEL, RUN_DATE), key=lambda r: r.root) == sorted(
