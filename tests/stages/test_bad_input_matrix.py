@@ -21,7 +21,7 @@ import pytest
 
 from retrainer import registry
 from retrainer.core.layout import RunLayout, quarantine_file, raw_dim, raw_gate_record, raw_partition
-from retrainer.core.results import GateReport, TrainingResult
+from retrainer.core.results import FeaturesResult, GateReport, TrainingResult
 from retrainer.runners.pipeline import run_pipeline
 from retrainer.stages.check_raw import RawDataRejected, check_raw_days
 from retrainer.stages.features import build_features
@@ -234,7 +234,7 @@ def test_absorbed_encodings_and_layouts_give_the_same_features(
     baseline: tuple[Path, str], case_root: Path, encode
 ) -> None:
     cfg = small_config(case_root, baseline[1])
-    clean = build_features(check_raw_days(cfg), cfg)
+    clean = RunLayout.of(small_config(baseline[0], baseline[1])).load(FeaturesResult)  # the same bytes, built once
     for source in ("flights", "weather"):
         path = raw_partition(case_root, source, cfg.window.eval_start)
         if encode is None:
@@ -247,6 +247,7 @@ def test_absorbed_encodings_and_layouts_give_the_same_features(
     assert len(gate.scanned) == 2 and gate.quarantined == {}
     again = build_features(gate, cfg)  # no "lacks column 'year'", no shifted values
     assert (again.rows, again.train_fingerprint) == (clean.rows, clean.train_fingerprint)
+    assert again.store_digests == clean.store_digests  # every day's stored features, the edited day's included
     assert validate_features(again, cfg).report.success  # and the same features pass validation
 
 

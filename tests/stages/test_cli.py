@@ -50,8 +50,10 @@ def test_each_stage_runs_alone_from_the_cli(spark, landed: Path, tmp_path: Path,
     root.mkdir()
     (root / "raw").symlink_to(landed / "raw")
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # the plumbing's tiny model (docs/testing.md): one member, 8 units, 1 epoch
     common = ["--date", RUN_DATE.isoformat(), "--data-root", str(root), "--window-days", "7", "--eval-days", "2",
-              "--tracking-uri", tracking, "--epochs", "1", "--hidden-units", "8", "--part-files", "2"]  # fmt: skip
+              "--tracking-uri", tracking, "--epochs", "1", "--hidden-units", "8", "--part-files", "2",
+              "--members", "joint", "--batch-size", "256"]  # fmt: skip
     results = {}
     for stage in ("check-raw", "features", "validate", "train", "evaluate", "export", "register"):
         capsys.readouterr()
