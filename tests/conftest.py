@@ -132,6 +132,33 @@ def validated(spark, chain_root: Path, chain_tracking: str):
 def pytest_configure(config: pytest.Config) -> None:
     for tier, what in TIERS.items():
         config.addinivalue_line("markers", f"{tier}: {what}")
+    _share_one_spark_connect_server(config)
+
+
+_SHARED_SERVER: list = []  # the server the xdist controller started for its workers, stopped when it ends
+
+
+def _share_one_spark_connect_server(config: pytest.Config) -> None:
+    """Under ``make test``'s worker processes (pytest-xdist), one Spark Connect server for all of them, started
+    here by the controller before it starts the workers, which inherit its port and find it answering (their
+    ``spark_connect_server`` fixture reuses it and leaves it running); stopped when the controller ends. One JVM
+    warmed up once instead of one per worker, its two task slots shared instead of two JVMs' four on two cores.
+    A fixed port (``RETRAINER_TEST_SPARK_CONNECT_PORT``) is left to whoever runs that server."""
+    is_controller = not hasattr(config, "workerinput")
+    fixed_port = "RETRAINER_TEST_SPARK_CONNECT_PORT" in os.environ
+    if not (is_controller and config.getoption("numprocesses", None)) or fixed_port:
+        return
+    from retrainer.devtools.spark_connect import SparkConnectServer
+
+    os.environ["RETRAINER_TEST_SPARK_CONNECT_PORT"] = str(SPARK_CONNECT_PORT)  # the workers' support module reads it
+    server = SparkConnectServer(SPARK_CONNECT_PORT, SESSION_DIR / "spark-connect")
+    if server.up():
+        _SHARED_SERVER.append(server)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _SHARED_SERVER:
+        _SHARED_SERVER.pop().down()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
