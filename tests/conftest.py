@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from support.cpu_account import CpuAccount
 from support import LAND_END, LAND_START, ROOT, SPARK_CONNECT_PORT, SPARK_CONNECT_URL, TIERS, small_config
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="retrainer-tests-"))
@@ -133,6 +134,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for tier, what in TIERS.items():
         config.addinivalue_line("markers", f"{tier}: {what}")
     _share_one_spark_connect_server(config)
+    artifacts = Path(os.environ.get("RETRAINER_TEST_ARTIFACTS") or ROOT / "test-artifacts")
+    config.pluginmanager.register(CpuAccount(artifacts, SPARK_CONNECT_PORT), "retrainer-cpu-account")
 
 
 _SHARED_SERVER: list = []  # the server the xdist controller started for its workers, stopped when it ends
