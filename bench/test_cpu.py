@@ -35,8 +35,10 @@ def main(argv: list[str]) -> int:
     for name, (wall, own, children, jvm, n) in order:
         print(f"| {name} | {n:.0f} | {wall:.0f} | {own + children:.0f} ({own:.0f} + {children:.0f}) | {jvm:.0f} |")
     total = [sum(v[i] for v in sums.values()) for i in range(5)]
-    print(f"| all | {total[4]:.0f} | {total[0]:.0f} | {total[1] + total[2]:.0f} ({total[1]:.0f} + {total[2]:.0f}) "
-          f"| {total[3]:.0f} (overlapping) |")
+    print(
+        f"| all | {total[4]:.0f} | {total[0]:.0f} | {total[1] + total[2]:.0f} ({total[1]:.0f} + {total[2]:.0f}) "
+        f"| {total[3]:.0f} (overlapping) |"
+    )
     return 0
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from support.cpu_account import CpuAccount
 from support import LAND_END, LAND_START, ROOT, SPARK_CONNECT_PORT, SPARK_CONNECT_URL, TIERS, small_config
+from support.cpu_account import CpuAccount
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="retrainer-tests-"))
 
