@@ -182,6 +182,15 @@ def test_champion_alias_serves_the_savedmodel_through_mlflow(first: dict, valida
         for k in ("train_loss", "train_auc", "val_auc")
     }
     assert per_member | {"new_auc", "baseline_logistic_regression_auc"} <= set(run.data.metrics)
+    # every epoch of every member is a point of its curve (logged in one batch), in the order it trained
+    training = first["training"]
+    for member in {h["member"] for h in training.history}:
+        rows = [h for h in training.history if h["member"] == member]
+        curve = mlflow.MlflowClient().get_metric_history(run.info.run_id, f"{member}_train_loss")
+        points = [(p.step, p.value) for p in sorted(curve, key=lambda p: p.timestamp)]
+        assert points == [(h["epoch"], pytest.approx(h["loss"])) for h in rows]
+    assert run.data.params["epochs_trained"] == str(training.epochs_trained)
+    assert run.data.tags["validation.checks_could_fail"] == str(validated.report.could_fail)
 
 
 def test_registering_the_same_training_run_again_reuses_its_version(first: dict, validated, cfg) -> None:

@@ -42,7 +42,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 INPUTS_FILE = "_inputs.json"
-MAX_BATCH_DAYS = 31  # consecutive missing days computed by one Spark job
+# Consecutive missing days computed by one Spark job (a quarter): each job also reads its first day's lookback again
+# and pays a job's set-up; the year's store in 31-day batches took 72-77 s (115-127 s of the JVM's CPU), in
+# 92-day ones 52-53 s (84-87 s) on the 2-core machine (docs/benchmarks.md). The JVM's memory is capped by the
+# server's driver memory whatever the batch (Spark spills); nothing of the rows reaches Python.
+MAX_BATCH_DAYS = 92
 
 
 def store_version(workload: Workload) -> str:

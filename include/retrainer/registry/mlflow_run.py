@@ -8,6 +8,7 @@ MLflow signature built from the contract's features and the objective's output.
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ def log_and_register(
 ) -> tuple[str, str]:
     """A new MLflow run of this training run, its SavedModel registered: (the version, the MLflow run id)."""
     import mlflow
+    from mlflow.entities import Param, RunTag
 
     workload: Workload = get_workload(cfg.run.workload)
     objective, name, window = workload.objective, workload.registered_model, cfg.window
@@ -90,37 +92,25 @@ def log_and_register(
     }
     run_name = f"{cfg.run.workload}-{cfg.run.date}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
-        mlflow.log_params(
-            {
-                **training.hyperparameters,
-                "strategy": training.strategy,
-                "replicas": training.replicas,
-                "launcher": training.launcher,
-                "num_workers": training.num_workers,
-                "min_gain": cfg.tuning.min_gain,
-                "epochs_trained": training.epochs_trained,
-                "best_epoch": training.best_epoch,
-            }
+        # Parameters, metrics (every epoch's curve included) and tags in one batch: against a tracking server each
+        # fluent call is a request, and a three-member model's curves were one request per member and epoch.
+        report = validated.report
+        mlflow.MlflowClient().log_batch(
+            run.info.run_id,
+            metrics=_metrics(training, evaluation, report.drift),
+            params=[Param(k, str(v)) for k, v in _params(training, cfg).items()],
+            tags=[
+                RunTag(k, str(v))
+                for k, v in {
+                    "validation.checks_could_fail": str(report.could_fail),
+                    "validation.by_construction": str(report.by_construction),
+                    "validation.warnings": str(len(report.warnings)),
+                    "drift_baseline": report.drift_baseline,
+                }.items()
+            ],
         )
-        mlflow.log_metrics({f"new_{k}": v for k, v in evaluation.new.items()})
-        if evaluation.champion:
-            mlflow.log_metrics({f"champion_{k}": v for k, v in evaluation.champion.items()})
-        for baseline, metrics in evaluation.baselines.items():
-            mlflow.log_metrics({f"baseline_{baseline}_{k}": v for k, v in metrics.items()})
-        for h in training.history:  # one curve per member and metric; the final fit's steps follow the selection's
-            metrics = {"train_loss": h["loss"], **{k: v for k, v in h.items() if k.startswith(("train_", "val_"))}}
-            prefix = f"{h['member']}_" if "member" in h else ""
-            mlflow.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()}, step=int(h["epoch"]))
         if training.tensorboard_dir and Path(training.tensorboard_dir).is_dir():
             mlflow.log_artifacts(training.tensorboard_dir, "tensorboard")
-        report = validated.report
-        if report.drift:
-            mlflow.log_metrics({f"psi_{c}": v for c, v in report.drift.items()})
-        mlflow.set_tags(
-            {"validation.checks_could_fail": str(report.could_fail),
-             "validation.by_construction": str(report.by_construction),
-             "validation.warnings": str(len(report.warnings)), "drift_baseline": report.drift_baseline}
-        )  # fmt: skip
         mlflow.log_dict(report.to_dict(), "validation.json")
         mlflow.log_dict(atomic.read_json(FeatureFiles(Path(validated.features_dir)).profile), registry.PROFILE_ARTIFACT)
         mlflow.log_dict(evaluation.to_dict(), "evaluation.json")
@@ -135,3 +125,35 @@ def log_and_register(
             registered_model_name=name,
         )
     return str(info.registered_model_version), run.info.run_id
+
+
+def _params(training: TrainingResult, cfg: RunConfig) -> dict[str, Any]:
+    return {
+        **training.hyperparameters,
+        "strategy": training.strategy,
+        "replicas": training.replicas,
+        "launcher": training.launcher,
+        "num_workers": training.num_workers,
+        "min_gain": cfg.tuning.min_gain,
+        "epochs_trained": training.epochs_trained,
+        "best_epoch": training.best_epoch,
+    }
+
+
+def _metrics(training: TrainingResult, evaluation: EvaluationResult, drift: dict[str, float] | None) -> list[Any]:
+    """The run's metrics: the new model's, the champion's and each baseline's on the evaluation days, one curve per
+    member and training metric (step = epoch; the final fit's steps follow the selection's), and drift (PSI)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    flat = {f"new_{k}": v for k, v in evaluation.new.items()}
+    flat |= {f"champion_{k}": v for k, v in (evaluation.champion or {}).items()}
+    for baseline, metrics in evaluation.baselines.items():
+        flat |= {f"baseline_{baseline}_{k}": v for k, v in metrics.items()}
+    flat |= {f"psi_{c}": v for c, v in (drift or {}).items()}
+    out = [Metric(k, float(v), now, 0) for k, v in flat.items()]
+    for i, h in enumerate(training.history, start=1):  # a timestamp each: the final fit's epochs count from 1 again
+        curve = {"train_loss": h["loss"], **{k: v for k, v in h.items() if k.startswith(("train_", "val_"))}}
+        prefix = f"{h['member']}_" if "member" in h else ""
+        out += [Metric(f"{prefix}{k}", float(v), now + i, int(h["epoch"])) for k, v in curve.items()]
+    return out
