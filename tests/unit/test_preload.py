@@ -80,6 +80,19 @@ def test_it_preloads_what_the_tasks_import_and_nothing_they_do_not() -> None:
     assert {"tensorflow", "great_expectations", "mlflow"} <= set(preload.MODULES)
 
 
+def test_preloading_mlflow_builds_the_package_map_its_log_model_reads() -> None:
+    """In a fresh interpreter: the map is empty until the preload, built by it (so forked tasks inherit it)."""
+    code = (
+        "from mlflow.utils import requirements_utils as r\n"
+        "assert r._MODULES_TO_PACKAGES is None\n"
+        "from retrainer.runners import preload\n"
+        "took = preload.preload(('mlflow',))\n"
+        "assert r._MODULES_TO_PACKAGES and 'mlflow' in r._MODULES_TO_PACKAGES, r._MODULES_TO_PACKAGES\n"
+        "print(sorted(took))\n"
+    )
+    assert _python(code).strip() == "['mlflow', 'mlflow installed-package map']"
+
+
 def test_a_missing_library_is_skipped_not_fatal(caplog) -> None:
     took = preload.preload(("json", "no_such_module_for_retrainer"))
     assert set(took) == {"json"} and "no_such_module_for_retrainer not imported" in caplog.text
