@@ -39,7 +39,7 @@ def _attempt(kind: str, target: str, args: list[str], env: dict[str, str], outpu
     """The forked attempt: the caller's environment and arguments, stdout and stderr into ``output``."""
     os.environ.clear()
     os.environ.update(env)
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # emptied by start() before the fork
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
@@ -83,6 +83,10 @@ def start(kind: str, target: str, args: list[str], env: dict[str, str], output: 
     would, with ``args`` as ``sys.argv[1:]``)."""
     if kind not in ("-c", "-m"):
         raise ValueError(f"kind must be -c or -m, not {kind!r}")
+    # The output file exists (empty) when this returns, as a Popen's redirected log would: a caller polling it
+    # must not race the fork server to its creation (it lost once under load: FileNotFoundError).
+    output.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     process = _context().Process(target=_attempt, args=(kind, target, list(args), dict(env), str(output)))
     process.start()
     return Attempt(process, output)
