@@ -32,13 +32,13 @@ def _jvm_cpu(port: int) -> float:
         if not entry.name.isdigit():
             continue
         try:
-            if marker not in (entry / "cmdline").read_bytes():
+            cmdline = (entry / "cmdline").read_bytes()
+            if marker not in cmdline or b"java" not in cmdline.split(b"\0", 1)[0]:
                 continue
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if b"java" in (entry / "cmdline").read_bytes().split(b"\0", 1)[0]:
-            return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     return 0.0
 
 

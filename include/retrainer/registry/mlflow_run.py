@@ -100,12 +100,12 @@ def log_and_register(
             metrics=_metrics(training, evaluation, report.drift),
             params=[Param(k, str(v)) for k, v in _params(training, cfg).items()],
             tags=[
-                RunTag(k, str(v))
+                RunTag(k, v)
                 for k, v in {
                     "validation.checks_could_fail": str(report.could_fail),
                     "validation.by_construction": str(report.by_construction),
                     "validation.warnings": str(len(report.warnings)),
-                    "drift_baseline": report.drift_baseline,
+                    "drift_baseline": str(report.drift_baseline),
                 }.items()
             ],
         )
@@ -142,7 +142,8 @@ def _params(training: TrainingResult, cfg: RunConfig) -> dict[str, Any]:
 
 def _metrics(training: TrainingResult, evaluation: EvaluationResult, drift: dict[str, float] | None) -> list[Any]:
     """The run's metrics: the new model's, the champion's and each baseline's on the evaluation days, one curve per
-    member and training metric (step = epoch; the final fit's steps follow the selection's), and drift (PSI)."""
+    member and training metric (step = epoch, each history row a timestamp of its own, in training order), and
+    drift (PSI)."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -152,7 +153,7 @@ def _metrics(training: TrainingResult, evaluation: EvaluationResult, drift: dict
         flat |= {f"baseline_{baseline}_{k}": v for k, v in metrics.items()}
     flat |= {f"psi_{c}": v for c, v in (drift or {}).items()}
     out = [Metric(k, float(v), now, 0) for k, v in flat.items()]
-    for i, h in enumerate(training.history, start=1):  # a timestamp each: the final fit's epochs count from 1 again
+    for i, h in enumerate(training.history, start=1):  # its own timestamp: equal keys and steps stay two points
         curve = {"train_loss": h["loss"], **{k: v for k, v in h.items() if k.startswith(("train_", "val_"))}}
         prefix = f"{h['member']}_" if "member" in h else ""
         out += [Metric(f"{prefix}{k}", float(v), now + i, int(h["epoch"])) for k, v in curve.items()]
