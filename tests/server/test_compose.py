@@ -42,9 +42,10 @@ def _compose_bin() -> str:
     return found
 
 
-def _config(env_file: Path) -> subprocess.CompletedProcess:
+def _config(env_file: Path, *profiles: str) -> subprocess.CompletedProcess:
     """`docker-compose config` with only ``env_file`` for variables (not the checkout's own .env)."""
     args = [_compose_bin(), "-f", str(ROOT / "docker-compose.yaml"), "--project-directory", str(ROOT)]
+    args += [a for p in profiles for a in ("--profile", p)]
     if env_file.exists():
         args += ["--env-file", str(env_file)]
     else:  # an empty project dir: no .env to fall back on
@@ -158,7 +159,9 @@ def test_airflow_settings_match_the_native_stack_the_tests_run(resolved, tmp_pat
         for key in same_value:
             if key in keys:
                 assert str(env[key]).lower() == str(native[key]).lower(), (name, key)
-        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == env["AIRFLOW__API__BASE_URL"] + "/execution/"
+        # tasks reach the Execution API by its service name; the browser's address is the published port
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+        assert env["AIRFLOW__API__BASE_URL"] == "http://localhost:8080"
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
         scheme = native["AIRFLOW__CELERY__RESULT_BACKEND"].split("://")[0]  # the driver the Celery test ran with
         assert scheme == "db+postgresql+psycopg2" and env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith(scheme + "://")
@@ -181,7 +184,7 @@ def test_mlflow_authenticates_and_tasks_use_a_user_that_is_not_its_admin(resolve
     services, secrets = resolved
     services = services["services"]
     assert "--app-name=basic-auth" in services["mlflow"]["command"]
-    assert services["mlflow"]["environment"]["MLFLOW_AUTH_CONFIG_PATH"].startswith("/mlflow/auth/")
+    assert services["mlflow"]["environment"]["MLFLOW_AUTH_CONFIG_PATH"].startswith("/opt/mlflow/auth/")
     init = services["mlflow-init"]["command"][0]
     assert "default_permission = READ" in init and "auth_cache_ttl_seconds = 60" in init  # as the native stack
     native = Stack(
@@ -205,7 +208,7 @@ def test_workers_queues_and_the_gpu_reservation(resolved) -> None:
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
     default = services["airflow-worker"]["command"]
     assert default[default.index("--queues") + 1] == "default"
-    assert gpu["environment"]["RETRAINER_TRAINING_QUEUE"] == TRAINING_QUEUE
+    assert gpu["profiles"] == ["gpu"] and gpu["build"]["target"] == "gpu"  # only with --profile gpu, CUDA build
     env = services["airflow-scheduler"]["environment"]
     assert env["RETRAINER_SPARK_MASTER"] == "sc://spark-connect:15002"
     assert env["AIRFLOW_CONN_RETRAINER_SPARK_CONNECT"] == "spark-connect://spark-connect:15002"
@@ -235,3 +238,38 @@ def test_ports_bind_to_loopback(resolved) -> None:
         for port in svc.get("ports", []):
             host_ip = port["host_ip"] if isinstance(port, dict) else port.split(":")[0]
             assert host_ip == "127.0.0.1", (name, port)
+
+
+@pytest.mark.parametrize(
+    ("profiles", "queue", "served_by"),
+    [((), None, "airflow-worker"), (("gpu",), "training", "airflow-gpu-worker"), ((), "training", None),
+     (("gpu",), None, "airflow-worker")],
+)  # fmt: skip
+def test_training_goes_to_a_queue_a_started_worker_serves(tmp_path, profiles, queue, served_by) -> None:
+    """A CPU-only host trains on the default worker; with the gpu profile and RETRAINER_TRAINING_QUEUE=training on
+    the GPU worker; the queue without the profile is caught (train would wait for a worker forever)."""
+    from support.compose_native import unserved_training_queue
+
+    env_file = tmp_path / ".env"
+    ensure_secrets(env_file)
+    if queue:
+        with env_file.open("a") as fh:
+            fh.write(f"RETRAINER_TRAINING_QUEUE={queue}\n")
+    out = _config(env_file, *profiles)
+    assert out.returncode == 0, out.stderr
+    config = yaml.safe_load(out.stdout)
+    why = unserved_training_queue(config, profiles)
+    if served_by is None:
+        assert why is not None and "'training', which no worker serves" in why
+    else:
+        assert why is None, why
+        worker = config["services"][served_by]["command"]
+        assert worker[worker.index("--queues") + 1] == (queue or "default")
+
+
+def test_the_dockerfile_builds_for_any_architecture_with_a_gpu_target() -> None:
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "-amd64" not in text and "-arm64" not in text and "ENV JAVA_HOME=/usr/lib/jvm/java-17\n" in text
+    stages = [line.split()[-1] for line in text.splitlines() if line.startswith("FROM ")]
+    assert stages == ["runtime", "gpu", "cpu"]  # the last stage is what a plain build gives: the CPU image
+    assert "tensorflow[and-cuda]" in text.split("AS gpu")[1].split("FROM runtime AS cpu")[0]
