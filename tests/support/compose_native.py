@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,8 @@ class NativeCompose:
 D={shlex.quote(str(data))}; S={shlex.quote(str(socket_dir))}
 if [ ! -s "$D/PG_VERSION" ]; then
   printf '%s\\n' "$POSTGRES_PASSWORD" > "$S/pw" && chown postgres "$S/pw"
-  {as_pg} {pg}/initdb -D "$D" -U "$POSTGRES_USER" --pwfile="$S/pw" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+  {as_pg} {pg}/initdb -D "$D" -U "$POSTGRES_USER" --pwfile="$S/pw" \
+    --auth-local=trust --auth-host=scram-sha-256 >/dev/null
   rm -f "$S/pw"
   echo 'host all all all scram-sha-256' >> "$D/pg_hba.conf"
   {as_pg} {pg}/pg_ctl -D "$D" -o "-c listen_addresses='' -k $S" -w start >/dev/null
@@ -202,11 +203,13 @@ exec {as_pg} {pg}/postgres -D "$D" -c listen_addresses='*' -k "$S"
                     continue  # the postgres start-up reads its data and init folders where they are
                 raise ValueError(f"{service.name}: volume target {target} is outside /opt (not supported natively)")
             source = self.volume_source(mount)
-            make = f"mkdir -p {q(target)}" if source.is_dir() else f"mkdir -p {q(str(Path(target).parent))} && touch {q(target)}"
+            parent = q(str(Path(target).parent))
+            make = f"mkdir -p {q(target)}" if source.is_dir() else f"mkdir -p {parent} && touch {q(target)}"
             lines.append(f"{make} && mount --bind {q(str(source))} {q(target)}")
             if mount.get("read_only"):
                 lines.append(f"mount -o remount,bind,ro {q(target)}")
-        workdir = service.spec.get("working_dir") or (AIRFLOW_WORKDIR if service.image.startswith("retrainer:") else "/")
+        image_workdir = AIRFLOW_WORKDIR if service.image.startswith("retrainer:") else "/"
+        workdir = service.spec.get("working_dir") or image_workdir
         lines.append(f"mkdir -p {q(workdir)} && cd {q(workdir)}")
         lines.append('exec "$@"')
         return "\n".join(lines)
@@ -299,7 +302,7 @@ exec {as_pg} {pg}/postgres -D "$D" -c listen_addresses='*' -k "$S"
                 service.process.wait(timeout=10)
 
     @contextlib.contextmanager
-    def running(self) -> Iterator[NativeCompose]:
+    def running(self) -> Generator[NativeCompose, None, None]:
         try:
             self.start()
             yield self

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 NETNS_ETC = Path("/etc/netns")
@@ -80,7 +80,7 @@ class Network:
 
     @classmethod
     @contextlib.contextmanager
-    def create(cls, names: list[str]) -> Iterator[Network]:
+    def create(cls, names: list[str]) -> Generator[Network, None, None]:
         # a subnet and names of this run's own: two test runs at once (two checkouts) do not meet
         tag = uuid.uuid4().hex[:6]
         subnet = ipaddress.IPv4Network(f"10.{random.randint(64, 250)}.{random.randint(0, 255)}.0/24")
