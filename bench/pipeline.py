@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -227,29 +228,35 @@ def run_scheduler(work: Path, url: str, server: SparkConnectServer, backfill_day
     case on the same data root), then a backfill of ``backfill_days`` days after it, to completion."""
     import requests
 
-    from retrainer.devtools.local_stack import ADMIN, Stack
+    from retrainer.devtools.local_stack import ADMIN
 
     root, home, date = work / "root-a", work / "airflow-scheduler", dt.date(2013, 6, 11)
-    env = airflow_env(work, root, url)
+    api_port, mlflow_port = _free_port(), _free_port()
+    env = airflow_env(work, root, url) | {
+        "AIRFLOW_HOME": str(home), "AIRFLOW_PORT": str(api_port), "MLFLOW_PORT": str(mlflow_port),
+        "SPARK_CONNECT_PORT": str(server.port),  # make airflow reuses the benchmark's server
+    }  # fmt: skip
+    env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")  # make airflow's own: SQLite under its AIRFLOW_HOME
     home.mkdir()
-    stack = Stack(
-        project=HERE.parent, airflow_home=home, data_root=root, airflow_db=f"sqlite:///{home / 'airflow.db'}",
-        mlflow_backend=env["MLFLOW_TRACKING_URI"], mlflow_artifacts=work / "mlflow-artifacts",
-        secrets=ensure_secrets(HERE.parent / ".env"), api_port=_free_port(), mlflow_port=_free_port(),
-        extra_env={k: env[k] for k in ("AIRFLOW_CONN_RETRAINER_SPARK_CONNECT", "RETRAINER_SPARK_MASTER")},
-    )  # fmt: skip
-    stack.prepare()
-    stack.airflow("dags", "reserialize")
-    dag, results = "flight_delay_retrain", {}
-    with stack.running(home / "logs" / "servers") as procs:
-        login = {"username": ADMIN, "password": stack.secrets["AIRFLOW_ADMIN_PASSWORD"]}
-        token = requests.post(f"{stack.api_url}/auth/token", json=login, timeout=30)
+    api_url, dag, results = f"http://127.0.0.1:{api_port}", "flight_delay_retrain", {}
+    log = home / "make-airflow.log"
+    with open(log, "w") as out:  # `make airflow`'s program, as a person starts it
+        stack = subprocess.Popen([sys.executable, "-m", "retrainer.devtools.local_stack", "up"], env=env,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while "Ctrl-C stops everything" not in log.read_text():
+            if stack.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"make airflow did not come up: {log.read_text()[-3000:]}")
+            time.sleep(1)
+        login = {"username": ADMIN, "password": ensure_secrets(HERE.parent / ".env")["AIRFLOW_ADMIN_PASSWORD"]}
+        token = requests.post(f"{api_url}/auth/token", json=login, timeout=30)
         token.raise_for_status()
         api = requests.Session()
         api.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
 
         def call(method: str, path: str, **kwargs: Any) -> Any:
-            resp = api.request(method, f"{stack.api_url}/api/v2{path}", timeout=60, **kwargs)
+            resp = api.request(method, f"{api_url}/api/v2{path}", timeout=60, **kwargs)
             if resp.status_code >= 300:
                 raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:2000]}")
             return resp.json() if resp.content else None
@@ -262,7 +269,7 @@ def run_scheduler(work: Path, url: str, server: SparkConnectServer, backfill_day
                 raise RuntimeError(f"the scheduler did not report healthy; logs under {home / 'logs'}")
             time.sleep(1)
         call("PATCH", f"/dags/{dag}", json={"is_paused": False})
-        roots = [psutil.Process(p.pid) for p in procs.values()] + spark_server_process(server)
+        roots = [psutil.Process(stack.pid), *spark_server_process(server)]  # honcho and what it runs
         with Sampler(roots) as sampler:
             started = time.perf_counter()
             call("POST", f"/dags/{dag}/dagRuns", json={"dag_run_id": "bench-warm", "logical_date": f"{date}T00:00:00Z"})
@@ -283,7 +290,7 @@ def run_scheduler(work: Path, url: str, server: SparkConnectServer, backfill_day
             with Sampler(roots) as sampler:
                 started = time.perf_counter()
                 for _ in range(60):  # on SQLite Airflow refuses (503) while another writer holds the database
-                    resp = api.post(f"{stack.api_url}/api/v2/backfills", json=body, timeout=60)
+                    resp = api.post(f"{api_url}/api/v2/backfills", json=body, timeout=60)
                     if resp.status_code != 503:
                         break
                     time.sleep(2)
@@ -301,6 +308,9 @@ def run_scheduler(work: Path, url: str, server: SparkConnectServer, backfill_day
             results[name] = {"seconds": round(seconds, 1), **sampler.mib(),
                              "runs": len(runs), "succeeded": states.count("success")}  # fmt: skip
             print(f"retrainer {name}: {results[name]}", flush=True)
+    finally:
+        os.kill(stack.pid, signal.SIGINT)  # Ctrl-C
+        stack.wait(timeout=120)
     return results
 
 

@@ -1,45 +1,51 @@
-"""Server mode, as an operator runs it: Airflow (api-server, scheduler, dag-processor, triggerer) with
-the CeleryExecutor on Redis, a worker for the default queue and one that listens only on the training
-queue, on a fresh PostgreSQL database; MLflow as a server on another. Driven through the REST API v2
-and, for the trigger form, a real browser: trigger with params from the form, refuse a bad param, a
-new champion triggers the downstream DAG, a 7-day backfill, then a backfill of earlier dates once a
+"""The team stack, one host per service: every service of docker-compose.yaml (with the ``gpu`` profile) runs
+natively on a network namespace of its own, under its own host name and address, with the entrypoint, command,
+environment, volumes, dependencies and health checks the file gives it (:mod:`support.compose_native`): Airflow
+(api-server, scheduler, dag-processor, triggerer) with the CeleryExecutor, a worker for the default queue and
+the GPU worker for the training queue, PostgreSQL, Redis, MLflow behind basic auth, and Spark (master, worker, a
+Spark Connect server in front). The test process reaches them over a bridge, as a person at the published ports
+would; nothing reaches another host over loopback (each host's loopback is its own). Settings the test chooses
+go through the ``.env`` file, as an operator's would.
+
+Driven through the REST API v2 and, for the trigger form, a real browser: trigger with params from the form,
+refuse a bad param, each task on the host of the worker serving its queue, the Spark work on the Spark worker
+host's executor, a new champion triggers the downstream DAG, a backfill, then a backfill of earlier dates once a
 later champion exists, then clear and rerun a date.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
-import uuid
+import shutil
+import tempfile
+import urllib.request
 from pathlib import Path
 
 import pytest
+import requests
+import yaml
 
 from retrainer import registry
 from retrainer.core import atomic
 from retrainer.core.layout import RunLayout, date_folder
-from retrainer.core.processes import free_ports
 from retrainer.core.results import EvaluationResult, ExportResult, FeaturesResult, RegistrationResult, TrainingResult
-from retrainer.devtools.local_stack import MLFLOW_USER, TRAINING_QUEUE, WITHHELD_FROM_WORKERS, WORKERS, Stack
+from retrainer.devtools.local_stack import MLFLOW_ALLOWED_HOSTS, MLFLOW_USER, TRAINING_QUEUE, WITHHELD_FROM_WORKERS
 from retrainer.devtools.secrets_file import ensure_secrets
 from retrainer.stages.register import RUN_FOLDER_TAG
-from support import ROOT, SPARK_CONNECT_URL
-from support.server_mode import (
-    REDIS_URL,
-    Api,
-    require_postgres,
-    require_redis,
-    team_databases,
-    trigger_from_the_ui,
-    wait_for,
-    write_timeline,
-)
+from support import ROOT
+from support.compose_native import NativeCompose, compose_config, unserved_training_queue
+from support.netns import Network, available
+from support.server_mode import Api, trigger_from_the_ui, wait_for, write_timeline
 
 DAG = "flight_delay_retrain"
 DOWNSTREAM = "flight_delay_on_new_champion"
 ARTIFACTS = Path(os.environ.get("RETRAINER_TEST_ARTIFACTS") or ROOT / "test-artifacts")
 MODEL = "flight_delay"
-# min_gain -1 (the deployment's floor allows it, see extra_env): every run that is not older than the champion
+PROFILES = ("gpu",)
+WORKER_HOSTS = {"default": "airflow-worker", TRAINING_QUEUE: "airflow-gpu-worker"}  # queue -> the host serving it
+# min_gain -1 (the deployment's floor allows it, see DEPLOYMENT): every run that is not older than the champion
 # is promoted, so the backfills exercise the date rule itself
 # (a 1-epoch model on two days is too noisy to beat the champion on AUC when it should).
 CONF = {"window_days": 7, "eval_days": 2, "epochs": 1, "batch_size": 512, "hidden_units": 8, "part_files": 1,
@@ -49,67 +55,61 @@ LATER = [dt.date(2013, 2, 5) + dt.timedelta(days=i) for i in range(3)]  # 02-05 
 # Not 2013-01-31: its last raw day (01-30, a real warm day) has neighbours on one side only in that run,
 # and the raw gate's temperature-shift check rejects it (a known false alarm, see the README).
 EARLIER = [dt.date(2013, 2, 1), dt.date(2013, 2, 2)]
+# What this deployment writes in .env beside the generated secrets (besides the addresses, set in the fixture)
+DEPLOYMENT = {
+    "RETRAINER_TRAINING_QUEUE": TRAINING_QUEUE,  # with the gpu profile: train goes to the GPU worker
+    "RETRAINER_MIN_GAIN_FLOOR": "-1",  # this deployment lets a run's min_gain go down to -1 (CONF)
+    "RETRAINER_MIN_EVAL_DAYS": "2",  # a run with one evaluation day is held (the REST twin's)
+}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    require_postgres()
-    require_redis()
-    import redis
-
+def server():
+    why = available()
+    if why:
+        if os.environ.get("CI"):
+            raise AssertionError(f"CI is set but the team-stack test cannot make hosts here: {why}")
+        pytest.skip(why)
     from retrainer.data.landing import land
 
-    # This run's Celery keys carry their own prefix: a worker left over from an interrupted run (or another
-    # run sharing the Redis) cannot take this run's tasks, and this run deletes only its own keys.
-    prefix = f"retrainer-test-{uuid.uuid4().hex[:8]}:"
-    base = tmp_path_factory.mktemp("server")
-    land(base / "data", dt.date(2013, 1, 15), dt.date(2013, 2, 12))  # from EARLIER[0] - 7 window - 7 history days
-    api_port, mlflow_port = free_ports(2)
-    with team_databases() as dbs:
-        stack = Stack(
-            project=ROOT,
-            airflow_home=base / "airflow",
-            data_root=base / "data",
-            airflow_db=dbs.urls["airflow"],
-            mlflow_backend=dbs.urls["mlflow"],
-            mlflow_auth_db=dbs.urls["mlflow_auth"],
-            mlflow_artifacts=base / "mlflow-artifacts",
-            secrets=ensure_secrets(base / ".env"),
-            api_port=api_port,
-            mlflow_port=mlflow_port,
-            executor="CeleryExecutor",
-            celery_broker=REDIS_URL,
-            training_concurrency=2,  # two backfill runs may train at once (compose's GPU worker takes one)
-            tasks_use_mlflow_server=True,
-            mlflow_auth=True,  # every MLflow request authenticated; tasks log as a non-admin user
-            extra_env={
-                "RETRAINER_TRAINING_QUEUE": TRAINING_QUEUE,  # as docker-compose.yaml sets it
-                "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": prefix,
-                "RETRAINER_SPARK_MASTER": SPARK_CONNECT_URL,  # every task of every worker: the tests' warm server
-                "RETRAINER_SHUFFLE_PARTITIONS": "4",
-                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-                "AIRFLOW__CORE__PARALLELISM": "3",
-                "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
-                "RETRAINER_MIN_GAIN_FLOOR": "-1",  # this deployment lets a run's min_gain go down to -1 (CONF)
-                "RETRAINER_MIN_EVAL_DAYS": "2",  # a run with one evaluation day is held (the REST twin's)
-            },
-        )
-        stack.prepare()
-        stack.airflow("dags", "reserialize")
-        try:
-            with stack.running(base / "logs", training_worker=True), pytest.MonkeyPatch.context() as mp:
-                for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):  # this test reads as the tasks do
-                    mp.setenv(key, stack.settings()[key])
-                api = Api(stack.api_url, stack.secrets["AIRFLOW_ADMIN_PASSWORD"])
-                for dag_id in (DAG, DOWNSTREAM):
-                    api.ok("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-                yield {"stack": stack, "api": api, "base": base, "logs": base / "logs", "dbs": dbs}
-                write_timeline(api, DAG, ARTIFACTS / "server-mode-tasks.tsv")
-        finally:
-            broker = redis.Redis.from_url(REDIS_URL)
-            keys = list(broker.scan_iter(match=f"{prefix}*"))
-            if keys:
-                broker.delete(*keys)
+    # not under pytest's tmp folder (mode 0700): PostgreSQL runs as its own user and keeps its data here
+    base = Path(tempfile.mkdtemp(prefix="retrainer-hosts-"))
+    base.chmod(0o755)
+    try:
+        land(base / "data", dt.date(2013, 1, 15), dt.date(2013, 2, 12))  # from EARLIER[0] - 7 window - 7 history
+        env_file = base / ".env"
+        secrets = ensure_secrets(env_file)
+        names = compose_config(env_file, PROFILES, "config", "--services").split()
+        with Network.create(names) as net:
+            api_url = f"http://{net.hosts['airflow-apiserver'].address}:8080"
+            mlflow_url = f"http://{net.hosts['mlflow'].address}:5000"
+            settings = DEPLOYMENT | {
+                "RETRAINER_DATA_DIR": str(base / "data"),
+                "AIRFLOW_BASE_URL": api_url,  # where this test's browser opens the UI
+                "MLFLOW_ALLOWED_HOSTS": ",".join([*MLFLOW_ALLOWED_HOSTS, mlflow_url.removeprefix("http://")]),
+            }
+            with env_file.open("a") as f:
+                f.writelines(f"{k}={v}\n" for k, v in settings.items())
+            config = yaml.safe_load(compose_config(env_file, PROFILES))
+            assert unserved_training_queue(config, PROFILES) is None
+            stack = NativeCompose(config, net, base, profiles=PROFILES)
+            try:
+                with stack.running(), pytest.MonkeyPatch.context() as mp:
+                    mp.setenv("MLFLOW_TRACKING_USERNAME", MLFLOW_USER)  # this test reads MLflow as the tasks do
+                    mp.setenv("MLFLOW_TRACKING_PASSWORD", secrets["MLFLOW_PASSWORD"])
+                    api = Api(api_url, secrets["AIRFLOW_ADMIN_PASSWORD"])
+                    for dag_id in (DAG, DOWNSTREAM):
+                        wait_for(lambda d=dag_id: api.call("GET", f"/dags/{d}").status_code == 200, 180, dag_id)
+                        api.ok("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+                    yield {"stack": stack, "net": net, "api": api, "api_url": api_url, "mlflow_url": mlflow_url,
+                           "secrets": secrets, "base": base, "logs": stack.logs}  # fmt: skip
+                    write_timeline(api, DAG, ARTIFACTS / "server-mode-tasks.tsv")
+            finally:
+                shutil.rmtree(ARTIFACTS / "team-stack", ignore_errors=True)
+                if stack.logs.exists():
+                    shutil.copytree(stack.logs, ARTIFACTS / "team-stack")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _layout(server, day: dt.date) -> RunLayout:
@@ -136,7 +136,7 @@ def _wait_run(server, run_id: str, timeout: float = 600) -> dict:
 def _champion_date(server) -> dt.date | None:
     from retrainer.registry import promotion
 
-    holder = promotion.holder(server["stack"].mlflow_url, MODEL, registry.CHAMPION)
+    holder = promotion.holder(server["mlflow_url"], MODEL, registry.CHAMPION)
     return holder.run_date if holder else None
 
 
@@ -197,7 +197,7 @@ def test_a_run_triggered_from_the_ui_form_runs_with_its_params_and_trains_on_the
 
     run_id = "from-the-trigger-form"
     url = trigger_from_the_ui(
-        server["stack"].api_url, server["stack"].secrets["AIRFLOW_ADMIN_PASSWORD"], DAG,
+        server["api_url"], server["secrets"]["AIRFLOW_ADMIN_PASSWORD"], DAG,
         logical_date=TRIGGERED, run_id=run_id, fields=FORM, screenshot=ARTIFACTS / "trigger-form.png",
     )  # fmt: skip
     assert url.endswith(f"/dags/{DAG}/runs/{run_id}"), url
@@ -208,7 +208,7 @@ def test_a_run_triggered_from_the_ui_form_runs_with_its_params_and_trains_on_the
     training = _run_layout(server, TRIGGERED, run_id).load(TrainingResult)
     assert training.hyperparameters["epochs"] == 2 and training.hyperparameters["hidden_units"] == 8
     reg = _run_layout(server, TRIGGERED, run_id).load(RegistrationResult)
-    assert reg.tracking_uri == server["stack"].mlflow_url  # registered over HTTP, PostgreSQL behind it
+    assert reg.tracking_uri == "http://mlflow:5000"  # registered over HTTP, PostgreSQL behind it
     assert reg.promoted and _champion_date(server) == TRIGGERED
 
     # Two runs of one date at once, in two folders: each registered exactly the SavedModel it evaluated.
@@ -217,11 +217,13 @@ def test_a_run_triggered_from_the_ui_form_runs_with_its_params_and_trains_on_the
     twin = _run_layout(server, TRIGGERED, twin_id).load(RegistrationResult)
     assert not twin.promoted and "promotes only on at least 2 (RETRAINER_MIN_EVAL_DAYS)" in twin.decision
 
-    # Celery: train went to the training queue, and only the worker listening there ran it.
-    queues = {t["task_id"]: t["queue"] for t in api.task_instances(DAG, run_id)}
-    assert queues["train"] == TRAINING_QUEUE and queues["features"] == "default"
-    training_log = (server["logs"] / "training-worker.log").read_text()
-    default_log = (server["logs"] / "celery-worker.log").read_text()
+    # Celery: train went to the training queue, and only the worker listening there ran it, on its own host.
+    ran = {t["task_id"]: (t["queue"], t["hostname"]) for t in api.task_instances(DAG, run_id)}
+    assert ran["train"] == (TRAINING_QUEUE, WORKER_HOSTS[TRAINING_QUEUE]) and ran["features"][0] == "default"
+    assert {host for queue, host in ran.values()} == set(WORKER_HOSTS.values()), ran
+    assert all(host == WORKER_HOSTS[queue] for queue, host in ran.values()), ran
+    training_log = (server["logs"] / "airflow-gpu-worker.log").read_text()
+    default_log = (server["logs"] / "airflow-worker.log").read_text()
     assert "task_id='train'" in training_log and "task_id='features'" not in training_log
     assert "task_id='features'" in default_log and "task_id='train'" not in default_log
     # Each worker imported the tasks' libraries once, before forking its pool (retrainer_plugins.celery_config).
@@ -239,7 +241,7 @@ def _run_layout(server, day: dt.date, run_id: str) -> RunLayout:
 def _each_registered_what_it_evaluated(server, day: dt.date, eval_days: dict[str, int]) -> None:
     from retrainer.registry.artefacts import SAVED_MODEL_DIGEST_TAG, download_saved_model
 
-    mlflow_url, versions = server["stack"].mlflow_url, set()
+    mlflow_url, versions = server["mlflow_url"], set()
     for run_id, days in eval_days.items():
         layout = _run_layout(server, day, run_id)
         evaluation, exported = layout.load(EvaluationResult), layout.load(ExportResult)
@@ -255,39 +257,52 @@ def _each_registered_what_it_evaluated(server, day: dt.date, eval_days: dict[str
 
 
 def test_mlflow_answers_only_authenticated_requests_and_workers_hold_no_admin_or_signing_secret(server) -> None:
-    import requests
-
-    stack = server["stack"]
-    search = f"{stack.mlflow_url}/api/2.0/mlflow/registered-models/search"
+    stack, secrets = server["stack"], server["secrets"]
+    search = f"{server['mlflow_url']}/api/2.0/mlflow/registered-models/search"
     assert requests.get(search, timeout=30).status_code == 401  # no credentials
     assert requests.get(search, auth=("retrainer", "wrong"), timeout=30).status_code == 401
-    mine = requests.get(search, auth=(MLFLOW_USER, stack.secrets["MLFLOW_PASSWORD"]), timeout=30)
+    mine = requests.get(search, auth=(MLFLOW_USER, secrets["MLFLOW_PASSWORD"]), timeout=30)
     assert mine.status_code == 200 and [m["name"] for m in mine.json()["registered_models"]] == [MODEL]
-    # What every Airflow component and Celery worker was started with (their /proc environ is overwritten by
-    # setproctitle): the tasks' user, never MLflow's admin password, which only MLflow's auth file holds.
-    env = stack.env()
-    assert env["MLFLOW_TRACKING_USERNAME"] == MLFLOW_USER
-    assert stack.secrets["MLFLOW_ADMIN_PASSWORD"] not in "".join(env.values())
-    assert stack.secrets["MLFLOW_ADMIN_PASSWORD"] in stack.mlflow_auth_file.read_text()
-    assert stack.mlflow_auth_file.stat().st_mode & 0o777 == 0o600
+    # MLflow refuses a Host header it was not told about: what keeps DNS rebinding out
+    other = requests.get(search, auth=(MLFLOW_USER, secrets["MLFLOW_PASSWORD"]), headers={"Host": "evil:5000"})
+    assert other.status_code == 403
+    # What each service was started with (a worker's /proc environ is overwritten by setproctitle): the tasks'
+    # user, never MLflow's admin password, which only MLflow and its init job hold (and its auth file, 0600).
+    started = {name: stack.environment(service) for name, service in stack.services.items()}
+    auth_file = server["base"] / "volumes" / "mlflow-auth" / "basic_auth.ini"
+    assert secrets["MLFLOW_ADMIN_PASSWORD"] in auth_file.read_text() and auth_file.stat().st_mode & 0o777 == 0o600
+    for name, env in started.items():
+        held = "".join(env.values())
+        assert (secrets["MLFLOW_ADMIN_PASSWORD"] in held) == (name in ("mlflow", "mlflow-init", "mlflow-users")), name
+        assert (secrets["MLFLOW_DB_PASSWORD"] in held) == (name in ("postgres", "mlflow", "mlflow-init")), name
+        assert (secrets["AIRFLOW_ADMIN_PASSWORD"] in held) == (name.startswith("airflow-") and name not in
+                                                               WORKER_HOSTS.values()), name  # fmt: skip
     # The Celery workers ran every task of this module's runs without Airflow's token-signing secret and
-    # Fernet key (the other components have them).
-    for worker in WORKERS:
-        started = "".join(stack.started_env[worker].values())
-        assert stack.secrets["AIRFLOW_JWT_SECRET"] not in started and stack.secrets["AIRFLOW_FERNET_KEY"] not in started
-        assert not set(WITHHELD_FROM_WORKERS) & set(stack.started_env[worker])
-    assert stack.started_env["scheduler"]["AIRFLOW__API_AUTH__JWT_SECRET"] == stack.secrets["AIRFLOW_JWT_SECRET"]
-    # MLflow logs in to PostgreSQL as a role of its own (docker/postgres-roles.sql, as compose): its login is in
-    # MLflow's environment only, not on its command line, and no Airflow component or worker holds it (the
-    # roles themselves reach no other database: test_compose.py).
-    dbs = server["dbs"]
-    mlflow_login = dbs.urls["mlflow"].split("://", 1)[1].split("@", 1)[0]
-    assert stack.started_env["mlflow"]["MLFLOW_BACKEND_STORE_URI"] == dbs.urls["mlflow"]
-    assert mlflow_login not in " ".join(stack.mlflow_command())
-    for name, started in stack.started_env.items():
-        if name != "mlflow":
-            assert mlflow_login not in "".join(started.values()), name
-            assert dbs.roles["airflow"] + ":" in started["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], name
+    # Fernet key (the other Airflow components have them), and without the admin's login file.
+    for worker in WORKER_HOSTS.values():
+        held = "".join(started[worker].values())
+        assert secrets["AIRFLOW_JWT_SECRET"] not in held and secrets["AIRFLOW_FERNET_KEY"] not in held
+        assert not set(WITHHELD_FROM_WORKERS) & set(started[worker])
+        assert started[worker]["MLFLOW_TRACKING_USERNAME"] == MLFLOW_USER
+        assert not any("airflow-auth" in str(v) for v in stack.services[worker].volumes)
+    assert started["airflow-scheduler"]["AIRFLOW__API_AUTH__JWT_SECRET"] == secrets["AIRFLOW_JWT_SECRET"]
+
+
+def test_the_spark_work_ran_on_the_spark_worker_host(server) -> None:
+    """The Spark Connect server is a driver only (its master is the cluster's): its executor ran on the worker
+    host, whose executor log shows the tasks it ran."""
+    net = server["net"]
+    with urllib.request.urlopen(f"http://{net.hosts['spark-master'].address}:8081/json/", timeout=10) as r:
+        master = json.load(r)
+    worker = net.hosts["spark-worker"].address
+    assert [w["host"] for w in master["workers"] if w["state"] == "ALIVE"] == [worker], master["workers"]
+    (app,) = [a for a in master["activeapps"] if a["name"] == "spark-connect"]
+    work = server["base"] / "layers" / "spark-worker" / "opt" / "spark" / "work" / app["id"]
+    logs = list(work.glob("*/stderr"))
+    assert logs, f"no executor of {app['id']} on the worker host"
+    assert sum(p.read_text(errors="replace").count("Running task") for p in logs) > 0
+    driver = (server["logs"] / "spark-connect.log").read_text(errors="replace")
+    assert f"({worker},executor 0" in driver or f"({worker}, executor 0" in driver  # the driver sent it there
 
 
 def test_a_new_champion_is_announced_and_triggers_the_downstream_dag(server) -> None:
@@ -295,7 +310,7 @@ def test_a_new_champion_is_announced_and_triggers_the_downstream_dag(server) -> 
     from retrainer.runners import alerts
 
     api = server["api"]
-    version = registry.alias_version(server["stack"].mlflow_url, MODEL, registry.CHAMPION)
+    version = registry.alias_version(server["mlflow_url"], MODEL, registry.CHAMPION)
 
     def downstream_done():
         runs = [r for r in api.runs(DOWNSTREAM) if r["state"] in ("success", "failed")]
@@ -321,13 +336,13 @@ def test_a_new_champion_is_announced_and_triggers_the_downstream_dag(server) -> 
 def test_backfills_in_any_order_never_move_the_champion_backwards(server) -> None:
     seen = [d for d in _backfill(server, LATER) if d is not None]
     assert seen == sorted(seen), seen  # the champion only moved forward while the backfill ran
-    champion_after_later = registry.alias_version(server["stack"].mlflow_url, MODEL, registry.CHAMPION)
+    champion_after_later = registry.alias_version(server["mlflow_url"], MODEL, registry.CHAMPION)
 
     seen = _backfill(server, EARLIER)  # a later champion exists now
     assert set(seen) == {seen[-1]} and seen[-1] >= LATER[0], seen
-    assert registry.alias_version(server["stack"].mlflow_url, MODEL, registry.CHAMPION) == champion_after_later
+    assert registry.alias_version(server["mlflow_url"], MODEL, registry.CHAMPION) == champion_after_later
 
-    client = registry.configure(server["stack"].mlflow_url)
+    client = registry.configure(server["mlflow_url"])
     versions = client.search_model_versions(f"name = '{MODEL}'")
     by_date = {v.tags["run_date"]: v for v in versions}
     assert sorted(by_date) == sorted(str(d) for d in [TRIGGERED, *LATER, *EARLIER])  # one version per run:
@@ -347,7 +362,7 @@ def test_clearing_a_backfilled_date_replaces_its_outputs_without_a_second_versio
     run = next(r for r in api.runs(DAG) if r["logical_date"][:10] == str(day))
     features = Path(_layout(server, day).features)
     stamp = features.stat().st_mtime_ns
-    versions_before = len(registry.configure(server["stack"].mlflow_url).search_model_versions(f"name = '{MODEL}'"))
+    versions_before = len(registry.configure(server["mlflow_url"]).search_model_versions(f"name = '{MODEL}'"))
 
     # from features on (as an operator would after fixing features code); the raw gate's result stays
     body = {"dry_run": False, "dag_run_id": run["dag_run_id"], "only_failed": False, "reset_dag_runs": True,
@@ -358,6 +373,4 @@ def test_clearing_a_backfilled_date_replaces_its_outputs_without_a_second_versio
     assert features.stat().st_mtime_ns > stamp  # rebuilt and swapped in whole, not appended to
     reg = _layout(server, day).load(RegistrationResult)
     assert reg.reused_existing_version
-    assert len(registry.configure(server["stack"].mlflow_url).search_model_versions(f"name = '{MODEL}'")) == (
-        versions_before
-    )
+    assert len(registry.configure(server["mlflow_url"]).search_model_versions(f"name = '{MODEL}'")) == (versions_before)

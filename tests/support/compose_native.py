@@ -24,6 +24,7 @@ import dataclasses
 import glob
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -308,6 +309,36 @@ exec {as_pg} {pg}/postgres -D "$D" -c listen_addresses='*' -k "$S"
             yield self
         finally:
             self.stop()
+
+
+def compose_config(env_file: Path, profiles: tuple[str, ...], *args: str) -> str:
+    """``docker-compose config`` (or another subcommand's output) of the checkout's file with only ``env_file`` for
+    variables: the machine's own AIRFLOW*/RETRAINER*/MLFLOW* variables do not leak into what is checked."""
+    import pytest
+
+    from support import ROOT
+
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        if os.environ.get("CI"):
+            raise AssertionError("docker-compose is not installed: `make test-tools` installs it")
+        pytest.skip("docker-compose not installed (make test-tools)")
+    argv = [
+        binary,
+        "-f",
+        str(ROOT / "docker-compose.yaml"),
+        "--project-directory",
+        str(ROOT),
+        "--env-file",
+        str(env_file),
+        *[a for p in profiles for a in ("--profile", p)],
+        *(args or ("config",)),
+    ]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "POSTGRES", "RETRAINER", "MLFLOW"))}
+    done = subprocess.run(argv, capture_output=True, text=True, env=clean, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[1:])}: {done.stderr}")
+    return done.stdout
 
 
 def unserved_training_queue(config: dict[str, Any], profiles: tuple[str, ...] = ()) -> str | None:

@@ -1,30 +1,27 @@
-"""Airflow and MLflow as servers on this machine: what ``make airflow`` runs and what the server-mode
-tests start, with the same settings that ``docker-compose.yaml`` gives the containers.
+"""Airflow and MLflow as servers on this machine: what ``make airflow`` runs, with the Airflow settings that
+``docker-compose.yaml`` gives the containers (the compose test compares them).
 
-Everything listens on 127.0.0.1. Secrets (the API's JWT secret, the Fernet key, the admin password)
-are generated once per checkout into ``.env`` (git-ignored, mode 0600; docker compose reads the
-same file) and never written in code.
+The components run under honcho's process manager (the Procfile runner): it starts them, routes their output,
+and on Ctrl-C (or when one of them exits) stops them all. Everything listens on 127.0.0.1. Secrets (the API's
+JWT secret, the Fernet key, the admin password) are generated once per checkout into ``.env`` (git-ignored, mode
+0600; docker compose reads the same file) and never written in code.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 from retrainer.core.config import data_root_from_env, project_home
 from retrainer.core.deployment import deployment
-from retrainer.core.processes import dies_with_parent
 from retrainer.devtools.secrets_file import ensure_secrets
 from retrainer.devtools.spark_connect import DEFAULT_PORT, SparkConnectServer
 from retrainer.registry.promotion import POOL as PROMOTION_POOL
@@ -34,10 +31,10 @@ from retrainer.training.launchers import GPU_POOL
 LOOPBACK = "127.0.0.1"
 ADMIN = "admin"
 TRAINING_QUEUE = "training"  # the Celery queue of the workers that train (the GPU workers in compose)
-WORKERS = ("celery-worker", "training-worker")  # the Celery workers: the components that run tasks
-# Not in a Celery worker's environment: it runs each task with the token the scheduler signed for it and
-# reads connections and variables through the Execution API, so it needs neither the token-signing secret
-# nor the Fernet key; a task (or whoever takes a worker) cannot mint tokens or decrypt the metadata database.
+# Not in a Celery worker's environment (docker-compose.yaml's x-airflow-worker-env): it runs each task with the
+# token the scheduler signed for it and reads connections and variables through the Execution API, so it needs
+# neither the token-signing secret nor the Fernet key; a task (or whoever takes a worker) cannot mint tokens or
+# decrypt the metadata database.
 WITHHELD_FROM_WORKERS = ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY")
 MLFLOW_USER = "retrainer"  # the tasks' MLflow user under basic auth: not an admin, owns what it creates
 # The names a container network uses for the MLflow server, besides localhost and IPs (MLflow's default).
@@ -64,16 +61,12 @@ class Stack:
     mlflow_port: int = 5000
     executor: str = "LocalExecutor"
     celery_broker: str | None = None  # redis://... with the CeleryExecutor
-    worker_concurrency: int = 3  # task slots of the default-queue Celery worker
-    training_concurrency: int = 1  # task slots of the training-queue worker (one GPU job at a time, as in compose)
     tasks_use_mlflow_server: bool = False  # tasks log over HTTP (server mode) or to the store directly
     # MLflow's basic-auth app: every request authenticated; tasks log as MLFLOW_USER, the admin password stays
     # with the MLflow server (and whoever creates users); users and grants in mlflow_auth_db (SQLAlchemy URL)
     mlflow_auth: bool = False
     mlflow_auth_db: str | None = None
     extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
-    # each component's environment as ``running`` started it (component name -> environment)
-    started_env: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def api_url(self) -> str:
@@ -105,12 +98,10 @@ class Stack:
             env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = self.secrets["MLFLOW_FLASK_SECRET_KEY"]
         return env
 
-    def env(self, worker: bool = False) -> dict[str, str]:
-        """The environment of an Airflow component and the tasks it runs; a Celery ``worker``'s lacks
-        ``WITHHELD_FROM_WORKERS``, wherever they came from."""
+    def env(self) -> dict[str, str]:
+        """The environment of an Airflow component and the tasks it runs."""
         path = {"PATH": f"{_venv_bin()}:{os.environ.get('PATH', '')}"}  # components start `airflow ...` subprocesses
-        env = {**os.environ, **path, **self.settings()}
-        return {k: v for k, v in env.items() if k not in WITHHELD_FROM_WORKERS} if worker else env
+        return {**os.environ, **path, **self.settings()}
 
     def settings(self) -> dict[str, str]:
         """What this stack sets (docker-compose.yaml sets the same Airflow keys in its containers)."""
@@ -154,9 +145,10 @@ class Stack:
             env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] = CELERY_CONFIG_OPTION  # task libraries imported once
         return env | self.extra_env
 
-    def commands(self, training_worker: bool = False) -> dict[str, list[str]]:
+    def commands(self) -> dict[str, list[str]]:
         """Each long-running component. Log servers are skipped: logs are files on this machine, and
-        Airflow's log server would listen on all interfaces."""
+        Airflow's log server would listen on all interfaces. (The Celery workers of the team stack are
+        docker-compose.yaml's, which the server tests run natively.)"""
         airflow = _venv_bin("airflow")
         out = {
             "api-server": [airflow, "api-server", "--host", LOOPBACK, "--port", str(self.api_port), "--workers", "1"],
@@ -165,16 +157,6 @@ class Stack:
             "triggerer": [airflow, "triggerer", "--skip-serve-logs"],
             "mlflow": self.mlflow_command(),
         }
-        if self.executor == "CeleryExecutor":
-            worker = [airflow, "celery", "worker", "--skip-serve-logs", "--concurrency"]
-            out["celery-worker"] = [
-                *worker, str(self.worker_concurrency), "--queues", "default", "--celery-hostname", "default@%h",
-            ]  # fmt: skip
-            if training_worker:
-                out["training-worker"] = [
-                    *worker, str(self.training_concurrency),
-                    "--queues", TRAINING_QUEUE, "--celery-hostname", "training@%h",
-                ]  # fmt: skip
         return out
 
     def mlflow_command(self) -> list[str]:
@@ -237,41 +219,6 @@ class Stack:
             raise RuntimeError(f"airflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         return proc.stdout
 
-    @contextlib.contextmanager
-    def running(self, log_dir: Path, training_worker: bool = False) -> Generator[dict[str, Any], None, None]:
-        """Start every component (each in its own process group), wait until the API and MLflow answer,
-        and stop them all on exit, however the block ends."""
-        log_dir.mkdir(parents=True, exist_ok=True)
-        procs: dict[str, subprocess.Popen] = {}
-        try:
-            for name, argv in self.commands(training_worker).items():
-                with open(log_dir / f"{name}.log", "w") as out:
-                    env = self.mlflow_env() if name == "mlflow" else self.env(worker=name in WORKERS)
-                    self.started_env[name] = env
-                    procs[name] = subprocess.Popen(
-                        argv, env=env, stdout=out,
-                        stderr=subprocess.STDOUT, start_new_session=True,
-                        # SIGTERM (a clean stop) when this process dies: a Celery worker left behind by a
-                        # killed test run would otherwise go on taking the next run's tasks
-                        cwd=self.project, preexec_fn=dies_with_parent(signal.SIGTERM),
-                    )  # fmt: skip
-            _wait_until(lambda: _answers(f"{self.api_url}/api/v2/version"), 240, "the Airflow API", procs, log_dir)
-            _wait_until(lambda: _answers(f"{self.mlflow_url}/health"), 240, "the MLflow server", procs, log_dir)
-            if self.mlflow_auth:
-                self.ensure_mlflow_user()
-            yield procs
-        finally:
-            for proc in procs.values():
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-            for proc in procs.values():
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
-
 
 def _answers(url: str) -> bool:
     try:
@@ -281,17 +228,67 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _wait_until(ready: Any, timeout: float, what: str, procs: dict[str, subprocess.Popen], log_dir: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
+class _LogFiles:
+    """honcho's printer for ``make airflow``: each component's lines go to its own log file (Airflow's components
+    are verbose), honcho's own lines (started, stopped, signals) and ours to the terminal."""
+
+    def __init__(self, log_dir: Path, terminal: Any) -> None:
+        from honcho.printer import Printer
+
+        self.terminal = Printer(terminal)
+        self.log_dir = log_dir
+        self.files: dict[str, Any] = {}
+        self.width = 0
+
+    def write(self, message: Any) -> None:
+        if message.name in ("system", "retrainer"):
+            self.terminal.width = self.width
+            self.terminal.write(message)
             return
-        dead = [n for n, p in procs.items() if p.poll() is not None]
-        if dead:
-            tail = (log_dir / f"{dead[0]}.log").read_text()[-3000:]
-            raise RuntimeError(f"{dead[0]} exited ({procs[dead[0]].returncode}) while waiting for {what}:\n{tail}")
-        time.sleep(1)
-    raise TimeoutError(f"{what} did not answer within {timeout:.0f} s; logs in {log_dir}")
+        if message.name not in self.files:
+            self.files[message.name] = open(self.log_dir / f"{message.name}.log", "a", buffering=1)  # noqa: SIM115
+        data = message.data.decode(errors="replace") if isinstance(message.data, bytes) else message.data
+        self.files[message.name].write(data)
+
+
+def supervise(stack: Stack, log_dir: Path, ready_message: str = "", timeout: float = 240) -> int:
+    """Run every component under honcho's manager until Ctrl-C, SIGTERM or one of them exits; return honcho's exit
+    code. Once the API and MLflow answer, ``ready_message`` is printed; if they do not within ``timeout``, every
+    component is stopped."""
+    import datetime as dt
+    import shlex
+    import threading
+
+    import honcho.manager
+    from honcho.printer import Message
+
+    # honcho SIGKILLs what is still running 5 s after its SIGTERM; the scheduler needs longer to stop its tasks
+    honcho.manager.KILL_WAIT = 30
+    log_dir.mkdir(parents=True, exist_ok=True)
+    manager = honcho.manager.Manager(_LogFiles(log_dir, sys.stdout))
+    for name, argv in stack.commands().items():
+        env = stack.mlflow_env() if name == "mlflow" else stack.env()
+        manager.add_process(name, "exec " + shlex.join(argv), env=env, cwd=str(stack.project))
+
+    def say(text: str) -> None:
+        manager.events.put(Message(type="line", data=text, time=dt.datetime.now(), name="retrainer", colour=None))
+
+    def announce() -> None:
+        deadline = time.monotonic() + timeout
+        urls = (f"{stack.api_url}/api/v2/version", f"{stack.mlflow_url}/health")
+        while not all(_answers(url) for url in urls):
+            if time.monotonic() > deadline:
+                say(f"the API or MLflow did not answer within {timeout:.0f} s: stopping; logs in {log_dir}\n")
+                manager.terminate()
+                return
+            time.sleep(1)
+        if stack.mlflow_auth:
+            stack.ensure_mlflow_user()
+        say(ready_message)
+
+    threading.Thread(target=announce, daemon=True).start()
+    manager.loop()
+    return int(manager.returncode or 0)
 
 
 def embedded(project: Path) -> Stack:
@@ -331,25 +328,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Airflow database {stack.airflow_db} migrated, pool {PROMOTION_POOL} ready")
         return 0
     stack.airflow("dags", "reserialize")
-    stop = {"now": False}
-    for signum in (signal.SIGINT, signal.SIGTERM):  # set explicitly: a shell may start us with SIGINT ignored
-        signal.signal(signum, lambda *_: stop.update(now=True))
     spark = SparkConnectServer(int(os.environ.get("SPARK_CONNECT_PORT", DEFAULT_PORT)))
     reused = not spark.up()  # make run may have left one running: use it, and leave it to make stop
+    logs = stack.airflow_home / "logs" / "servers"
+    how = "Spark Connect, already running" if reused else "Spark Connect"
+    ready = (
+        f"Airflow  {stack.api_url}   login: {ADMIN} / {stack.secrets['AIRFLOW_ADMIN_PASSWORD']} (from .env)\n"
+        f"MLflow   {stack.mlflow_url}\n"
+        f"Spark    {spark.url} ({how}; logs in {spark.log_dir})\n"
+        f"logs     {logs}   Ctrl-C stops everything\n"
+    )
     try:
-        with stack.running(stack.airflow_home / "logs" / "servers"):
-            print(f"Airflow  {stack.api_url}   login: {ADMIN} / {stack.secrets['AIRFLOW_ADMIN_PASSWORD']} (from .env)")
-            print(f"MLflow   {stack.mlflow_url}")
-            how = "Spark Connect, already running" if reused else "Spark Connect"
-            print(f"Spark    {spark.url} ({how}; logs in {spark.log_dir})")
-            print(f"logs     {stack.airflow_home / 'logs' / 'servers'}   Ctrl-C stops everything", flush=True)
-            while not stop["now"]:
-                time.sleep(0.5)
-            print("stopping ...", flush=True)
+        code = supervise(stack, logs, ready)
+        print("stopped", flush=True)
     finally:
         if not reused:  # Ctrl-C stops the Spark Connect server it started
             spark.down()
-    return 0
+    return 0 if code in (0, 130, 143) else code
 
 
 if __name__ == "__main__":
