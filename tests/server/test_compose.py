@@ -1,6 +1,6 @@
-"""docker-compose.yaml cannot start here (no Docker engine): it is validated and resolved by a real
-Compose implementation (Debian's docker-compose), and what it resolves to is compared with the
-settings the native stack (retrainer.devtools.local_stack, run by test_server_mode.py) uses."""
+"""docker-compose.yaml's own rules, checked on what a real Compose implementation (Debian's docker-compose)
+resolves it to, and compared with the settings of `make airflow`'s native stack (retrainer.devtools.local_stack).
+test_server_mode.py runs the file itself, one host per service."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Server-mode fixture helpers: PostgreSQL roles and databases of Airflow's and MLflow's own, the stack
-(:mod:`retrainer.devtools.local_stack`, the same settings docker-compose gives the containers) and a REST v2 client."""
+"""Server-tier helpers: PostgreSQL roles and databases as docker/postgres-roles.sql makes them (the compose test
+runs the file against the machine's PostgreSQL), Airflow's REST v2 client, the trigger form in a real browser."""
 
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ import pytest
 import requests
 
 POSTGRES_URL = os.environ.get("RETRAINER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-# The Celery test keeps its keys under a prefix of its own in this database and deletes them afterwards.
-REDIS_URL = os.environ.get("RETRAINER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def require_postgres() -> None:
@@ -140,18 +138,6 @@ def write_timeline(api: Api, dag_id: str, path: Path) -> None:
             )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(rows) + "\n")
-
-
-def require_redis() -> None:
-    """Like :func:`require_postgres`, for the Celery broker."""
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5).ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI"):
-            raise AssertionError(f"CI is set but Redis at {REDIS_URL} is not reachable: {exc}") from exc
-        pytest.skip(f"no Redis at {REDIS_URL} (set RETRAINER_TEST_REDIS_URL): {exc}")
 
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (make test-tools); Playwright drives it, downloads nothing
