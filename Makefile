@@ -57,9 +57,9 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml
+$(VENV)/.installed: $(BIN)/python requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
 	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
 	@$(BIN)/python -c "import pyspark, sys; sys.exit(pyspark.__version__ != '4.3.0' and 'pyspark was overwritten: ' + pyspark.__version__)"
 	$(BIN)/pip install --quiet --no-deps -e .
