@@ -14,8 +14,9 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, BaseOperator, Param, dag, task
 
+from retrainer.core.config import engine_setting
 from retrainer.core.deployment import deployment
 from retrainer.registry.promotion import POOL as PROMOTION_POOL
 from retrainer_plugins.failures import no_retry_on_bad_data
@@ -183,15 +184,21 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
         ).output
         # validate hands on the features' final (validated) place: nothing downstream reads unvalidated data.
         validated = validate(workload, features)
-        # Celery workers with GPUs listen on the training queue (docker-compose.yaml); ignored by other
-        # executors. Launcher, accelerator and worker count: the deployment's RETRAINER_* settings.
-        trained = TensorFlowTrainOperator(
-            task_id="train",
-            workload=workload,
-            validated=validated,
-            queue=TRAINING_QUEUE,
-            execution_timeout=timedelta(hours=2),
-        ).output
+        # Launcher, accelerator and worker count: the deployment's RETRAINER_* settings. On Kubernetes the task is
+        # the provider's KubernetesJobOperator (it creates the pods' Job and waits in the triggerer); otherwise
+        # it trains in its worker, and Celery workers with GPUs listen on the training queue (docker-compose.yaml).
+        if engine_setting("launcher") == "kubernetes":
+            from retrainer_plugins.kubernetes_train_operator import TensorFlowKubernetesTrainOperator
+
+            train_task: BaseOperator = TensorFlowKubernetesTrainOperator(
+                task_id="train", workload=workload, validated=validated, execution_timeout=timedelta(hours=2)
+            )
+        else:
+            train_task = TensorFlowTrainOperator(
+                task_id="train", workload=workload, validated=validated, queue=TRAINING_QUEUE,
+                execution_timeout=timedelta(hours=2),
+            )  # fmt: skip
+        trained = train_task.output
         evaluation = evaluate(workload, validated, trained)
         exported = export(workload, validated, trained)
         evaluation >> exported

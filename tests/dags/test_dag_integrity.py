@@ -99,6 +99,24 @@ def test_train_runs_through_the_training_operator_and_gpu_work_takes_the_gpu_poo
     assert (from_env.pool, from_env.queue) == ("my_gpus", "gpu-workers")  # the DAG author's pool wins
 
 
+def test_on_kubernetes_train_is_the_providers_deferrable_job_operator(monkeypatch) -> None:
+    """RETRAINER_LAUNCHER=kubernetes where the DAG file is parsed: the train task is the cncf.kubernetes provider's
+    KubernetesJobOperator (deferrable, the pods' logs in the task log), between the same tasks as before."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.providers.cncf.kubernetes.operators.job import KubernetesJobOperator
+
+    from retrainer.training.launchers import GPU_POOL
+
+    monkeypatch.setenv("RETRAINER_LAUNCHER", "kubernetes")
+    monkeypatch.setenv("RETRAINER_ACCELERATOR", "gpu")
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "flight_delay_retrain.py"))
+    assert bag.import_errors == {}
+    train = bag.dags["flight_delay_retrain"].get_task("train")
+    assert isinstance(train, KubernetesJobOperator) and train.task_type == "TensorFlowKubernetesTrainOperator"
+    assert train.deferrable and train.wait_until_job_complete and train.get_logs and train.pool == GPU_POOL
+    assert train.upstream_task_ids == {"validate"} and {"evaluate", "export"} <= train.downstream_task_ids
+
+
 def test_every_task_retries_with_backoff_and_has_a_timeout(dag) -> None:
     for task in dag.tasks:
         assert task.retries >= 2, task.task_id

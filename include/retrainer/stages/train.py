@@ -25,11 +25,11 @@ class NotValidated(ValueError):
     """Training was asked to read features that are not this run's validated features."""
 
 
-@costed("train")
-def train_model(validated: ValidationResult, run: RunContext | RunConfig) -> TrainingResult:
-    run = RunContext.of(run)
-    cfg = run.config
-    layout = run.layout
+def check_training_inputs(validated: ValidationResult, run: RunContext | RunConfig) -> ValidationResult:
+    """What every launcher's training starts from: the features passed on are this run's validated ones (returns
+    the validation result the workers will read). The Kubernetes operator calls this before it creates its Job,
+    then reads the result the chief worker wrote (:func:`trained_result`)."""
+    layout = RunContext.of(run).layout
     if not isinstance(validated, ValidationResult) or not validated.report.success:
         raise NotValidated(
             f"refusing to train on features that did not pass validation ({type(validated).__name__}); "
@@ -41,6 +41,18 @@ def train_model(validated: ValidationResult, run: RunContext | RunConfig) -> Tra
             f"the validated features in {on_disk.features_dir} are not the ones passed to train "
             "(rebuilt since?): rerun validate"
         )
-    layout.discard(TrainingResult)  # a failed launch must not leave an earlier result standing
-    get_launcher(cfg.engines.launcher).launch(ENTRYPOINT, cfg)
-    return layout.load(TrainingResult)
+    return on_disk
+
+
+def trained_result(run: RunContext | RunConfig) -> TrainingResult:
+    """The result the workers left in the run's folder (written by the chief worker last)."""
+    return RunContext.of(run).layout.load(TrainingResult)
+
+
+@costed("train")
+def train_model(validated: ValidationResult, run: RunContext | RunConfig) -> TrainingResult:
+    run = RunContext.of(run)
+    check_training_inputs(validated, run)
+    run.layout.discard(TrainingResult)  # a failed launch must not leave an earlier result standing
+    get_launcher(run.config.engines.launcher).launch(ENTRYPOINT, run.config)
+    return trained_result(run)
