@@ -58,14 +58,15 @@ class SparkFeaturesOperator(SparkSubmitOperator):
 
         cfg = run.config
         try:  # the hook would silently fall back to YARN
-            BaseHook.get_connection(self._conn_id)
+            connection = BaseHook.get_connection(self._conn_id)
         except AirflowNotFoundException as exc:
             raise ConfigError(
                 f"no Airflow connection {self._conn_id!r} for the Spark master: define it (for example "
                 f'AIRFLOW_CONN_{self._conn_id.upper()}=\'{{"conn_type": "spark", "host": "local[*]"}}\') '
                 f"or set {features_submission.CONN_ID_ENV}"
             ) from exc
-        settings = features_submission.submit_settings(cfg)
+        master = f"{connection.host}:{connection.port}" if connection.port else str(connection.host or "")
+        settings = features_submission.submit_settings(cfg, master)
         self.application = features_submission.application()
         self.name, self.application_args = settings["name"], settings["application_args"]
         self.conf = (self.conf or {}) | settings["conf"]

@@ -72,3 +72,24 @@ def test_connect_urls_and_master_urls_are_told_apart(master: str) -> None:
 
     assert is_connect(master)
     assert not any(is_connect(m) for m in ("local[*]", "local[2]", "spark://h:7077", "yarn", "k8s://https://h"))
+
+
+@pytest.mark.parametrize(
+    ("master", "bind"),
+    [("local[*]", "127.0.0.1"), ("sc://127.0.0.1:15002", "127.0.0.1"), ("spark://127.0.0.1:7077", "127.0.0.1"),
+     ("spark://localhost:7077", "127.0.0.1"), ("spark://spark-master:7077", None), ("spark-master:7077", None),
+     ("spark://10.0.0.5:7077", None)],
+)  # fmt: skip
+def test_a_driver_binds_loopback_only_when_its_cluster_is_on_this_machine(monkeypatch, master, bind) -> None:
+    """A spark-submit driver for a cluster on other hosts must listen where the executors can reach it (the
+    multi-host test showed executors failing to connect back to a driver on 127.0.0.1)."""
+    from retrainer.core.config import RunConfig
+    from retrainer.data.features_submission import submit_settings
+    from retrainer.spark.session import driver_address
+
+    assert driver_address(master) == bind
+    monkeypatch.delenv("SPARK_LOCAL_IP", raising=False)
+    env = submit_settings(RunConfig.build("2013-06-08"), master)["env_vars"]
+    assert env.get("SPARK_LOCAL_IP") == bind
+    monkeypatch.setenv("SPARK_LOCAL_IP", "10.1.2.3")  # an operator's explicit choice wins
+    assert submit_settings(RunConfig.build("2013-06-08"), master)["env_vars"]["SPARK_LOCAL_IP"] == "10.1.2.3"

@@ -40,10 +40,14 @@ def application() -> str:
     return spec.origin
 
 
-def submit_settings(cfg: RunConfig) -> dict[str, Any]:
-    """The spark-submit arguments of one run's features job (SparkSubmitHook/Operator keywords)."""
+def submit_settings(cfg: RunConfig, master: str = "local[*]") -> dict[str, Any]:
+    """The spark-submit arguments of one run's features job (SparkSubmitHook/Operator keywords) to ``master``
+    (the connection's): its driver binds loopback only when the master is on this machine."""
+    from retrainer.spark.session import driver_address
+
     python = os.environ.get("PYSPARK_PYTHON", sys.executable)
     settings = deployment()
+    bind = os.environ.get("SPARK_LOCAL_IP") or driver_address(master)
     return {
         "name": f"retrainer-features-{cfg.run.workload}-{cfg.run.date.isoformat()}",
         "application_args": cfg.to_argv(),  # no secret: the job needs neither MLflow nor a Spark URL
@@ -57,7 +61,7 @@ def submit_settings(cfg: RunConfig) -> dict[str, Any]:
         # Only what the job's Python needs beyond the config in its arguments.
         "env_vars": {
             "PYSPARK_PYTHON": python,
-            "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
+            **({"SPARK_LOCAL_IP": bind} if bind else {}),
             # spark-submit is looked up on this PATH: the one installed with pyspark first
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         },

@@ -33,6 +33,19 @@ def is_connect(master: str) -> bool:
     return master.startswith(CONNECT_SCHEME)
 
 
+def driver_address(master: str) -> str | None:
+    """The address a driver for ``master`` binds: loopback when everything it talks to is on this machine (a local
+    master, a Spark Connect client, a cluster on loopback); otherwise None, so that Spark takes the host's own
+    address, the one executors on other hosts can connect back to (a driver on 127.0.0.1 is unreachable from
+    them: its executors fail to connect and the job never runs)."""
+    from urllib.parse import urlsplit
+
+    if master.startswith("local") or is_connect(master):
+        return "127.0.0.1"
+    host = urlsplit(master if "://" in master else f"spark://{master}").hostname or ""
+    return "127.0.0.1" if host in ("127.0.0.1", "localhost", "::1") else None
+
+
 def session_settings() -> dict[str, str]:
     """The SQL settings every stage relies on (UTC dates, dynamic partition overwrite of the feature store)."""
     return {
@@ -43,7 +56,8 @@ def session_settings() -> dict[str, str]:
 
 
 def get_spark(master: str, app_name: str = "retrainer") -> SparkSession:
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    if (address := driver_address(master)) is not None:
+        os.environ.setdefault("SPARK_LOCAL_IP", address)
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
     if is_connect(master) and not os.environ.get("PYSPARK_GATEWAY_PORT"):  # under spark-submit its driver wins
         return _connect(master)
