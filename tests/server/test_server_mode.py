@@ -218,10 +218,8 @@ def test_a_run_triggered_from_the_ui_form_runs_with_its_params_and_trains_on_the
     assert not twin.promoted and "promotes only on at least 2 (RETRAINER_MIN_EVAL_DAYS)" in twin.decision
 
     # Celery: train went to the training queue, and only the worker listening there ran it, on its own host.
-    ran = {t["task_id"]: (t["queue"], t["hostname"]) for t in api.task_instances(DAG, run_id)}
-    assert ran["train"] == (TRAINING_QUEUE, WORKER_HOSTS[TRAINING_QUEUE]) and ran["features"][0] == "default"
-    assert {host for queue, host in ran.values()} == set(WORKER_HOSTS.values()), ran
-    assert all(host == WORKER_HOSTS[queue] for queue, host in ran.values()), ran
+    _assert_ran_on_their_hosts(server, run_id)
+    _assert_ran_on_their_hosts(server, twin_id)
     training_log = (server["logs"] / "airflow-gpu-worker.log").read_text()
     default_log = (server["logs"] / "airflow-worker.log").read_text()
     assert "task_id='train'" in training_log and "task_id='features'" not in training_log
@@ -230,6 +228,16 @@ def test_a_run_triggered_from_the_ui_form_runs_with_its_params_and_trains_on_the
     for log in (training_log, default_log):
         preloaded = [line for line in log.splitlines() if "retrainer preload:" in line]
         assert len(preloaded) == 1 and "'tensorflow'" in preloaded[0] and "'great_expectations'" in preloaded[0]
+
+
+def _assert_ran_on_their_hosts(server, run_id: str) -> None:
+    """Every task the run ran (not those it skipped) ran on the host of the worker serving its queue: train on the
+    GPU worker's."""
+    tis = server["api"].task_instances(DAG, run_id)
+    ran = {t["task_id"]: (t["queue"], t["hostname"]) for t in tis if t["state"] == "success"}
+    assert ran["train"] == (TRAINING_QUEUE, WORKER_HOSTS[TRAINING_QUEUE]) and ran["features"][0] == "default", ran
+    assert {host for queue, host in ran.values()} == set(WORKER_HOSTS.values()), ran
+    assert all(host == WORKER_HOSTS[queue] for queue, host in ran.values()), ran
 
 
 def _run_layout(server, day: dt.date, run_id: str) -> RunLayout:
@@ -352,6 +360,8 @@ def test_backfills_in_any_order_never_move_the_champion_backwards(server) -> Non
         window = (day - dt.timedelta(days=7), day - dt.timedelta(days=2), day)
         assert tags["train_range"] == f"[{window[0]}, {window[1]})" and tags["eval_range"] == f"[{window[1]}, {day})"
         assert _layout(server, day).load(FeaturesResult).eval_range[1] == str(day)
+    for run in [r for r in server["api"].runs(DAG) if r["run_type"] == "backfill"]:
+        _assert_ran_on_their_hosts(server, run["dag_run_id"])
     for day in EARLIER:
         reg = _layout(server, day).load(RegistrationResult)
         assert not reg.promoted and f"this run's date {day} is before champion" in reg.decision
