@@ -91,3 +91,28 @@ def test_missing_raw_partitions_are_listed_before_spark_starts(tmp_path: Path, c
     )
     err = capsys.readouterr().err
     assert "missing raw partitions" in err and "flights: 2013-01-22, 2013-01-23" in err and "2013-02-04" in err
+
+
+def test_the_version_and_the_exit_status_of_rejected_data(spark, landed: Path, tmp_path: Path, capsys) -> None:
+    """`retrainer --version` names the installed package; data a gate rejects exits 3, not the 2 of a usage or
+    configuration error, so a wrapper script can tell them apart."""
+    import shutil
+    from importlib.metadata import version
+
+    from retrainer.core.layout import raw_partition
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"retrainer {version('retrainer')}"
+    root = tmp_path / "data"
+    shutil.copytree(landed / "raw", root / "raw")
+    day = raw_partition(root, "flights", RUN_DATE.replace(day=2))
+    rows = day.read_text().splitlines(keepends=True)
+    day.write_text(rows[0].replace("dep_delay", "departure_delay") + "".join(rows[1:]))  # a renamed column
+    args = ["check-raw", "--date", RUN_DATE.isoformat(), "--data-root", str(root), "--window-days", "7",
+            "--eval-days", "2", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("retrainer check-raw: bad data: ") and "flights" in err and "dep_delay" in err, err
+    assert main([*args, "--window-days", "2", "--eval-days", "5"]) == 2  # a configuration error: still 2

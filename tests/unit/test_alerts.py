@@ -78,3 +78,18 @@ def test_the_champion_log_is_keyed_by_version(tmp_path: Path) -> None:
 def test_only_a_run_that_moved_the_alias_changed_the_champion() -> None:
     assert _registration("u", before="6").champion_changed and _registration("u", before=None).champion_changed
     assert not _registration("u", before="7").champion_changed  # a rerun: v7 already was champion
+
+
+@pytest.mark.parametrize(("before", "says"), [(None, "(its first champion)"), ("6", "(was v6)")])
+def test_the_champion_change_alert_says_what_it_replaced(before, says) -> None:
+    """A first champion replaced nothing: the alert says so instead of "was vNone"."""
+    import types
+
+    from retrainer.runners.airflow_adapter import alert_from_context
+
+    news = announcement(_registration("http://mlflow:5000", before=before), _evaluation(), dt.date(2013, 2, 3))
+    ti = types.SimpleNamespace(task_id="publish_champion", try_number=1, xcom_pull=lambda task_ids: news)
+    dag = types.SimpleNamespace(dag_id="flight_delay_retrain")
+    context = {"ti": ti, "dag": dag, "run_id": "scheduled__2013-02-03T00:00:00+00:00", "logical_date": None}
+    alert = alert_from_context(context, alerts.CHAMPION_CHANGED)
+    assert f"champion is now v7 {says}: PROMOTE" in alert.message and "None" not in alert.message

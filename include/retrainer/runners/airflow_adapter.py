@@ -138,10 +138,9 @@ def alert_from_context(context: Any, event: str) -> Alert:
         return Alert(TASK_FAILED, message=message, details={"exception": reason}, **where)
     if event == CHAMPION_CHANGED:
         news = ti.xcom_pull(task_ids=ti.task_id) or {}
-        message = (
-            f"{news.get('model')} champion is now v{news.get('version')} (was v{news.get('previous_version')}): "
-            f"{news.get('decision')}"
-        )
+        previous = news.get("previous_version")
+        was = f"was v{previous}" if previous is not None else "its first champion"
+        message = f"{news.get('model')} champion is now v{news.get('version')} ({was}): {news.get('decision')}"
         return Alert(CHAMPION_CHANGED, message=message, details=news, **where)
     raise ValueError(f"unknown alert event {event!r}")
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from retrainer.core.config import add_config_arguments, config_from_namespace, default_data_root
 from retrainer.core.deployment import deployment
+from retrainer.core.errors import BadData
 from retrainer.core.layout import RunLayout
 from retrainer.core.params import date_arg
 from retrainer.core.results import (
@@ -158,12 +159,28 @@ def _store_arguments(parser: argparse.ArgumentParser, data_root_help: str) -> No
     parser.add_argument("--data-root", help=f"{data_root_help} (env RETRAINER_DATA_ROOT)")
 
 
+EXIT_USAGE = 2  # a usage or configuration error (argparse exits 2 too), or a stage run out of order
+EXIT_BAD_DATA = 3  # the input data was rejected by a gate (raw gate, validation, a file changed after the gate)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("retrainer")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retrainer",
         description="Scheduled TensorFlow retraining: land, check-raw, features, validate, train, evaluate, export,"
         " register.",
+        epilog=f"exit status: 0 done, {EXIT_USAGE} usage or configuration error, {EXIT_BAD_DATA} the data was "
+        "rejected (the message names file, column and check), 1 anything else",
     )
+    parser.add_argument("--version", action="version", version=f"retrainer {_version()}")
     parser.add_argument("--log-level", default=deployment().log_level, help="log level (env RETRAINER_LOG_LEVEL)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -232,9 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         result = args.func(args)
-    except (ValueError, FileNotFoundError) as exc:  # configuration and data errors: a message, not a traceback
+    except BadData as exc:  # the data was rejected: a message, not a traceback, and a code of its own
+        print(f"retrainer {args.command}: bad data: {exc}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    except (ValueError, FileNotFoundError) as exc:  # configuration and usage errors, as argparse's own
         print(f"retrainer {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if isinstance(result, StageResult):
         result = result.to_dict()
     if result is not None:

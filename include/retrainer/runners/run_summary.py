@@ -134,6 +134,21 @@ def _data_lines(feats: FeaturesResult | None, report: GateReport | None, gate_re
     return lines
 
 
+# tf.distribute's class names as people call the strategies (TrainingResult keeps the class's own name)
+STRATEGY_LABELS = {
+    "_DefaultDistributionStrategy": "one device (no distribution strategy)",
+    "OneDeviceStrategy": "one device",
+    "MirroredStrategy": "MirroredStrategy",
+    "CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy",
+    "TPUStrategy": "TPUStrategy",
+    "TPUStrategyV2": "TPUStrategy",
+}
+
+
+def strategy_label(name: str) -> str:
+    return STRATEGY_LABELS.get(name, name)
+
+
 def _model_lines(
     train: TrainingResult | None, ev: EvaluationResult | None, reg: RegistrationResult | None, objective: Any
 ) -> list[str]:
@@ -141,7 +156,7 @@ def _model_lines(
     if train:
         last = f", last loss {train.history[-1]['loss']:.4f}" if train.history else ", nothing left to train (resumed)"
         lines.append(
-            f"  training    {train.epochs_trained} epoch(s) on {train.strategy} x{train.replicas} "
+            f"  training    {train.epochs_trained} epoch(s) on {strategy_label(train.strategy)} x{train.replicas} "
             f"({train.launcher}, {train.num_workers} worker(s)){last}"
         )
         if train.validation_range:
