@@ -1,4 +1,5 @@
-"""Waits for the raw partitions a retraining run reads; on timeout, fails listing what is missing."""
+"""Waits for the raw partitions a retraining run reads; on timeout, fails listing what is missing. A run whose
+days are past the end of a finite source (the landing record says where it ends) fails at once instead."""
 
 from __future__ import annotations
 
@@ -25,11 +26,19 @@ class RawPartitionsSensor(BaseSensorOperator):
         self._missing: dict[str, list[str]] = {}
 
     def poke(self, context: Any) -> bool:
-        from retrainer.data.landed_files import describe_missing, missing_raw_inputs, raw_days
+        from retrainer.data.landed_files import (
+            PastTheSource,
+            describe_missing,
+            missing_raw_inputs,
+            past_the_source,
+            raw_days,
+        )
         from retrainer.runners.airflow_adapter import run_config
 
-        with no_retry_on_bad_data():  # a bad conf does not get better while waiting
+        with no_retry_on_bad_data():  # a bad conf, or days that will never land, do not get better while waiting
             cfg = run_config(context, self.workload)
+            if why := past_the_source(cfg):
+                raise PastTheSource(why)
         self._missing = missing_raw_inputs(cfg)
         if self._missing:
             self.log.info(

@@ -70,13 +70,14 @@ def server():
         if os.environ.get("CI"):
             raise AssertionError(f"CI is set but the team-stack test cannot make hosts here: {why}")
         pytest.skip(why)
-    from retrainer.data.landing import land
+    from retrainer.data.landing import land, write_landed_marker
 
     # not under pytest's tmp folder (mode 0700): PostgreSQL runs as its own user and keeps its data here
     base = Path(tempfile.mkdtemp(prefix="retrainer-hosts-"))
     base.chmod(0o755)
     try:
-        land(base / "data", dt.date(2013, 1, 15), dt.date(2013, 2, 12))  # from EARLIER[0] - 7 window - 7 history
+        written = land(base / "data", dt.date(2013, 1, 15), dt.date(2013, 2, 12))  # EARLIER[0] - 7 window - 7 history
+        write_landed_marker(base / "data", dt.date(2013, 1, 15), dt.date(2013, 2, 12), written)  # as `retrainer land`
         env_file = base / ".env"
         secrets = ensure_secrets(env_file)
         names = compose_config(env_file, PROFILES, "config", "--services").split()
@@ -384,3 +385,20 @@ def test_clearing_a_backfilled_date_replaces_its_outputs_without_a_second_versio
     reg = _layout(server, day).load(RegistrationResult)
     assert reg.reused_existing_version
     assert len(registry.configure(server["mlflow_url"]).search_model_versions(f"name = '{MODEL}'")) == (versions_before)
+
+
+def test_the_schedules_run_for_today_fails_at_once_past_the_end_of_the_data(server) -> None:
+    """Unpausing the DAG made the schedule's run for today, years past the reference data's last day (the landing
+    record says the source ends on 2013-12-31): its sensor fails at its first poke, without retries, saying why,
+    instead of holding a run slot for six hours."""
+    api = server["api"]
+
+    def scheduled() -> list[dict]:
+        return [r for r in api.runs(DAG) if r["run_type"] == "scheduled" and r["state"] in ("success", "failed")]
+
+    (run,) = wait_for(scheduled, 300, "the schedule's run", lambda: str(api.runs(DAG)))
+    tis = {t["task_id"]: t for t in api.task_instances(DAG, run["dag_run_id"])}
+    sensor = tis["wait_for_raw_partitions"]
+    assert run["state"] == "failed" and sensor["state"] == "failed" and sensor["try_number"] == 1, sensor
+    assert sensor["duration"] < 120, sensor  # its first poke, not a timeout
+    assert tis["check_raw"]["state"] == "upstream_failed"

@@ -119,3 +119,30 @@ def test_scale_writes_k_distinct_replicas_of_each_flight_and_the_same_weather(la
 def test_land_refuses_a_scale_below_one(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--scale must be at least 1"):
         land(tmp_path, LAND_START, LAND_START, scale=0)
+
+
+def test_a_run_past_the_end_of_a_finite_source_fails_at_once_instead_of_waiting(tmp_path: Path) -> None:
+    """The reference data ends on 2013-12-31 and `retrainer land` records so: a run that needs a later day
+    (the trigger form's default logical date is today) is refused with a message saying why, as bad input that no
+    retry or wait can fix; a feed that names no end (or no landing record) still waits for its days."""
+    from retrainer.core import atomic
+    from retrainer.core.errors import BadData
+    from retrainer.core.layout import landed_marker
+    from retrainer.data.landed_files import PastTheSource, past_the_source
+    from retrainer.data.landing import SOURCE_ENDS, write_landed_marker
+
+    def cfg(day: str) -> RunConfig:
+        return RunConfig.build(day, data_root=str(tmp_path), window_days=7, eval_days=2)
+
+    assert past_the_source(cfg("2026-12-07")) is None  # nothing landed: nothing says the feed ends
+    write_landed_marker(tmp_path, dt.date(2013, 12, 20), dt.date(2013, 12, 31), {"flights": 12})
+    assert atomic.read_json(landed_marker(tmp_path))["source_ends"] == str(SOURCE_ENDS) == "2013-12-31"
+    assert past_the_source(cfg("2014-01-01")) is None  # reads raw days up to 2013-12-31
+    why = past_the_source(cfg("2026-12-07"))
+    assert why and "reads raw days up to 2026-12-06, but its source ends on 2013-12-31" in why
+    with pytest.raises(PastTheSource, match="will never land") as refused:
+        check_raw_inputs(cfg("2014-01-02"))
+    assert isinstance(refused.value, BadData)  # the DAG fails such a task at once, without retries
+    record = atomic.read_json(landed_marker(tmp_path))
+    atomic.write_json(landed_marker(tmp_path), {k: v for k, v in record.items() if k != "source_ends"})
+    assert past_the_source(cfg("2026-12-07")) is None  # a live feed: the sensor waits for the day

