@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import tempfile
 import urllib.request
@@ -310,6 +311,10 @@ def test_the_spark_work_ran_on_the_spark_worker_host(server) -> None:
     logs = list(work.glob("*/stderr"))
     assert logs, f"no executor of {app['id']} on the worker host"
     assert sum(p.read_text(errors="replace").count("Running task") for p in logs) > 0
+    # the executor was told to reach its driver by the driver host's name, never a loopback address
+    launched = re.findall(r'"--driver-url" "spark://CoarseGrainedScheduler@([^:"]+):\d+"',
+                          (server["logs"] / "spark-worker.log").read_text(errors="replace"))  # fmt: skip
+    assert launched and set(launched) == {"spark-connect"}, launched
     driver = (server["logs"] / "spark-connect.log").read_text(errors="replace")
     assert f"({worker},executor 0" in driver or f"({worker}, executor 0" in driver  # the driver sent it there
 
