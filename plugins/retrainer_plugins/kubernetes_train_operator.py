@@ -92,8 +92,7 @@ class TensorFlowKubernetesTrainOperator(KubernetesJobOperator):
         if existing is not None:
             self.log.info("job %s of an earlier attempt is still running: watching it, not starting another", name)
             self.job = existing
-            self.pod_request_obj = self.build_job_request_obj(context).spec.template
-            self.pod_request_obj.metadata.namespace = namespace
+            self.build_job_request_obj(context)  # sets pod_request_obj: the labels and namespace that find its pods
             self.pods = self.get_pods(pod_request_obj=self.pod_request_obj, context=context)
             self.execute_deferrable()  # raises TaskDeferred
         run.layout.discard(TrainingResult)  # a failed Job must not leave an earlier result standing

@@ -253,11 +253,15 @@ exec {as_pg} {pg}/postgres -D "$D" -c listen_addresses='*' -k "$S"
                 raise ServiceFailed(f"{name} exited {code}:\n{self._tail(dep)}")
             return code == 0
         if condition == "service_healthy":
-            if not dep.healthy and time.monotonic() - dep.last_check > 2:
-                dep.last_check = time.monotonic()
-                dep.healthy = self.check_health(dep)
-            return dep.healthy
+            return self._poll_health(dep)
         return True
+
+    def _poll_health(self, service: Service) -> bool:
+        """Whether the service has passed its health check, running the check at most every 2 s until it does."""
+        if not service.healthy and service.process and time.monotonic() - service.last_check > 2:
+            service.last_check = time.monotonic()
+            service.healthy = self.check_health(service)
+        return service.healthy
 
     def start(self, timeout: float = 420) -> None:
         """Start every service once what it depends on meets its condition; then wait until every service with a
@@ -275,13 +279,8 @@ exec {as_pg} {pg}/postgres -D "$D" -c listen_addresses='*' -k "$S"
                 if code is not None and (code != 0 or not one_shot):
                     raise ServiceFailed(f"{service.name} exited {code}:\n{self._tail(service)}")
             waiting = [s for s in self.services.values() if s.spec.get("healthcheck") and not s.healthy]
-            if not pending:
-                for service in waiting:
-                    if service.process and time.monotonic() - service.last_check > 2:
-                        service.last_check = time.monotonic()
-                        service.healthy = self.check_health(service)
-                if not [s for s in waiting if not s.healthy]:
-                    return
+            if not pending and all([self._poll_health(s) for s in waiting]):  # a list: every check runs
+                return
             if time.monotonic() > deadline:
                 names = [s.name for s in pending] or [s.name for s in waiting if not s.healthy]
                 tails = "\n".join(f"--- {s}\n{self._tail(self.services[s])}" for s in names)

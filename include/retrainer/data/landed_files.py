@@ -40,13 +40,13 @@ def past_the_source(cfg: RunConfig) -> str | None:
         return None
     if not ends:
         return None
-    last = raw_days(cfg)[-1]
-    if last <= dt.date.fromisoformat(ends):
+    end, last = dt.date.fromisoformat(ends), raw_days(cfg)[-1]
+    if last <= end:
         return None
     return (
         f"run {cfg.run.date} of {cfg.run.workload} reads raw days up to {last}, but its source ends on {ends} "
         f"({marker}: source_ends): those days will never land. Pick a date up to "
-        f"{dt.date.fromisoformat(ends) + dt.timedelta(days=1)} (the trigger form's default logical date is today)"
+        f"{end + dt.timedelta(days=1)} (the trigger form's default logical date is today)"
     )
 
 

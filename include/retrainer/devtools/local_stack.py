@@ -246,7 +246,7 @@ class _LogFiles:
             self.terminal.write(message)
             return
         if message.name not in self.files:
-            self.files[message.name] = open(self.log_dir / f"{message.name}.log", "a", buffering=1)  # noqa: SIM115
+            self.files[message.name] = open(self.log_dir / f"{message.name}.log", "w", buffering=1)  # noqa: SIM115
         data = message.data.decode(errors="replace") if isinstance(message.data, bytes) else message.data
         self.files[message.name].write(data)
 

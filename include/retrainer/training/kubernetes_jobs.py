@@ -120,7 +120,7 @@ def job_operator_arguments(name: str, placement: PodPlacement, argv: list[str], 
             run_as_group=0,
             fs_group=0,
             seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
-        ),  # fmt: skip
+        ),
         "subdomain": name,  # with the headless Service: pod i is <name>-i.<name>.<ns>.svc
         "completion_mode": "Indexed",
         "completions": num_workers,
