@@ -110,9 +110,18 @@ def export(workload: str, validated: dict[str, Any], training: dict[str, Any], *
 # One promotion at a time across every run of every kind (scheduled, manual, backfill):
 # max_active_runs does not cover backfills; the pool does (created by `make airflow-db`, the stack).
 @task(multiple_outputs=False, execution_timeout=timedelta(minutes=30), pool=PROMOTION_POOL)
-def register(workload: str, receipts: dict[str, dict[str, Any]], **context: Any) -> dict[str, Any]:
-    """``receipts``: the validate, train, evaluate and export tasks' receipts, by their task ids."""
-    from retrainer.core.results import EvaluationResult, ExportResult, TrainingResult, ValidationResult
+def register(
+    workload: str, receipts: dict[str, dict[str, Any]], approval: dict[str, Any] | None = None, **context: Any
+) -> dict[str, Any]:
+    """``receipts``: the validate, train, evaluate and export tasks' receipts, by their task ids; ``approval``:
+    the approval task's answer, in a deployment that requires one."""
+    from retrainer.core.results import (
+        ApprovalResult,
+        EvaluationResult,
+        ExportResult,
+        TrainingResult,
+        ValidationResult,
+    )
     from retrainer.runners.airflow_adapter import hand_on, received, run_context
     from retrainer.stages.register import register_model
 
@@ -124,6 +133,7 @@ def register(workload: str, receipts: dict[str, dict[str, Any]], **context: Any)
             received(receipts["evaluate"], EvaluationResult),
             received(receipts["export"], ExportResult),
             run,
+            approval=ApprovalResult.from_answer(approval) if approval else None,
         )
         return hand_on(result, run)
 
@@ -203,7 +213,17 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
         exported = export(workload, validated, trained)
         evaluation >> exported
         receipts = {"validate": validated, "train": trained, "evaluate": evaluation, "export": exported}
-        publish_champion(workload)(register(workload, receipts))
+        approval = None
+        if deployment().require_approval == "yes":  # a person approves before the champion moves (parse time)
+            from retrainer_plugins.approval_operator import PromotionApprovalOperator
+
+            approve = PromotionApprovalOperator(
+                task_id="approve_promotion", workload=workload, evaluation=evaluation,
+                timeout_minutes=deployment().approval_timeout_minutes, retries=0,
+            )  # fmt: skip
+            exported >> approve
+            approval = approve.output
+        publish_champion(workload)(register(workload, receipts, approval))
 
     return retrain()
 

@@ -117,6 +117,27 @@ def test_on_kubernetes_train_is_the_providers_deferrable_job_operator(monkeypatc
     assert train.upstream_task_ids == {"validate"} and {"evaluate", "export"} <= train.downstream_task_ids
 
 
+def test_with_approval_required_a_person_answers_between_export_and_register(monkeypatch) -> None:
+    """RETRAINER_REQUIRE_APPROVAL=yes where the DAG file is parsed: the standard provider's ApprovalOperator
+    between export and register (Reject on time-out, never retried: a retry would ask again), and register
+    takes its answer."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    monkeypatch.setenv("RETRAINER_REQUIRE_APPROVAL", "yes")
+    monkeypatch.setenv("RETRAINER_APPROVAL_TIMEOUT_MINUTES", "90")
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "flight_delay_retrain.py"))
+    assert bag.import_errors == {}
+    dag = bag.dags["flight_delay_retrain"]
+    approve = dag.get_task("approve_promotion")
+    assert isinstance(approve, ApprovalOperator) and approve.defaults == ["Reject"] and approve.retries == 0
+    assert approve.response_timeout == timedelta(minutes=90) and approve.options == ["Approve", "Reject"]
+    assert approve.upstream_task_ids == {"export", "evaluate"} and approve.downstream_task_ids == {"register"}
+    monkeypatch.setenv("RETRAINER_REQUIRE_APPROVAL", "no")
+    plain = DagBag(dag_folder=str(ROOT / "dags" / "flight_delay_retrain.py")).dags["flight_delay_retrain"]
+    assert "approve_promotion" not in plain.task_ids
+
+
 def test_every_task_retries_with_backoff_and_has_a_timeout(dag) -> None:
     for task in dag.tasks:
         assert task.retries >= 2, task.task_id

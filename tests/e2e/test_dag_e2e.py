@@ -131,10 +131,45 @@ def test_rerunning_the_same_date_replaces_outputs_and_registers_nothing_new(
     assert sorted(p.name for p in layout.root.iterdir()) == sorted(
         ["raw_gate", "features", "validation", "checkpoints", "saved_model", "cost", "raw_gate.json", "features.json",
          "validation.json", "training.json", "evaluation.json", "baselines.json", "export.json", "registration.json",
-         "promotion_intent.json"]
+         "promotion_intent.json", "plots", "report.html"]
     )  # fmt: skip
     stages = ["check_raw", "features", "validate", "train", "evaluate", "export", "register"]
     assert sorted(p.name for p in layout.costs.iterdir()) == sorted(f"{s}.json" for s in stages)  # one per stage
+
+
+def test_the_runs_report_opens_in_a_browser_with_its_plots(first_run: dict, e2e_env: dict) -> None:
+    """The evidence report of a DAG run, opened in headless Chromium as an operator would: every plot loads,
+    the decision, the metrics beside the champion and the slice table are there; its screenshot is kept
+    (``test-artifacts/run-report.png``; the one in the docs is from such a run)."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    from support.server_mode import CHROMIUM, CHROMIUM_ARGS
+
+    layout = RunLayout.latest(e2e_env["RETRAINER_DATA_ROOT"], "flight_delay", RUN_DATE)
+    evaluation = layout.load(EvaluationResult)
+    registration = layout.load(RegistrationResult)
+    assert [Path(p).name for p in evaluation.plots] == ["roc.png", "precision_recall.png", "calibration.png",
+                                                        "by_slice.png"]  # fmt: skip
+    artifacts = Path(os.environ.get("RETRAINER_TEST_ARTIFACTS") or ROOT / "test-artifacts")
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1600})
+            page.goto(layout.report.as_uri())
+            page.wait_for_load_state("load")
+            widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+            text = page.inner_text("body")
+            page.screenshot(path=str(artifacts / "run-report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert len(widths) == len(evaluation.plots) and all(w > 300 for w in widths)
+    assert f"flight_delay v{registration.version}" in text and registration.decision[:40] in text
+    assert f"champion v{evaluation.champion_version}" in text  # the rerun was compared with the champion
+    assert "origin=EWR" in text and "Held by the slice gate" not in text
+    assert "raw gate Data Docs" in text and "MLflow run" in text and "p99 ms" in text
 
 
 def test_a_corrupted_day_stops_the_run_at_the_raw_gate_and_keeps_the_champion(

@@ -53,6 +53,37 @@ def test_first_model_is_promoted_when_there_is_no_champion(first: dict, validate
     assert reg.promoted and reg.aliases == {"champion": reg.version, "challenger": reg.version}
 
 
+def test_the_mlflow_model_page_has_plots_example_datasets_description_and_the_report(
+    first: dict, validated: ValidationResult, cfg
+) -> None:
+    """What a reviewer sees in MLflow: the plots and the run's report on the run, an input example on the
+    logged model, the two splits as datasets with their digests, the evaluation metrics on the logged model and
+    a description of the version naming its data, its metrics and the decision."""
+    import mlflow
+
+    client = registry.configure(cfg.engines.tracking_uri)
+    reg, ev = first["registration"], first["evaluation"]
+    logged = {a.path for a in client.list_artifacts(reg.mlflow_run_id, "plots")}
+    assert logged == {f"plots/{Path(p).name}" for p in ev.plots} and len(logged) == 4
+    assert [a.path for a in client.list_artifacts(reg.mlflow_run_id, "report")] == ["report/report.html"]
+    report = Path(client.download_artifacts(reg.mlflow_run_id, "report/report.html")).read_text()
+    assert f"flight_delay v{reg.version}" in report and report.count("data:image/png;base64,") == 4
+    version = client.get_model_version(MODEL, reg.version)
+    assert "**Decision: promoted to champion**" in version.description
+    assert f"evaluated on [{ev.eval_range[0]}, {ev.eval_range[1]})" in version.description
+    model = mlflow.get_logged_model(version.source.removeprefix("models:/"))
+    linked = {m.key: m.value for m in model.metrics}
+    assert linked["new_auc"] == pytest.approx(ev.new["auc"]) and "new_auc_ci_low" in linked
+    inputs = {d.dataset.name.split(" ")[0]: d.dataset for d in client.get_run(reg.mlflow_run_id).inputs.dataset_inputs}
+    assert set(inputs) == {"training", "evaluation"}
+    assert inputs["training"].digest == validated.features.train_fingerprint[:32]
+    assert len(inputs["evaluation"].digest) == 32
+    example = mlflow.models.Model.load(model.artifact_location).load_input_example(model.artifact_location)
+    from retrainer.workloads import get_workload
+
+    assert list(example.columns) == [c.name for c in get_workload(MODEL).contract.features] and len(example) == 5
+
+
 def test_metrics_agree_with_an_independent_computation(first: dict, validated: ValidationResult, cfg) -> None:
     from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
 
@@ -138,6 +169,30 @@ def test_an_export_that_serves_other_predictions_is_refused_and_the_saved_model_
     with _FreshProcess() as checker, pytest.raises(ExportMismatch, match=r"disagrees .* max \|diff\| = 0\.01"):
         _export_and_check(Shifted(), validated, run, checker)
     assert file_digest(saved) == before
+
+
+def test_a_savedmodel_slower_than_the_serving_budget_fails_export_and_the_kept_one_stays(
+    first: dict, validated: ValidationResult, cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Export records the SavedModel's size and p50/p99 at batch 1 and 256 from the fresh process; a p99
+    budget set below what was measured fails the task, naming the budget, and the run's SavedModel is kept."""
+    from retrainer.core.fingerprint import tree_digest
+    from retrainer.stages.export import ServingBudgetExceeded
+
+    exp = first["export"]
+    assert set(exp.latency_ms) == {"1", "256"} and exp.saved_model_bytes > 0
+    for timing in exp.latency_ms.values():
+        assert 0 < timing["p50"] <= timing["p99"] and timing["calls"] == 100
+    assert exp.latency_ms["1"]["p50"] < exp.latency_ms["256"]["p99"]  # 256 rows cost more than one
+    before = tree_digest(exp.saved_model_uri)
+    monkeypatch.setenv("RETRAINER_SERVING_P99_MS_BATCH1", "0.001")  # below any p99 this machine can measure
+    with pytest.raises(ServingBudgetExceeded, match=r"p99_ms@1 \d+\.\d+ > 0\.001 \(RETRAINER_SERVING_P99_MS_BATCH1\)"):
+        export_model(validated, first["training"], cfg)
+    assert tree_digest(exp.saved_model_uri) == before
+    monkeypatch.setenv("RETRAINER_SERVING_P99_MS_BATCH1", "0")  # 0: not checked
+    monkeypatch.setenv("RETRAINER_SAVED_MODEL_MAX_MB", "0.01")
+    with pytest.raises(ServingBudgetExceeded, match=r"size_mib \d+\.\d+ > 0\.01 \(RETRAINER_SAVED_MODEL_MAX_MB\)"):
+        export_model(validated, first["training"], cfg)
 
 
 def test_the_fresh_process_names_a_model_it_cannot_load_and_stops_when_export_fails(tmp_path: Path) -> None:
@@ -270,6 +325,53 @@ def test_a_model_that_misses_the_gate_becomes_challenger_not_champion(
     reg = register_model(validated, training, evaluation, exported, strict)
     assert reg.version != first["registration"].version and not reg.promoted
     assert reg.aliases == {"champion": first["registration"].version, "challenger": reg.version}
+
+
+def test_a_challenger_worse_on_one_airport_is_held_by_the_slice_gate_which_the_decision_names(
+    first: dict, validated: ValidationResult, cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The overall rule let through (min_gain -1, the floor lowered to match), the champion's own model with
+    its ranking inverted at EWR only is held, and the decision, the saved result and the summary name the slice;
+    the same model uncorrupted passes, so the slice gate is what held it."""
+    from retrainer.core.results import EvaluationResult
+    from retrainer.runners.run_summary import run_summary
+    from retrainer.training import loop
+    from retrainer.workloads import RunContext
+
+    monkeypatch.setenv("RETRAINER_MIN_GAIN_FLOOR", "-1")
+    monkeypatch.setenv("RETRAINER_MAX_SLICE_DROP", "0.05")  # the default, whatever the environment says
+    lenient = cfg.replace(min_gain=-1.0)
+    clean = evaluate_models(validated, first["training"], lenient)  # against itself as champion
+    assert clean.promote is True and clean.held_by_slices == [] and clean.slices["overall"]["gain"] == 0.0
+    origins = {s["value"] for s in clean.slices["slices"] if s["slice"] == "origin" and s["gated"]}
+    assert origins == {"EWR", "JFK", "LGA"}  # each airport has enough evaluation rows to be gated
+
+    import tensorflow as tf
+
+    real = loop.load_trained_model
+
+    def worse_at_ewr(*args):
+        model = real(*args)
+
+        class Inverted:  # the deliberately worse challenger: 1 - p for flights from EWR
+            def __call__(self, inputs, training=False):
+                p = model(inputs, training=training).numpy()
+                ewr = inputs["origin"].reshape(-1) == "EWR"
+                p[ewr] = 1.0 - p[ewr]
+                return tf.constant(p)
+
+        return Inverted()
+
+    monkeypatch.setattr(loop, "load_trained_model", worse_at_ewr)
+    held = evaluate_models(validated, first["training"], lenient)
+    assert held.promote is False
+    assert held.gain is not None and held.gain >= -1.0  # the overall rule alone would have promoted it
+    assert any(line.startswith("origin=EWR (") for line in held.held_by_slices)
+    assert "held by" in held.reason and "origin=EWR (" in held.reason and "> max_slice_drop 5.0%" in held.reason
+    saved = RunContext.of(lenient).layout.load(EvaluationResult)
+    assert saved.held_by_slices == held.held_by_slices  # the decision record on disk
+    summary = run_summary(lenient)
+    assert "largest drop origin=EWR" in summary and "holds the run" in summary
 
 
 def _stored_model_folder(cfg, version: str) -> Path:

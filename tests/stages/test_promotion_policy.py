@@ -29,9 +29,12 @@ ALWAYS = -1000.0  # a min_gain every model meets: only the policy can hold a pro
 @pytest.fixture(scope="module", autouse=True)
 def _a_deployment_that_allows_any_min_gain():
     """These tests isolate the date rule: their deployment lets a run lower the bar to ALWAYS (the
-    default floor, 0, is tested on its own below). Set in the environment: the CLI children inherit it."""
+    default floor, 0, is tested on its own below) and turns the slice gate off (one-epoch models on two
+    evaluation days differ by more than 5 % on an airport by chance; the gate has tests of its own in
+    test_evaluate_export_register.py). Set in the environment: the CLI children inherit it."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RETRAINER_MIN_GAIN_FLOOR", str(ALWAYS))
+        mp.setenv("RETRAINER_MAX_SLICE_DROP", "1")
         yield
 
 
@@ -151,6 +154,114 @@ def test_deleting_the_champion_alias_or_version_keeps_the_floor_until_an_operato
     client.set_registered_model_tag(MODEL, promotion.HIGH_WATER_TAG, "recently")  # unreadable: never "no floor"
     with pytest.raises(registry.RegistryUnavailable, match="not '<run date> v<version>'"):
         evaluate_models(trained[OLD][0], trained[OLD][1], cfgs[OLD])
+
+
+def test_every_champion_move_is_recorded_and_a_rollback_is_an_operators_act_the_date_rule_respects(
+    trained, root, tmp_path, capsys
+) -> None:
+    """History: who was champion when, with the run and the reason of each move. Rollback: back to an earlier
+    champion, with a reason, recorded; the high-water mark stays, so a backfill is still held and the next
+    newer run is compared with the rolled-back champion. A move made outside retrainer is named."""
+    from retrainer.registry import champion_history as history
+    from retrainer.runners.cli import main
+
+    tracking = _tracking(tmp_path)
+    cfgs = {day: small_config(root, tracking, date=day, min_gain=ALWAYS) for day in (OLD, MID, NEW)}
+    _, first = _register(trained, OLD, cfgs[OLD])
+    _, second = _register(trained, MID, cfgs[MID])
+    assert first.promoted and second.promoted
+    moves = history.history(tracking, MODEL)
+    assert [(m.seq, m.version, m.before, m.action, m.run_date) for m in moves] == [
+        (1, first.version, None, "promote", str(OLD)),
+        (2, second.version, first.version, "promote", str(MID)),
+    ]
+    assert moves[1].run_id == cfgs[MID].run.run_id and moves[1].reason == second.decision[: history.REASON_CHARS]
+    assert history.champion_at(moves, moves[0].at - dt.timedelta(seconds=1)) is None
+    assert history.champion_at(moves, moves[1].at).version == second.version
+    assert history.unrecorded_change(tracking, MODEL) is None
+    serving = root / "serving" / MODEL  # TensorFlow Serving's layout: the champion's version only
+    assert [p.name for p in serving.iterdir()] == [second.version]
+    assert (serving / second.version / "saved_model.pb").is_file()
+
+    def cli(*argv: str) -> tuple[int, str, str]:
+        code = main([*argv, "--workload", MODEL, "--tracking-uri", tracking])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    refused = [(second.version, "is the champion already"), ("99", "was never champion")]
+    for version, why in refused:
+        code, _, err = cli("champion", "rollback", "--to-version", version, "--reason", "r", "--data-root", str(root))
+        assert code == 2 and why in err
+    code, _, err = cli("champion", "rollback", "--to-version", first.version, "--reason", " ", "--data-root", str(root))
+    assert code == 2 and "needs a reason" in err
+    assert registry.alias_version(tracking, MODEL, "champion") == second.version  # nothing moved
+
+    code, out, _ = cli("champion", "rollback", "--to-version", first.version, "--reason", "v2 mislabelled week",
+                       "--data-root", str(root))  # fmt: skip
+    assert code == 0 and json.loads(out)["move"]["action"] == "rollback"
+    assert registry.alias_version(tracking, MODEL, "champion") == first.version
+    back = history.history(tracking, MODEL)[-1]
+    assert (back.seq, back.version, back.before, back.action, back.reason) == (
+        3, first.version, second.version, "rollback", "v2 mislabelled week")  # fmt: skip
+    assert back.by and back.run_id is None
+    from retrainer.core.fingerprint import tree_digest
+    from retrainer.registry.artefacts import SAVED_MODEL_DIGEST_TAG
+
+    assert [p.name for p in serving.iterdir()] == [first.version]  # TF Serving would serve the highest present
+    assert tree_digest(serving / first.version) == registry.version_tags(tracking, MODEL, first.version)[
+        SAVED_MODEL_DIGEST_TAG]  # fmt: skip
+
+    # The date rule afterwards: the mark still names the newest promotion, so a backfill stays held ...
+    assert promotion.high_water(tracking, MODEL) == promotion.Holder(second.version, MID)
+    champion = promotion.holder(tracking, MODEL, "champion")
+    assert "before the newest promotion's" in promotion.forward_only(tracking, MODEL, OLD, champion)
+    # ... and the next newer run is compared with the rolled-back champion and may replace it
+    evaluation, third = _register(trained, NEW, cfgs[NEW])
+    assert evaluation.champion_version == first.version and third.promoted
+    assert [p.name for p in serving.iterdir()] == [third.version]
+    assert history.history(tracking, MODEL)[-1].before == first.version
+
+    registry.configure(tracking).set_registered_model_alias(MODEL, "champion", second.version)  # the MLflow UI
+    code, out, err = cli("champion", "history")
+    assert code == 0 and "changed outside retrainer" in json.loads(out)["unrecorded_change"]
+    assert [m["seq"] for m in json.loads(out)["moves"]] == [1, 2, 3, 4] and "WARNING" in err
+    code, out, _ = cli("champion", "history", "--at", back.at.isoformat())
+    assert [m["version"] for m in json.loads(out)["moves"]] == [first.version]  # the champion at that moment
+
+
+def test_with_approval_required_only_an_approve_answer_moves_the_champion(trained, root, tmp_path, monkeypatch):
+    """RETRAINER_REQUIRE_APPROVAL=yes: register holds a promotion the gate allowed unless the approval task's
+    answer is Approve: no answer (``retrainer run``, which cannot ask) and Reject leave the champion; Approve
+    moves it, and the decision and the history say who approved."""
+    from retrainer.registry import champion_history
+    from retrainer.stages.evaluate import evaluate_models
+    from retrainer.stages.register import register_model
+
+    monkeypatch.setenv("RETRAINER_REQUIRE_APPROVAL", "yes")
+    tracking = _tracking(tmp_path)
+    cfg = small_config(root, tracking, date=NEW, min_gain=ALWAYS)
+    validated, training, exported = trained[NEW]
+    evaluation = evaluate_models(validated, training, cfg)
+    assert evaluation.promote  # the gate allows it: only the approval can hold it
+    from retrainer.core.results import ApprovalResult
+
+    ops = {"id": "7", "name": "ops"}
+    answers = {
+        "none": None,
+        "reject": ApprovalResult.from_answer({"chosen_options": ["Reject"], "responded_by_user": ops}),
+    }
+    for kind, answer in answers.items():
+        reg = register_model(validated, training, evaluation, exported, cfg, approval=answer)
+        assert not reg.promoted and "RETRAINER_REQUIRE_APPROVAL=yes" in reg.decision, kind
+        assert registry.alias_version(tracking, MODEL, "champion") is None, kind
+    assert "the answer was ['Reject']" in reg.decision
+    approve = ApprovalResult.from_answer(
+        {"chosen_options": ["Approve"], "responded_by_user": ops, "responded_at": "2026-12-07T10:00:00+00:00"}
+    )
+    reg = register_model(validated, training, evaluation, exported, cfg, approval=approve)
+    assert reg.promoted and reg.decision.endswith("approved by ops at 2026-12-07T10:00:00+00:00")
+    assert registry.alias_version(tracking, MODEL, "champion") == reg.version
+    assert champion_history.history(tracking, MODEL)[-1].reason.endswith("approved by ops at 2026-12-07T10:00:00+00:00")
 
 
 def test_the_champion_is_compared_only_on_days_it_did_not_train_on(trained, root, tmp_path) -> None:

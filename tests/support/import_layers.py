@@ -18,7 +18,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("spec",),  # what a model is asked to do: data contract, objectives, metrics
     ("spark",),  # the Spark session and header-checked reads of landed files
     ("workloads",),  # one module per prediction problem: contract, objective, Spark features
-    ("data", "training", "registry", "serving"),  # the engines' work: Spark/GX, TensorFlow, MLflow, the SavedModel
+    # the engines' work: Spark/GX, TensorFlow, MLflow, the SavedModel; and evaluation's slices and intervals
+    ("data", "training", "registry", "serving", "evaluation"),
     ("stages",),  # orchestration only: each stage a function over the rooms below
     ("runners",),  # CLI, local pipeline, summary, the Airflow adapter, the Spark job entry point
     ("devtools",),  # local servers, a standalone Spark cluster for tests

@@ -86,6 +86,48 @@ class Deployment:
         help="the fewest evaluation days a run may be promoted on: a run with fewer is evaluated and registered "
         "but held",
     )  # fmt: skip
+    max_slice_drop: float = param(
+        0.05, minimum=0, maximum=1, env="RETRAINER_MAX_SLICE_DROP",
+        help="the slice gate: a run whose new model is worse than the champion on one of the workload's slices by "
+        "more than this fraction of the champion's value there (AUC 0.70 -> 0.66 is 5.7 %) is held, whatever its "
+        "overall gain; 1 turns the gate off",
+    )  # fmt: skip
+    slice_min_rows: int = param(
+        500, minimum=1, maximum=10_000_000, env="RETRAINER_SLICE_MIN_ROWS",
+        help="the slice gate: a slice with fewer evaluation rows is reported, never gated (too noisy to hold a "
+        "model on)",
+    )  # fmt: skip
+    bootstrap_resamples: int = param(
+        200, minimum=10, maximum=10000, env="RETRAINER_BOOTSTRAP_RESAMPLES",
+        help="resamples of the evaluation rows behind each reported 95 % interval (overall and per slice)",
+    )  # fmt: skip
+    serving_p99_ms_batch1: float = param(
+        250.0, minimum=0, maximum=600_000, env="RETRAINER_SERVING_P99_MS_BATCH1",
+        help="the serving budget: export fails a SavedModel whose p99 latency for one row (measured in the fresh "
+        "process that loaded it) is above this many milliseconds; 0: not checked",
+    )  # fmt: skip
+    serving_p99_ms_batch256: float = param(
+        1000.0, minimum=0, maximum=600_000, env="RETRAINER_SERVING_P99_MS_BATCH256",
+        help="the serving budget: the same for a batch of 256 rows",
+    )  # fmt: skip
+    saved_model_max_mb: float = param(
+        200.0, minimum=0, maximum=1_000_000, env="RETRAINER_SAVED_MODEL_MAX_MB",
+        help="the serving budget: export fails a SavedModel larger than this many MiB on disk; 0: not checked",
+    )  # fmt: skip
+    require_approval: str = param(
+        "no", choices=("no", "yes"), env="RETRAINER_REQUIRE_APPROVAL",
+        help="yes: a person approves each promotion in Airflow (a human-in-the-loop task shows the decision record "
+        "before register); rejected, timed out or never asked (retrainer run), the champion stays",
+    )  # fmt: skip
+    approval_timeout_minutes: float = param(
+        1440.0, exclusive_minimum=0, maximum=525_600, env="RETRAINER_APPROVAL_TIMEOUT_MINUTES",
+        help="how long the approval task waits for an answer; then it takes Reject",
+    )  # fmt: skip
+    serving_root: str = param(
+        "", env="RETRAINER_SERVING_ROOT",
+        help="where the champion is kept in TensorFlow Serving's layout (<root>/<model>/<version>/, only the "
+        "champion's version); empty: <data root>/serving",
+    )  # fmt: skip
     checkpoint_seconds: float = param(
         10.0, minimum=0, maximum=3600, env="RETRAINER_CHECKPOINT_SECONDS",
         help="training checkpoints at most this often (and always at a phase's end and where a member stops; "

@@ -237,6 +237,16 @@ class RunLayout:
     def worker_logs(self) -> Path:
         return self.root / "worker_logs"
 
+    @property
+    def plots(self) -> Path:
+        """Evaluation's PNG plots (ROC, precision-recall, calibration, the headline by slice), replaced as a whole."""
+        return self.root / "plots"
+
+    @property
+    def report(self) -> Path:
+        """The run's evidence report: one self-contained HTML page, written by register (it links the MLflow run)."""
+        return self.root / "report.html"
+
     # --- results ---------------------------------------------------------------------------------
     def path_of(self, result_type: type[StageResult]) -> Path:
         return self.root / RESULT_FILES[result_type]

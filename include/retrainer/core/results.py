@@ -189,6 +189,11 @@ class EvaluationResult(StageResult):
     # and the new model's metrics on them (``new`` is always the whole evaluation range's)
     compared_range: tuple[str, str] | None = None
     new_compared: dict[str, float] | None = None
+    # the headline overall and per workload slice with 95 % bootstrap intervals, on the compared rows, and
+    # what the slice gate made of each (retrainer.evaluation.slices.sliced); {} for a run without them
+    slices: dict[str, Any] = dataclasses.field(default_factory=dict)
+    held_by_slices: list[str] = dataclasses.field(default_factory=list)  # one line per slice that held the run
+    plots: list[str] = dataclasses.field(default_factory=list)  # the PNG files in the run's plots/ folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +205,30 @@ class ExportResult(StageResult):
     serving_inputs: dict[str, str]
     run_key: str = ""  # the training run whose model was exported
     saved_model_digest: str = ""  # of every file of the SavedModel: register uploads only these bytes
+    saved_model_bytes: int = 0  # on disk, every file
+    # p50/p99 milliseconds per call by batch size ("1", "256"), measured in the fresh process that loaded it
+    latency_ms: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ApprovalResult(StageResult):
+    """A person's answer to "promote this run's model?" (the DAG's approval task, Airflow's human-in-the-loop)."""
+
+    STAGE: ClassVar[str] = "approve"
+    chosen: list[str]  # the options chosen: ["Approve"] or ["Reject"]
+    by: str = ""  # who answered (the Airflow user)
+    at: str = ""  # when (ISO 8601)
+
+    @property
+    def approved(self) -> bool:
+        return self.chosen == ["Approve"]
+
+    @classmethod
+    def from_answer(cls, answer: dict[str, Any]) -> ApprovalResult:
+        """From the approval task's return value (the HITL payload: chosen_options, responded_by_user, ...)."""
+        who = answer.get("responded_by_user") or {}
+        name = (who.get("name") or who.get("id") or "") if isinstance(who, dict) else str(who)
+        return cls(chosen=list(answer.get("chosen_options") or []), by=name, at=str(answer.get("responded_at") or ""))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -111,6 +111,9 @@ def log_and_register(
         )
         if training.tensorboard_dir and Path(training.tensorboard_dir).is_dir():
             mlflow.log_artifacts(training.tensorboard_dir, "tensorboard")
+        for plot in evaluation.plots:
+            if Path(plot).is_file():
+                mlflow.log_artifact(plot, "plots")
         mlflow.log_dict(report.to_dict(), "validation.json")
         mlflow.log_dict(atomic.read_json(FeatureFiles(Path(validated.features_dir)).profile), registry.PROFILE_ARTIFACT)
         mlflow.log_dict(evaluation.to_dict(), "evaluation.json")
@@ -121,10 +124,67 @@ def log_and_register(
             code_paths=[str(f) for f in PYFUNC_CODE],
             artifacts={SAVED_MODEL_ARTIFACT: exported.saved_model_uri},
             signature=mlflow_signature(workload.contract, objective),
+            input_example=input_example(validated, workload.contract),
             pip_requirements=serving_requirements(),
             registered_model_name=name,
         )
+        _link_to_model(info.model_id, validated, evaluation)
     return str(info.registered_model_version), run.info.run_id
+
+
+INPUT_EXAMPLE_ROWS = 5
+
+
+def input_example(validated: ValidationResult, contract: Contract) -> Any:
+    """The first evaluation rows, the model's input columns only: what a request to the served model looks like
+    (shown on the model's page, and served once by MLflow at logging to check the example and signature agree)."""
+    import pyarrow.parquet as pq
+
+    from retrainer.core.fingerprint import parquet_parts
+
+    first = pq.ParquetFile(parquet_parts(validated.files.eval)[0])
+    batch = next(first.iter_batches(batch_size=INPUT_EXAMPLE_ROWS, columns=[c.name for c in contract.features]))
+    return batch.to_pandas()
+
+
+def datasets(validated: ValidationResult) -> dict[str, Any]:
+    """The training and evaluation splits as MLflow datasets: where they are, which days, and their digests
+    (the training split's row fingerprint, the evaluation files' tree digest), so the model's page says
+    what it learnt from and what it was judged on."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from retrainer.core.fingerprint import tree_digest
+
+    feats = validated.features
+    out = {}
+    for context, folder, days, digest in (
+        ("training", validated.files.train, feats.train_range, feats.train_fingerprint),
+        ("evaluation", validated.files.eval, feats.eval_range, tree_digest(validated.files.eval)),
+    ):
+        with warnings.catch_warnings():  # a file:// URI matches two equivalent local sources; MLflow warns
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(Path(folder).resolve().as_uri())
+        out[context] = MetaDataset(source, name=f"{context} [{days[0]}, {days[1]})", digest=digest[:32])
+    return out
+
+
+def _link_to_model(model_id: str, validated: ValidationResult, evaluation: EvaluationResult) -> None:
+    """The datasets as the run's inputs, and the evaluation metrics on the logged model itself (MLflow 3 shows
+    a model's metrics with the dataset they were measured on)."""
+    import mlflow
+
+    splits = datasets(validated)
+    mlflow.log_input(splits["training"], context="training")
+    mlflow.log_input(splits["evaluation"], context="evaluation")
+    metrics = {f"new_{k}": float(v) for k, v in evaluation.new.items() if k != "rows"}
+    overall = evaluation.slices.get("overall", {}) if evaluation.slices else {}
+    if overall.get("new_interval"):
+        low, high = overall["new_interval"]
+        metrics |= {f"new_{evaluation.headline}_ci_low": low, f"new_{evaluation.headline}_ci_high": high}
+    mlflow.log_metrics(metrics, model_id=model_id, dataset=splits["evaluation"])
 
 
 def _params(training: TrainingResult, cfg: RunConfig) -> dict[str, Any]:
@@ -152,9 +212,39 @@ def _metrics(training: TrainingResult, evaluation: EvaluationResult, drift: dict
     for baseline, metrics in evaluation.baselines.items():
         flat |= {f"baseline_{baseline}_{k}": v for k, v in metrics.items()}
     flat |= {f"psi_{c}": v for c, v in (drift or {}).items()}
+    for piece in (evaluation.slices or {}).get("slices", []):  # the gated slices' headline, both models
+        if piece["gated"]:
+            key = f"slice_{piece['slice']}_{piece['value']}_{evaluation.headline}".replace("-", "_")
+            flat |= {f"{key}_new": piece["new"]} | ({f"{key}_champion": piece["champion"]}
+                                                   if piece.get("champion") is not None else {})  # fmt: skip
     out = [Metric(k, float(v), now, 0) for k, v in flat.items()]
     for i, h in enumerate(training.history, start=1):  # its own timestamp: equal keys and steps stay two points
         curve = {"train_loss": h["loss"], **{k: v for k, v in h.items() if k.startswith(("train_", "val_"))}}
         prefix = f"{h['member']}_" if "member" in h else ""
         out += [Metric(f"{prefix}{k}", float(v), now + i, int(h["epoch"])) for k, v in curve.items()]
     return out
+
+
+def version_description(
+    cfg: RunConfig, validated: ValidationResult, evaluation: EvaluationResult, objective: Objective, decision: str,
+    promoted: bool,
+) -> str:  # fmt: skip
+    """The model version's description (Markdown, shown on its page): the data it learnt from and was judged on,
+    its metrics beside the champion's and the baselines', and the decision with its reason."""
+    feats, h = validated.features, evaluation.headline
+    overall = (evaluation.slices or {}).get("overall", {})
+    interval = overall.get("new_interval")
+    lines = [
+        f"**{cfg.run.workload}**, run dated {cfg.run.date} (`{cfg.run.run_id}`).",
+        "",
+        f"- trained on [{feats.train_range[0]}, {feats.train_range[1]}), {feats.rows.get('train', 0):,} rows; "
+        f"evaluated on [{feats.eval_range[0]}, {feats.eval_range[1]}), {evaluation.new.get('rows', 0):,} rows",
+        f"- new model: {objective.describe(evaluation.new)}"
+        + (f" ({h} 95 % interval [{interval[0]:.4f}, {interval[1]:.4f}])" if interval else ""),
+    ]
+    if evaluation.champion:
+        lines.append(f"- champion v{evaluation.champion_version}: {objective.describe(evaluation.champion)}")
+    for name, metrics in evaluation.baselines.items():
+        lines.append(f"- baseline {name}: {objective.describe(metrics)}")
+    lines += ["", f"**Decision: {'promoted to champion' if promoted else 'not promoted'}**: {decision}"]
+    return "\n".join(lines)

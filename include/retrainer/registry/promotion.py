@@ -29,7 +29,7 @@ from typing import Any
 
 from retrainer import registry
 from retrainer.core import locks
-from retrainer.core.results import EvaluationResult, RegistrationResult
+from retrainer.core.results import ApprovalResult, EvaluationResult, RegistrationResult
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,27 @@ def reset_high_water(
     log.warning("high-water mark of %s reset from %s to %s by %s: %s", model_name, record["from"], record["to"],
                 record["by"], reason)  # fmt: skip
     return before
+
+
+def approval_hold(approval: ApprovalResult | None) -> tuple[str | None, str]:
+    """With ``RETRAINER_REQUIRE_APPROVAL=yes``: (why the promotion is held, "") unless ``approval`` chose Approve,
+    then (None, who approved and when, for the decision). Without the setting: (None, ""). A run that never asked
+    (``retrainer run``, a DAG parsed without the approval task) is held: the setting is the deployment's, not the
+    runner's."""
+    from retrainer.core.deployment import deployment
+
+    if deployment().require_approval != "yes":
+        return None, ""
+    if approval is None or not approval.approved:
+        return (
+            "held: this deployment promotes only with a person's approval (RETRAINER_REQUIRE_APPROVAL=yes), and "
+            + (
+                f"the answer was {approval.chosen}"
+                if approval
+                else "none was given (only the DAG's approval task asks)"
+            )
+        ), ""
+    return None, f"approved by {approval.by or 'someone'} at {approval.at or '?'}"
 
 
 @contextlib.contextmanager

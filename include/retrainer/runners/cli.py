@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -123,6 +124,18 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print(run_summary(run.config, layout))
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    """Write the run's evidence report again from its folder (register writes it; this one does not log it)."""
+    from retrainer.evaluation.report import render, write_report
+
+    run, layout = _setup(args)
+    cfg = run.config
+    if args.latest:
+        layout = RunLayout.latest(cfg.engines.data_root, cfg.run.workload, cfg.run.date)
+    html = render(layout, cfg.run.workload, cfg.run.date.isoformat(), layout.root.name, run.workload.registered_model)
+    print(write_report(layout, html).as_uri())
+
+
 def cmd_reset_high_water(args: argparse.Namespace) -> dict[str, Any]:
     """The operator's way to lower or remove the forward-in-time floor (never done by a run)."""
     from retrainer.core.config import default_tracking_uri
@@ -138,6 +151,46 @@ def cmd_reset_high_water(args: argparse.Namespace) -> dict[str, Any]:
         "high_water_before": None if before is None else promotion.mark_text(before),
         "high_water_now": None if to is None else promotion.mark_text(to),
     }
+
+
+def cmd_champion_history(args: argparse.Namespace) -> dict[str, Any]:
+    """Every recorded move of ``champion`` (or, with ``--at``, the one that made the champion of that moment),
+    and whether the alias was moved outside retrainer."""
+    from retrainer.core.config import default_tracking_uri
+    from retrainer.registry import champion_history
+    from retrainer.workloads import get_workload
+
+    model = get_workload(args.workload).registered_model
+    tracking = args.tracking_uri or default_tracking_uri()
+    moves = champion_history.history(tracking, model)
+    if args.at is not None:
+        moves = [m for m in [champion_history.champion_at(moves, args.at)] if m is not None]
+    for move in moves:
+        print(move.line(), file=sys.stderr)
+    bypass = champion_history.unrecorded_change(tracking, model)
+    if bypass:
+        print(f"WARNING: {bypass}", file=sys.stderr)
+    return {"registered_model": model, "moves": champion_history.as_rows(moves), "unrecorded_change": bypass}
+
+
+def cmd_champion_rollback(args: argparse.Namespace) -> dict[str, Any]:
+    """The operator moves ``champion`` back to an earlier champion, recorded with who and why."""
+    from retrainer.core.config import default_tracking_uri
+    from retrainer.registry import champion_history
+    from retrainer.workloads import get_workload
+
+    model = get_workload(args.workload).registered_model
+    tracking, root = args.tracking_uri or default_tracking_uri(), args.data_root or default_data_root()
+    move = champion_history.rollback(tracking, root, model, args.to_version, args.reason)
+    return {"registered_model": model, "move": champion_history.as_rows([move])[0]}
+
+
+def moment_arg(text: str) -> dt.datetime:
+    """A UTC moment: an ISO date (its end: who was champion that day when it ended) or date and time."""
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return dt.datetime.combine(dt.date.fromisoformat(text), dt.time.max, tzinfo=dt.UTC)
+    moment = dt.datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
@@ -210,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument(
         "--latest", action="store_true", help="the newest run of the date, whatever its run id (make run's DAG run)"
     )
+    report = add("report", cmd_report, "write the run's evidence report (HTML) from its folder; prints its URI")
+    report.add_argument("--latest", action="store_true", help="the newest run of the date, whatever its run id")
     reset = sub.add_parser(
         "reset-high-water",
         help="operator: lower or remove the newest-promotion floor kept on the registered model (logged)",
@@ -223,6 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--to", type=date_arg, help="the run date of the new mark (omit to remove the mark)")
     reset.add_argument("--version", default="0", help="the version the new mark names (with --to)")
     _store_arguments(reset, "the data root, for the promotion lock")
+    champion = sub.add_parser(
+        "champion", help="operator: who was champion when (history), and moving it back (rollback)",
+        description="The champion alias's recorded moves (on the registered model: retrainer.champion.<N> tags).",
+    )  # fmt: skip
+    moves = champion.add_subparsers(dest="champion_command", metavar="ACTION", required=True)
+    hist = moves.add_parser("history", help="every recorded move of the champion, oldest first (JSON on stdout)")
+    hist.set_defaults(func=cmd_champion_history)
+    hist.add_argument("--workload", required=True, help="which workload's registered model")
+    hist.add_argument("--at", type=moment_arg, help="only the champion of this moment (UTC; a date: its end)")
+    hist.add_argument("--tracking-uri", help="MLflow tracking URI (env MLFLOW_TRACKING_URI)")
+    back = moves.add_parser("rollback", help="move the champion back to an earlier champion (recorded, with a reason)")
+    back.set_defaults(func=cmd_champion_rollback)
+    back.add_argument("--workload", required=True, help="which workload's registered model")
+    back.add_argument("--to-version", required=True, help="the earlier champion's version number")
+    back.add_argument("--reason", required=True, help="why (recorded on the model and logged)")
+    _store_arguments(back, "the data root, for the promotion lock")
     pr = sub.add_parser(
         "prune",
         help="retention: remove run folders that registered nothing (beyond the newest), interrupted writes' "

@@ -66,10 +66,15 @@ def run_summary(cfg: RunConfig, layout: RunLayout | None = None) -> str:
     lines += ["", "  where:"]
     if exp:
         lines.append(f"    SavedModel   {exp.saved_model_uri} (fresh-process check max |diff| {exp.max_abs_diff:.2g})")
+        if exp.latency_ms:
+            timing = [f"{b} row(s) p50 {t['p50']:.1f} / p99 {t['p99']:.1f} ms" for b, t in exp.latency_ms.items()]
+            lines.append(f"                 serving: {', '.join(timing)}; {exp.saved_model_bytes / 2**20:.1f} MiB")
     if gate_report:
         lines.append(f"    raw gate     {gate_report.data_docs_uri}")
     if report:
         lines.append(f"    Data Docs    {report.data_docs_uri}")
+    if layout.report.is_file():
+        lines.append(f"    report       {layout.report.as_uri()}")
     lines.append(f"    run folder   {layout.root}")
     lines.append(f"    MLflow       {cfg.engines.tracking_uri}  (make mlflow-ui)")
     return "\n".join(lines)
@@ -149,6 +154,32 @@ def strategy_label(name: str) -> str:
     return STRATEGY_LABELS.get(name, name)
 
 
+def slice_lines(report: dict[str, Any]) -> list[str]:
+    """The slice gate in two lines: the headline's interval overall, how many slices were gated, and (with a
+    champion) the gated slice where the new model fell furthest behind it."""
+    if not report:
+        return []
+    name, overall, slices = report["headline"], report["overall"], report["slices"]
+    gated = [s for s in slices if s["gated"]]
+    low, high = overall.get("new_interval") or (float("nan"), float("nan"))
+    lines = [
+        f"  slices      {name} {overall.get('new', float('nan')):.4f} [95% {low:.4f}, {high:.4f}] overall; "
+        f"{len(gated)} slice(s) gated, {len(slices) - len(gated)} reported only "
+        f"(under {report['min_rows']} rows or one class)"
+    ]
+    compared = [s for s in gated if s.get("drop") is not None]
+    if compared and max(s["drop"] for s in compared) == 0:
+        lines.append("              no gated slice scored below the champion")
+    elif compared:
+        worst = max(compared, key=lambda s: s["drop"])
+        verdict = "holds the run" if worst["holds"] else f"within max_slice_drop {report['max_drop']:.1%}"
+        lines.append(
+            f"              largest drop {worst['slice']}={worst['value']}: {worst['new']:.4f} vs champion "
+            f"{worst['champion']:.4f} ({worst['drop']:.1%}, {verdict})"
+        )
+    return lines
+
+
 def _model_lines(
     train: TrainingResult | None, ev: EvaluationResult | None, reg: RegistrationResult | None, objective: Any
 ) -> list[str]:
@@ -175,6 +206,7 @@ def _model_lines(
         if ev.compared_range and ev.new_compared:  # the champion trained on some of the evaluation days
             lines.append(f"              on [{ev.compared_range[0]}, {ev.compared_range[1]}) only, where the new model "
                          f"scored {objective.describe(ev.new_compared)}")  # fmt: skip
+        lines += slice_lines(ev.slices)
         lines.append(f"  decision    {'PROMOTE' if ev.promote else 'keep champion'} ({ev.reason})")
     if reg:
         lines.append(

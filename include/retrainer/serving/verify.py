@@ -5,6 +5,11 @@ in-memory state from the training process are needed to serve it. With ``--wait`
 TensorFlow first and then reads the model and sample paths from a JSON line on stdin: the export stage
 starts it before it loads and exports the model, so the child's TensorFlow import (most of its cost)
 overlaps that work instead of following it.
+
+The request may also ask for latency (``"latency": {"batches": [1, 256], "repeats": 100}``): the signature is
+then called ``repeats`` times per batch size on rows of the sample (repeated to fill the batch) after a few
+untimed calls, and the p50 and p99 of the calls' wall times are printed with the predictions. Measured here,
+in the process that only loaded the SavedModel, as a server would serve it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from typing import Any
+
+WARM_UP_CALLS = 3  # untimed: the first calls build the function's kernels and caches
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,19 +37,51 @@ def main(argv: list[str] | None = None) -> int:
 
     from retrainer.serving.signature_inputs import to_signature_inputs
 
+    latency: dict[str, Any] = {}
     if args.wait:
         line = sys.stdin.readline()
         if not line.strip():  # the export stage gave up before it had a model: nothing to check
             return 0
-        paths = json.loads(line)
-        args.model, args.sample = paths["model"], paths["sample"]
+        request = json.loads(line)
+        args.model, args.sample = request["model"], request["sample"]
+        latency = request.get("latency") or {}
     loaded = tf.saved_model.load(args.model)
     serve = loaded.signatures["serving_default"]
+    spec = serve.structured_input_signature[1]
     frame = pq.read_table(args.sample).to_pandas()
-    outputs = serve(**to_signature_inputs(frame, serve.structured_input_signature[1]))
+    outputs = serve(**to_signature_inputs(frame, spec))
     preds = next(iter(outputs.values())).numpy().reshape(-1).tolist()
-    json.dump({"predictions": preds}, sys.stdout)
+    out: dict[str, Any] = {"predictions": preds}
+    if latency:
+        out["latency_ms"] = {
+            str(b): measure(serve, to_signature_inputs(rows_of(frame, b), spec), int(latency.get("repeats", 100)))
+            for b in latency.get("batches", [1, 256])
+        }
+    json.dump(out, sys.stdout)
     return 0
+
+
+def rows_of(frame: Any, n: int) -> Any:
+    """``n`` rows of ``frame``, its rows repeated as often as needed."""
+    import pandas as pd
+
+    copies = -(-n // max(len(frame), 1))
+    return pd.concat([frame] * copies, ignore_index=True).head(n)
+
+
+def measure(serve: Any, inputs: dict[str, Any], repeats: int) -> dict[str, float]:
+    """p50 and p99 wall milliseconds of ``repeats`` calls of the signature on ``inputs`` (outputs fetched)."""
+    import numpy as np
+
+    for _ in range(WARM_UP_CALLS):
+        next(iter(serve(**inputs).values())).numpy()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        next(iter(serve(**inputs).values())).numpy()
+        times.append((time.perf_counter() - started) * 1000.0)
+    return {"p50": round(float(np.percentile(times, 50)), 3), "p99": round(float(np.percentile(times, 99)), 3),
+            "calls": repeats}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -19,11 +19,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from retrainer import registry
 from retrainer.core import atomic
 from retrainer.core.config import RunConfig
 from retrainer.core.fingerprint import dict_fingerprint, parquet_parts, tree_digest
 from retrainer.core.results import EvaluationResult, TrainingResult, ValidationResult
+from retrainer.evaluation.slices import GateSettings, KeptRows, holding, sliced
 from retrainer.registry import promotion
 from retrainer.stages import costed
 from retrainer.training import baselines
@@ -52,8 +55,9 @@ def evaluate_models(
     # on them; None: they cannot be compared fairly, and the note says why (the run is held).
     compared, note = (eval_range, "") if holder is None else promotion.compared_days(eval_range, holder)
     eval_files = parquet_parts(validated.files.eval)
-    new = _score(model, None, eval_files, run, None)
-    new_compared, champ = new, None
+    kept_new = KeptRows(workload.slices)  # the rows the slices are cut from: the compared rows, below
+    new = _score(model, None, eval_files, run, None, keep=kept_new)
+    new_compared, champ, kept_champion = new, None, None
     with tempfile.TemporaryDirectory(prefix="champion-") as scratch:  # its SavedModel, downloaded and checked
         champion = None
         if holder is not None and compared is not None:
@@ -63,11 +67,16 @@ def evaluate_models(
         if champion is not None:  # then compared is a range too
             days = None if compared == eval_range else compared
             if days is not None:
-                new_compared = _score(model, None, eval_files, run, days)
-            champ = _score(None, champion, eval_files, run, days, f"v{champion_version}")
+                kept_new = KeptRows(workload.slices)
+                new_compared = _score(model, None, eval_files, run, days, keep=kept_new)
+            kept_champion = KeptRows(())
+            champ = _score(None, champion, eval_files, run, days, f"v{champion_version}", keep=kept_champion)
     if new["rows"] == 0:
         raise ValueError(f"evaluation set {validated.files.eval} is empty")
     references = _baselines(validated, training, run)
+    slice_report = _sliced(run, kept_new, kept_champion)
+    held_by = holding(slice_report) if champ is not None else []
+    plots = _plots(run, kept_new, kept_champion, slice_report, champion_version)
     metric, gain = objective.headline, None
     min_gain, bar = promotion.bar(cfg.tuning.min_gain)
     too_old = promotion.forward_only(cfg.engines.tracking_uri, workload.registered_model, cfg.run.date, holder)
@@ -86,7 +95,9 @@ def evaluate_models(
         )
         if note:
             reason += f" ({note})"
-        promote = better and held is None
+        if held_by:
+            reason += f"; held by {len(held_by)} slice(s): " + "; ".join(held_by)
+        promote = better and held is None and not held_by
         if held is not None:
             reason = f"held: {held}; compared only: {reason}"
     narrowed = champ is not None and compared != eval_range  # compared on fewer days than evaluated
@@ -106,10 +117,46 @@ def evaluate_models(
         run_key=training.run_key,
         compared_range=compared if narrowed else None,
         new_compared=new_compared if narrowed else None,
+        slices=slice_report,
+        held_by_slices=held_by,
+        plots=plots,
     )
     run.layout.save(result)
     log.info("evaluation: promote=%s (%s)", promote, reason)
     return result
+
+
+def _sliced(run: RunContext, kept_new: KeptRows, kept_champion: KeptRows | None) -> dict[str, Any]:
+    """The headline by slice on the compared rows (the new model's and, with a champion, the champion's
+    predictions on the same rows in the same order) and the slice gate's verdict on each."""
+    from retrainer.core.deployment import deployment
+
+    if not run.workload.slices or len(kept_new.y) == 0:
+        return {}
+    settings = deployment()
+    gate = GateSettings(min_rows=settings.slice_min_rows, max_drop=settings.max_slice_drop,
+                        resamples=settings.bootstrap_resamples, seed=run.config.tuning.seed)  # fmt: skip
+    objective = run.workload.objective
+    champion_p = None
+    if kept_champion is not None:
+        if not np.array_equal(kept_champion.y, kept_new.y):
+            raise RuntimeError("the champion and the new model were scored on different rows: slices not comparable")
+        champion_p = kept_champion.p
+    return sliced(objective.headline, objective.higher_is_better, kept_new, champion_p, gate)
+
+
+def _plots(
+    run: RunContext, kept_new: KeptRows, kept_champion: KeptRows | None, report: dict[str, Any], version: str | None
+) -> list[str]:
+    """The objective's plots of the compared rows into the run's ``plots/`` folder, replaced as a whole."""
+    from retrainer.evaluation.plots import write_plots
+
+    objective = run.workload.objective
+    with atomic.staged_dir(run.layout.plots) as staging:
+        written = write_plots(objective.name, getattr(objective, "unit", ""), kept_new,
+                              None if kept_champion is None else kept_champion.p, report, Path(staging),
+                              champion_label=f"champion v{version}")  # fmt: skip
+    return [str(run.layout.plots / f.name) for f in written]
 
 
 def _baselines(validated: ValidationResult, training: TrainingResult, run: RunContext) -> dict[str, dict[str, Any]]:
@@ -159,23 +206,28 @@ _CHAMPIONS: dict[str, Any] = {}
 
 
 def _score(
-    model: Any, champion: Any, files: list[Any], run: RunContext, days: tuple[str, str] | None, name: str = ""
-) -> dict[str, Any]:
+    model: Any, champion: Any, files: list[Any], run: RunContext, days: tuple[str, str] | None, name: str = "",
+    keep: KeptRows | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """The objective's metrics of the run's ``model`` (a Keras model) or of ``champion`` (the registered
     SavedModel, see :func:`_champion_scorer`) on the evaluation rows of ``files`` (in ``days``), streamed batch
-    by batch."""
+    by batch; ``keep`` keeps each row's label, prediction and slice columns (the evaluation days only)."""
     contract, objective = run.workload.contract, run.workload.objective
     metrics = objective.eval_metrics()
     for batch in iter_record_batches(files, contract, days=days):
         y = labels(batch, contract)
         if champion is None:
-            metrics.update(y, model(arrow_to_inputs(batch, contract), training=False).numpy())
-            continue
-        try:
-            metrics.update(y, champion.predict(batch.to_pandas()))
-        except Exception as exc:
-            raise RuntimeError(
-                f"champion {run.workload.registered_model} {name} cannot score this run's evaluation rows ({exc}); "
-                "its input signature may predate the current contract"
-            ) from exc
+            p = model(arrow_to_inputs(batch, contract), training=False).numpy()
+            metrics.update(y, p)
+        else:
+            try:
+                p = champion.predict(batch.to_pandas())
+                metrics.update(y, p)
+            except Exception as exc:
+                raise RuntimeError(
+                    f"champion {run.workload.registered_model} {name} cannot score this run's evaluation rows "
+                    f"({exc}); its input signature may predate the current contract"
+                ) from exc
+        if keep is not None:
+            keep.add(batch, y, p)
     return metrics.result()

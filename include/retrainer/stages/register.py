@@ -23,10 +23,18 @@ from retrainer.core.config import RunConfig
 from retrainer.core.costs import read_costs
 from retrainer.core.fingerprint import tree_digest
 from retrainer.core.layout import RunLayout
-from retrainer.core.results import EvaluationResult, ExportResult, RegistrationResult, TrainingResult, ValidationResult
+from retrainer.core.results import (
+    ApprovalResult,
+    EvaluationResult,
+    ExportResult,
+    RegistrationResult,
+    TrainingResult,
+    ValidationResult,
+)
 from retrainer.registry import promotion
 from retrainer.registry.artefacts import SAVED_MODEL_DIGEST_TAG
-from retrainer.registry.mlflow_run import log_and_register, range_text
+from retrainer.registry.champion_history import record_move
+from retrainer.registry.mlflow_run import log_and_register, range_text, version_description
 from retrainer.stages import costed
 from retrainer.stages.evaluate import evaluate_models
 from retrainer.workloads import RunContext
@@ -71,7 +79,10 @@ def register_model(
     evaluation: EvaluationResult,
     exported: ExportResult,
     run: RunContext | RunConfig,
+    approval: ApprovalResult | None = None,
 ) -> RegistrationResult:
+    """Register the run's version and move the aliases as the gate decided; ``approval``: the answer of the DAG's
+    approval task, which a deployment with ``RETRAINER_REQUIRE_APPROVAL=yes`` needs before the champion moves."""
     run = RunContext.of(run)
     cfg = run.config
     name = run.workload.registered_model
@@ -96,7 +107,9 @@ def register_model(
     _complete_tags(tracking_uri, name, version, tags)
 
     with promotion.promotion_lock(cfg.engines.data_root, name):
-        promoted, note, before = _move_aliases(validated, training, evaluation, version, run)
+        promoted, note, before = _move_aliases(validated, training, evaluation, version, run, approval)
+    description = version_description(cfg, validated, evaluation, run.workload.objective, note, promoted)
+    client.update_model_version(name, version, description=description)
     result = RegistrationResult(
         registered_model=name,
         version=version,
@@ -109,8 +122,22 @@ def register_model(
         tracking_uri=tracking_uri,
     )
     layout.save(result)
+    _report(run, result, exp_id)
     log.info("registered %s v%s, aliases %s (%s)", name, version, result.aliases, note)
     return result
+
+
+def _report(run: RunContext, registration: RegistrationResult, experiment_id: str) -> None:
+    """The run's evidence report (:mod:`retrainer.evaluation.report`) into the run folder and onto the MLflow run
+    (replaced by a retry: the artefact path is the same)."""
+    from retrainer.evaluation.report import mlflow_run_url, render, write_report
+
+    cfg = run.config
+    url = mlflow_run_url(cfg.engines.tracking_uri, experiment_id, registration.mlflow_run_id)
+    html = render(run.layout, cfg.run.workload, cfg.run.date.isoformat(), cfg.run.run_id,
+                  run.workload.registered_model, registration=registration, mlflow_url=url)  # fmt: skip
+    path = write_report(run.layout, html)
+    registry.configure(cfg.engines.tracking_uri).log_artifact(registration.mlflow_run_id, str(path), "report")
 
 
 def _version_tags(
@@ -146,8 +173,9 @@ def _complete_tags(tracking_uri: str, name: str, version: str, tags: dict[str, s
 
 
 def _move_aliases(
-    validated: ValidationResult, training: TrainingResult, evaluation: EvaluationResult, version: str, run: RunContext
-) -> tuple[bool, str, str | None]:
+    validated: ValidationResult, training: TrainingResult, evaluation: EvaluationResult, version: str, run: RunContext,
+    approval: ApprovalResult | None = None,
+) -> tuple[bool, str, str | None]:  # fmt: skip
     """Under the promotion lock: (is this version champion now, why, the champion it found). Re-reads both
     aliases first."""
     cfg = run.config
@@ -162,11 +190,17 @@ def _move_aliases(
         promotion.raise_high_water(uri, name, version, cfg.run.date)  # a retry after a crash before the tag
         intent = promotion.read_intent(run.layout.promotion_intent)
         if intent.get("version") == version and not intent.get("published"):  # moved by an attempt that died
+            record_move(uri, name, version, intent["champion_before"], "promote", intent["decision"],
+                        run_id=cfg.run.run_id, run_date=cfg.run.date)  # fmt: skip
+            _serve(run, version)
             return True, f"{intent['decision']} (the alias was moved by an earlier attempt)", intent["champion_before"]
         return True, f"already champion; {evaluation.reason}", now
     if not evaluation.promote:
         return False, evaluation.reason, now
-    note = evaluation.reason
+    needs_approval, approved = promotion.approval_hold(approval)
+    if needs_approval is not None:
+        return False, f"{needs_approval}; the gate said: {evaluation.reason}", now
+    note = evaluation.reason + (f"; {approved}" if approved else "")
     if now == evaluation.champion_version:  # the champion did not move, but the mark may have risen since
         too_old = promotion.forward_only(uri, name, cfg.run.date, current)
         if too_old is not None:
@@ -180,12 +214,25 @@ def _move_aliases(
         evaluation = evaluate_models(validated, training, run)  # the lock is held: the champion cannot move again
         if not evaluation.promote:
             return False, f"not promoted: {moved}: {evaluation.reason}", now
-        note = f"{moved}: {evaluation.reason}"
+        note = f"{moved}: {evaluation.reason}" + (f"; {approved}" if approved else "")
     # the intent first: a retry that finds the alias already moved still announces the change
     atomic.write_json(run.layout.promotion_intent, {"version": version, "champion_before": now, "decision": note})
     client.set_registered_model_alias(name, registry.CHAMPION, version)
     promotion.raise_high_water(uri, name, version, cfg.run.date)
+    record_move(uri, name, version, now, "promote", note, run_id=cfg.run.run_id, run_date=cfg.run.date)
+    _serve(run, version)
     return True, note, now
+
+
+def _serve(run: RunContext, version: str) -> None:
+    """The new champion into TensorFlow Serving's layout: the run's own checked export (the bytes whose digest
+    the version carries), under the promotion lock like the alias."""
+    from retrainer.core.results import ExportResult
+    from retrainer.registry.serving_layout import publish, serving_root
+
+    exported = run.layout.load(ExportResult)
+    publish(serving_root(run.config.engines.data_root), run.workload.registered_model, version,
+            Path(exported.saved_model_uri), exported.saved_model_digest)  # fmt: skip
 
 
 def _v(version: str | None) -> str:

@@ -21,6 +21,7 @@ from retrainer.spec.contract import Contract
 from retrainer.spec.model_spec import WIDE_AND_DEEP_ENSEMBLE, ModelSpec
 from retrainer.spec.objectives import Objective
 from retrainer.spec.raw_contract import RawContract
+from retrainer.spec.slices import SliceSpec
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -46,6 +47,8 @@ class Workload:
     model: ModelSpec = WIDE_AND_DEEP_ENSEMBLE
     # Bump when build_features changes what it computes: the feature store keys stored days by it.
     feature_version: str = "1"
+    # How evaluation cuts its rows to compare the new model with the champion part by part (the slice gate).
+    slices: tuple[SliceSpec, ...] = ()
 
     @property
     def daily_sources(self) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from retrainer.spec.contract import Column, DriftRule, DType, Role
 from retrainer.spec.raw_contract import RawColumn, RawContract, RawDimension, RawSource, RowRule
+from retrainer.spec.slices import SliceSpec
 
 if TYPE_CHECKING:
     from pyspark.sql import Column as SparkColumn
@@ -86,6 +87,21 @@ FEATURE_COLUMNS: tuple[Column, ...] = (
         description="origin airport's share of late arrivals over the previous 7 days",
     ),
 )  # fmt: skip
+
+# --- the slices evaluation compares the new model and the champion on (retrainer.evaluation.slices) -----
+# Each origin airport and each carrier, and the scheduled hour in four parts of the day: where delays build up
+# differently (the evening's knock-on delays), and where an operator would hear about a worse model first.
+HOUR_BUCKETS: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("05-09", tuple(range(5, 10))),
+    ("10-14", tuple(range(10, 15))),
+    ("15-19", tuple(range(15, 20))),
+    ("20-04", (20, 21, 22, 23, 0, 1, 2, 3, 4)),
+)
+SLICES: tuple[SliceSpec, ...] = (
+    SliceSpec("origin", "origin"),
+    SliceSpec("carrier", "carrier"),
+    SliceSpec("sched_hour", "sched_dep_hour", groups=HOUR_BUCKETS),
+)
 
 # --- the landed files: what every day of each source must satisfy (the raw gate) -----------------------
 # Thresholds were chosen from the 365 days of 2013 with a margin (``bench/thresholds_2013.py`` prints

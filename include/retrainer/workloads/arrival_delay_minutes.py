@@ -64,4 +64,5 @@ WORKLOAD = Workload(
     history_days=nyc.LAG_DAYS,
     build_features=build_features,
     model=WIDE_AND_DEEP_ENSEMBLE,  # the three-member ensemble (spec/model_spec.py)
+    slices=nyc.SLICES,
 )
