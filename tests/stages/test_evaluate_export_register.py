@@ -78,8 +78,11 @@ def test_the_mlflow_model_page_has_plots_example_datasets_description_and_the_re
     assert set(inputs) == {"training", "evaluation"}
     assert inputs["training"].digest == validated.features.train_fingerprint[:32]
     assert len(inputs["evaluation"].digest) == 32
-    example = mlflow.models.Model.load(model.artifact_location).load_input_example(model.artifact_location)
+    import pandas as pd
+
     from retrainer.workloads import get_workload
+
+    example = pd.read_json(_stored_model_folder(cfg, reg.version) / "input_example.json", orient="split")
 
     assert list(example.columns) == [c.name for c in get_workload(MODEL).contract.features] and len(example) == 5
 

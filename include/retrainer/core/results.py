@@ -142,6 +142,17 @@ class ValidationResult(StageResult):
         return FeatureFiles(Path(self.features_dir))
 
 
+# tf.distribute's class names as people call the strategies (TrainingResult keeps the class's own name)
+STRATEGY_LABELS = {
+    "_DefaultDistributionStrategy": "one device (no distribution strategy)",
+    "OneDeviceStrategy": "one device",
+    "MirroredStrategy": "MirroredStrategy",
+    "CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy",
+    "TPUStrategy": "TPUStrategy",
+    "TPUStrategyV2": "TPUStrategy",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingResult(StageResult):
     STAGE: ClassVar[str] = "train"

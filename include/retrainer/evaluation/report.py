@@ -19,6 +19,7 @@ from typing import Any
 from retrainer.core.costs import read_costs
 from retrainer.core.layout import RunLayout
 from retrainer.core.results import (
+    STRATEGY_LABELS,
     EvaluationResult,
     ExportResult,
     FeaturesResult,
@@ -94,7 +95,7 @@ def render(
         raw_gate=raw_gate, validation=validation, features=features, drift=drift, evaluation=evaluation,
         metric_rows=metric_rows, metric_names=metric_names, slices=(evaluation.slices if evaluation else {}),
         overall=(evaluation.slices or {}).get("overall") if evaluation else None, plots=plots, training=training,
-        export=export, costs=sorted(read_costs(layout.costs).items()),
+        export=export, costs=sorted(read_costs(layout.costs).items()), strategy_labels=STRATEGY_LABELS,
     )  # fmt: skip
 
 

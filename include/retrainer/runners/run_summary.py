@@ -10,6 +10,7 @@ from retrainer.core.config import RunConfig
 from retrainer.core.costs import STAGES, StageCost, read_costs
 from retrainer.core.layout import RunLayout, ValidationFiles
 from retrainer.core.results import (
+    STRATEGY_LABELS,
     EvaluationResult,
     ExportResult,
     FeaturesResult,
@@ -139,18 +140,8 @@ def _data_lines(feats: FeaturesResult | None, report: GateReport | None, gate_re
     return lines
 
 
-# tf.distribute's class names as people call the strategies (TrainingResult keeps the class's own name)
-STRATEGY_LABELS = {
-    "_DefaultDistributionStrategy": "one device (no distribution strategy)",
-    "OneDeviceStrategy": "one device",
-    "MirroredStrategy": "MirroredStrategy",
-    "CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy",
-    "TPUStrategy": "TPUStrategy",
-    "TPUStrategyV2": "TPUStrategy",
-}
-
-
 def strategy_label(name: str) -> str:
+    """tf.distribute's class name as people call the strategy (:data:`retrainer.core.results.STRATEGY_LABELS`)."""
     return STRATEGY_LABELS.get(name, name)
 
 

@@ -76,7 +76,9 @@ def evaluate_models(
     references = _baselines(validated, training, run)
     slice_report = _sliced(run, kept_new, kept_champion)
     held_by = holding(slice_report) if champ is not None else []
-    plots = _plots(run, kept_new, kept_champion, slice_report, champion_version)
+    plot_key = dict_fingerprint({"run_key": training.run_key, "champion": champion_version, "compared": compared,
+                                 "slices": slice_report})  # fmt: skip
+    plots = _plots(run, kept_new, kept_champion, slice_report, champion_version, plot_key)
     metric, gain = objective.headline, None
     min_gain, bar = promotion.bar(cfg.tuning.min_gain)
     too_old = promotion.forward_only(cfg.engines.tracking_uri, workload.registered_model, cfg.run.date, holder)
@@ -146,17 +148,27 @@ def _sliced(run: RunContext, kept_new: KeptRows, kept_champion: KeptRows | None)
 
 
 def _plots(
-    run: RunContext, kept_new: KeptRows, kept_champion: KeptRows | None, report: dict[str, Any], version: str | None
-) -> list[str]:
-    """The objective's plots of the compared rows into the run's ``plots/`` folder, replaced as a whole."""
+    run: RunContext, kept_new: KeptRows, kept_champion: KeptRows | None, report: dict[str, Any], version: str | None,
+    key: str,
+) -> list[str]:  # fmt: skip
+    """The objective's plots of the compared rows into the run's ``plots/`` folder, replaced as a whole; kept when
+    ``key`` (the trained model, the champion, the days and the slice figures) is the one they were drawn for: a
+    retried evaluation, or register's re-evaluation against the same champion, draws nothing again (0.6-1 s)."""
     from retrainer.evaluation.plots import write_plots
 
-    objective = run.workload.objective
-    with atomic.staged_dir(run.layout.plots) as staging:
+    folder, objective = run.layout.plots, run.workload.objective
+    record = atomic.read_record(folder / PLOTS_KEY) if folder.is_dir() else None
+    if isinstance(record, dict) and record.get("key") == key and all((folder / f).is_file() for f in record["files"]):
+        return [str(folder / f) for f in record["files"]]
+    with atomic.staged_dir(folder) as staging:
         written = write_plots(objective.name, getattr(objective, "unit", ""), kept_new,
                               None if kept_champion is None else kept_champion.p, report, Path(staging),
                               champion_label=f"champion v{version}")  # fmt: skip
-    return [str(run.layout.plots / f.name) for f in written]
+        atomic.write_json(Path(staging) / PLOTS_KEY, {"key": key, "files": [f.name for f in written]})
+    return [str(folder / f.name) for f in written]
+
+
+PLOTS_KEY = "_key.json"  # in plots/: what the plots were drawn from
 
 
 def _baselines(validated: ValidationResult, training: TrainingResult, run: RunContext) -> dict[str, dict[str, Any]]:
