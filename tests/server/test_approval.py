@@ -28,7 +28,7 @@ MODEL = "flight_delay"
 CONF = {"window_days": 7, "eval_days": 2, "epochs": 1, "batch_size": 512, "hidden_units": 8, "part_files": 1,
         "members": "joint", "min_gain": -1.0}  # fmt: skip
 APPROVED, REJECTED, UNANSWERED = dt.date(2013, 2, 5), dt.date(2013, 2, 6), dt.date(2013, 2, 7)
-TIMEOUT_MINUTES = 1.0
+TIMEOUT_MINUTES = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -99,23 +99,29 @@ def test_approve_moves_the_champion_reject_and_no_answer_leave_it(stack) -> None
     def diagnose() -> str:
         return str({run_id: _states(api, run_id) for run_id in runs.values()})
 
-    asked = {day: wait_for(lambda r=run_id: _awaiting(api, r), 900, f"{run_id} to ask", diagnose)
-             for day, run_id in runs.items()}  # fmt: skip
-    for details in asked.values():
-        assert details["options"] == ["Approve", "Reject"] and details["defaults"] == ["Reject"]
-        assert "**Gate**: promote:" in details["body"] and "- new model: " in details["body"]
-        assert "auc 0." in details["body"]
-    time.sleep(5)  # an answer within a second of awaiting_input was seen to fail the task (stack notes)
     answer = "/dags/{dag}/dagRuns/{run}/taskInstances/approve_promotion/-1/hitlDetails"
 
     def respond(day: dt.date, option: str) -> object:
         return api.call("PATCH", answer.format(dag=DAG, run=runs[day]),
                         json={"chosen_options": [option], "params_input": {}})  # fmt: skip
 
-    assert respond(APPROVED, "Approve").status_code == 200
-    assert respond(REJECTED, "Reject").status_code == 200
-    again = respond(REJECTED, "Approve")
-    assert again.status_code == 409  # answered once, for good
+    # Each question is answered as soon as it is asked (a few seconds after: an answer within a second of
+    # awaiting_input was seen to fail the task, STACK_NOTES), well inside the time-out; the third is left to it.
+    to_answer, asked, seen = {APPROVED: "Approve", REJECTED: "Reject"}, {}, {}
+    deadline = time.monotonic() + 900
+    while len(asked) < len(runs) or to_answer:
+        assert time.monotonic() < deadline, f"not every run asked: {diagnose()}"
+        for day, run_id in runs.items():
+            if day not in asked and (details := _awaiting(api, run_id)):
+                asked[day], seen[day] = details, time.monotonic()
+            if day in to_answer and day in seen and time.monotonic() - seen[day] >= 5:
+                assert respond(day, to_answer.pop(day)).status_code == 200, day
+        time.sleep(2)
+    for details in asked.values():
+        assert details["options"] == ["Approve", "Reject"] and details["defaults"] == ["Reject"]
+        assert "**Gate**: promote:" in details["body"] and "- new model: " in details["body"]
+        assert "auc 0." in details["body"]
+    assert respond(REJECTED, "Approve").status_code == 409  # answered once, for good
 
     done = {day: wait_for(lambda r=run_id: _finished(api, r), 900, f"{run_id} to finish", diagnose)
             for day, run_id in runs.items()}  # fmt: skip
