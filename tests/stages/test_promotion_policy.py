@@ -264,6 +264,46 @@ def test_with_approval_required_only_an_approve_answer_moves_the_champion(traine
     assert champion_history.history(tracking, MODEL)[-1].reason.endswith("approved by ops at 2026-12-07T10:00:00+00:00")
 
 
+def test_a_failure_before_the_alias_moves_nothing_and_one_after_it_is_reported_not_raised(
+    trained, root, tmp_path, monkeypatch
+) -> None:
+    """The alias move is register's commit point. A serving copy that cannot be written (the serving root is a
+    file) fails the task with the champion, the high-water mark and the layout unchanged: a failed run never moves
+    the champion. A champion-history write refused after the move is reported in the decision and shown by the
+    history as a move it did not record, and the task succeeds (raising would make a failed run that moved it)."""
+    from retrainer.registry import champion_history
+    from retrainer.stages import register
+
+    tracking = _tracking(tmp_path)
+    cfgs = {day: small_config(root, tracking, date=day, min_gain=ALWAYS) for day in (MID, NEW)}
+    _, first = _register(trained, MID, cfgs[MID])
+    assert first.promoted
+    blocked = tmp_path / "serving-is-a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("RETRAINER_SERVING_ROOT", str(blocked))
+    with pytest.raises(OSError):
+        _register(trained, NEW, cfgs[NEW])
+    assert registry.alias_version(tracking, MODEL, "champion") == first.version
+    assert promotion.high_water(tracking, MODEL) == promotion.Holder(first.version, MID)
+    assert [m.version for m in champion_history.history(tracking, MODEL)] == [first.version]
+
+    monkeypatch.delenv("RETRAINER_SERVING_ROOT")
+
+    def refused(*args, **kwargs):
+        raise registry.RegistryUnavailable("tag write refused")
+
+    monkeypatch.setattr(register, "record_move", refused)
+    _, second = _register(trained, NEW, cfgs[NEW])
+    assert second.promoted and registry.alias_version(tracking, MODEL, "champion") == second.version
+    assert "champion, but not recorded in the champion history (RegistryUnavailable: tag write refused)" in (
+        second.decision)  # fmt: skip
+    assert promotion.high_water(tracking, MODEL) == promotion.Holder(second.version, NEW)
+    assert "no move is recorded" not in (champion_history.unrecorded_change(tracking, MODEL) or "")
+    assert f"is v{second.version} but the last recorded move named v{first.version}" in (
+        champion_history.unrecorded_change(tracking, MODEL))  # fmt: skip
+    assert [p.name for p in (root / "serving" / MODEL).iterdir()] == [second.version]
+
+
 def test_the_champion_is_compared_only_on_days_it_did_not_train_on(trained, root, tmp_path) -> None:
     """A champion scored on days it trained on looks better than it is: ``evaluate`` reads its version's
     ``train_range`` and compares on the evaluation days left, or holds the run and says why (a missing
@@ -392,14 +432,17 @@ elif point == "tagged":  # tags complete, no alias
     register._complete_tags = killing(register._complete_tags)
 elif point == "intent":  # the promotion intent recorded, the alias not moved
     atomic.write_json = killing(atomic.write_json, lambda path, payload: str(path).endswith("promotion_intent.json"))
-elif point == "moved":  # the alias moved and the high-water mark raised, nothing recorded in the run folder
+elif point == "marked":  # the high-water mark raised, the alias not moved
     promotion.raise_high_water = killing(promotion.raise_high_water)
+elif point == "moved":  # the alias moved: killed as the champion history is about to record it
+    record = register.record_move
+    register.record_move = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL) or record(*a, **k)
 from retrainer.runners.cli import main
 sys.exit(main(["register", *sys.argv[2:]]))
 """
 
 
-@pytest.mark.parametrize("point", ["registered", "tagged", "intent", "moved"])
+@pytest.mark.parametrize("point", ["registered", "tagged", "intent", "marked", "moved"])
 def test_register_killed_at_each_step_then_retried_registers_once_and_announces_once(
     trained, root, tmp_path, point: str
 ) -> None:
@@ -593,8 +636,9 @@ INTERLEAVINGS = 50
 RUNS = {"backfill": OLD, "ui": MID, "scheduled": NEW}
 
 
-class Crash(Exception):
-    """An attempt that died after a sub-step; its retry runs the whole step again."""
+class Crash(BaseException):
+    """An attempt that died after a sub-step; its retry runs the whole step again. A BaseException, like the
+    death it stands for: register's after-the-move steps report an Exception instead of raising it."""
 
 
 def _crash_points(monkeypatch, arm: dict) -> None:
@@ -603,13 +647,13 @@ def _crash_points(monkeypatch, arm: dict) -> None:
     from retrainer.core import atomic
     from retrainer.stages import register
 
-    def crashing(point: str, fn, when=lambda *a, **k: True):
+    def crashing(point: str, fn, when=lambda *a, **k: True, before: bool = False):
         def wrapper(*args, **kwargs):
-            out = fn(*args, **kwargs)
+            out = None if before else fn(*args, **kwargs)
             if arm.get("point") == point and when(*args, **kwargs):
                 arm["point"] = None
                 raise Crash(point)
-            return out
+            return fn(*args, **kwargs) if before else out
 
         return wrapper
 
@@ -618,7 +662,8 @@ def _crash_points(monkeypatch, arm: dict) -> None:
 
     monkeypatch.setattr(register, "log_and_register", crashing("registered", register.log_and_register))
     monkeypatch.setattr(register, "_complete_tags", crashing("tagged", register._complete_tags))
-    monkeypatch.setattr(promotion, "raise_high_water", crashing("moved", promotion.raise_high_water))
+    monkeypatch.setattr(promotion, "raise_high_water", crashing("marked", promotion.raise_high_water))
+    monkeypatch.setattr(register, "record_move", crashing("moved", register.record_move, before=True))
     write_json = atomic.write_json
     intent = crashing("intent", write_json, lambda path, payload: str(path).endswith("promotion_intent.json"))
     monkeypatch.setattr(atomic, "write_json", intent)
@@ -627,7 +672,11 @@ def _crash_points(monkeypatch, arm: dict) -> None:
     monkeypatch.setattr(RunLayout, "save", crashing("evaluated", RunLayout.save, saved(EvaluationResult)))
 
 
-POINTS = {"evaluate": ["evaluated"], "register": ["registered", "tagged", "intent", "moved"], "publish": ["published"]}
+POINTS = {
+    "evaluate": ["evaluated"],
+    "register": ["registered", "tagged", "intent", "marked", "moved"],
+    "publish": ["published"],
+}
 
 
 def _publish(layout: RunLayout, events: list[dict]) -> None:
@@ -726,6 +775,8 @@ def test_randomized_interleavings_of_backfill_ui_and_scheduled_runs_keep_every_t
         assert registry.version_tags(tracking, MODEL, newest.version)[SAVED_MODEL_DIGEST_TAG] == (
             exported.saved_model_digest)  # fmt: skip
         assert layouts["scheduled"].load(EvaluationResult).run_key == trained[NEW][1].run_key
+        serving = root / "serving" / MODEL  # TF Serving's layout: the champion only, no attempt's leftovers
+        assert sorted(p.name for p in serving.iterdir()) == [newest.version], (seed, pending)
         if seed % 10 == 0:  # the bytes themselves, on a sample (a download per schedule costs more than the rest)
             folder = download_saved_model(tracking, MODEL, newest.version, tmp_path / f"dl{seed}")
             assert tree_digest(folder) == exported.saved_model_digest

@@ -125,7 +125,7 @@ def rollback(tracking_uri: str, data_root: str, model_name: str, version: str, r
     """
     from retrainer.registry import promotion
     from retrainer.registry.artefacts import SAVED_MODEL_DIGEST_TAG
-    from retrainer.registry.serving_layout import publish_from_registry, serving_root
+    from retrainer.registry.serving_layout import serving_root, stage_from_registry
 
     if not reason.strip():
         raise RollbackRefused("a rollback needs a reason (it is recorded on the model)")
@@ -145,9 +145,16 @@ def rollback(tracking_uri: str, data_root: str, model_name: str, version: str, r
             raise RollbackRefused(
                 f"{model_name} v{version} has no {SAVED_MODEL_DIGEST_TAG} tag: its files cannot be checked"
             )
-        registry.configure(tracking_uri).set_registered_model_alias(model_name, registry.CHAMPION, version)
+        # the registry's copy downloaded and checked before the alias moves (a bad copy refuses the rollback);
+        # after the move, only the record and a rename
+        staged = stage_from_registry(tracking_uri, serving_root(data_root), model_name, version)
+        try:
+            registry.configure(tracking_uri).set_registered_model_alias(model_name, registry.CHAMPION, version)
+        except BaseException:
+            staged.discard()
+            raise
         move = record_move(tracking_uri, model_name, version, now, "rollback", reason)
-        publish_from_registry(tracking_uri, serving_root(data_root), model_name, version)
+        staged.activate()
     log.warning("%s champion rolled back from v%s to v%s by %s: %s", model_name, now, version, move.by, reason)
     return move
 

@@ -178,6 +178,24 @@ def raise_high_water(tracking_uri: str, model_name: str, version: str, run_date:
         )
 
 
+def restore_high_water_if_unmoved(tracking_uri: str, model_name: str, version: str, mark: Holder | None) -> None:
+    """After a failed alias move: put the high-water mark back to ``mark`` (what it was before this attempt raised
+    it) if the champion is not ``version``. Best effort, never raising over the alias error: a mark left raised
+    only holds runs dated before it (the strict side) until a retry or an operator (retrainer reset-high-water)
+    lowers it."""
+    try:
+        if registry.alias_version(tracking_uri, model_name, registry.CHAMPION) == version:
+            return  # the registry moved the alias although the call failed: the mark belongs to it
+        client = registry.configure(tracking_uri)
+        if mark is None:
+            client.delete_registered_model_tag(model_name, HIGH_WATER_TAG)
+        else:
+            client.set_registered_model_tag(model_name, HIGH_WATER_TAG, mark_text(mark))
+    except Exception:  # noqa: BLE001
+        log.warning("could not restore %s's high-water mark after a failed promotion; left raised", model_name,
+                    exc_info=True)  # fmt: skip
+
+
 def reset_high_water(
     tracking_uri: str, data_root: str, model_name: str, reason: str, to: Holder | None = None
 ) -> Holder | None:

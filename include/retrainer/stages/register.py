@@ -35,6 +35,7 @@ from retrainer.registry import promotion
 from retrainer.registry.artefacts import SAVED_MODEL_DIGEST_TAG
 from retrainer.registry.champion_history import record_move
 from retrainer.registry.mlflow_run import log_and_register, range_text, version_description
+from retrainer.registry.serving_layout import Staged
 from retrainer.stages import costed
 from retrainer.stages.evaluate import evaluate_models
 from retrainer.workloads import RunContext
@@ -187,13 +188,11 @@ def _move_aliases(
     current = promotion.holder(uri, name, registry.CHAMPION)
     now = current.version if current else None
     if now == version:
-        promotion.raise_high_water(uri, name, version, cfg.run.date)  # a retry after a crash before the tag
         intent = promotion.read_intent(run.layout.promotion_intent)
         if intent.get("version") == version and not intent.get("published"):  # moved by an attempt that died
-            record_move(uri, name, version, intent["champion_before"], "promote", intent["decision"],
-                        run_id=cfg.run.run_id, run_date=cfg.run.date)  # fmt: skip
-            _serve(run, version)
-            return True, f"{intent['decision']} (the alias was moved by an earlier attempt)", intent["champion_before"]
+            missing = _after_move(run, version, intent["champion_before"], intent["decision"], None)
+            note = f"{intent['decision']} (the alias was moved by an earlier attempt){missing}"
+            return True, note, intent["champion_before"]
         return True, f"already champion; {evaluation.reason}", now
     if not evaluation.promote:
         return False, evaluation.reason, now
@@ -215,24 +214,73 @@ def _move_aliases(
         if not evaluation.promote:
             return False, f"not promoted: {moved}: {evaluation.reason}", now
         note = f"{moved}: {evaluation.reason}" + (f"; {approved}" if approved else "")
-    # the intent first: a retry that finds the alias already moved still announces the change
-    atomic.write_json(run.layout.promotion_intent, {"version": version, "champion_before": now, "decision": note})
-    client.set_registered_model_alias(name, registry.CHAMPION, version)
-    promotion.raise_high_water(uri, name, version, cfg.run.date)
-    record_move(uri, name, version, now, "promote", note, run_id=cfg.run.run_id, run_date=cfg.run.date)
-    _serve(run, version)
-    return True, note, now
+    return True, _promote(run, version, now, note), now
 
 
-def _serve(run: RunContext, version: str) -> None:
-    """The new champion into TensorFlow Serving's layout: the run's own checked export (the bytes whose digest
-    the version carries), under the promotion lock like the alias."""
+def _promote(run: RunContext, version: str, now: str | None, note: str) -> str:
+    """Move the champion to ``version``; returns the decision text. The alias move is the commit point: what can
+    fail and must hold for the rules comes before it (the serving copy, staged and checked; the high-water mark,
+    which only ever makes the policy stricter), so a failure there leaves the champion where it was and the task
+    fails (and is retried). After it come only the record in the champion history and the rename of the serving
+    copy: a failure of either is reported in the decision and the log, not raised, because raising then would
+    make a failed run that has moved the champion."""
+    cfg = run.config
+    name, uri = run.workload.registered_model, cfg.engines.tracking_uri
+    staged = _stage_serving(run, version)
+    mark = promotion.high_water(uri, name)
+    try:
+        promotion.raise_high_water(uri, name, version, cfg.run.date)
+        # the intent before the alias: a retry that finds the alias already moved still announces the change
+        atomic.write_json(run.layout.promotion_intent, {"version": version, "champion_before": now, "decision": note})
+        registry.configure(uri).set_registered_model_alias(name, registry.CHAMPION, version)
+    except BaseException:
+        staged.discard()
+        promotion.restore_high_water_if_unmoved(uri, name, version, mark)
+        raise
+    return note + _after_move(run, version, now, note, staged)
+
+
+def _stage_serving(run: RunContext, version: str) -> Staged:
+    """The new champion's SavedModel for TensorFlow Serving's layout: the run's own checked export (the bytes whose
+    digest the version carries), copied beside its place."""
     from retrainer.core.results import ExportResult
-    from retrainer.registry.serving_layout import publish, serving_root
+    from retrainer.registry.serving_layout import serving_root, stage
 
     exported = run.layout.load(ExportResult)
-    publish(serving_root(run.config.engines.data_root), run.workload.registered_model, version,
-            Path(exported.saved_model_uri), exported.saved_model_digest)  # fmt: skip
+    return stage(serving_root(run.config.engines.data_root), run.workload.registered_model, version,
+                 Path(exported.saved_model_uri), exported.saved_model_digest)  # fmt: skip
+
+
+def _after_move(run: RunContext, version: str, before: str | None, note: str, staged: Staged | None) -> str:
+    """The champion history's record and the serving copy's rename, after the alias moved; "" when both were done,
+    else what is missing (for the decision; also logged as an error). Nothing raises: see :func:`_promote`.
+    ``staged`` None: a retry finding the alias moved by an attempt that died, which also raises the high-water
+    mark (that attempt may have died at the alias call after the registry had moved it) and stages the copy."""
+    cfg = run.config
+    name, uri = run.workload.registered_model, cfg.engines.tracking_uri
+    missing = []
+    if staged is None:
+        try:
+            promotion.raise_high_water(uri, name, version, cfg.run.date)
+        except Exception as exc:  # noqa: BLE001 - reported, see the docstring
+            missing.append(f"its high-water mark was not raised ({type(exc).__name__}: {exc})")
+        try:
+            staged = _stage_serving(run, version)
+        except Exception as exc:  # noqa: BLE001 - reported, see the docstring
+            missing.append(f"not written to the TensorFlow Serving layout ({type(exc).__name__}: {exc})")
+    try:
+        record_move(uri, name, version, before, "promote", note, run_id=cfg.run.run_id, run_date=cfg.run.date)
+    except Exception as exc:  # noqa: BLE001 - reported, see the docstring
+        missing.append(f"not recorded in the champion history ({type(exc).__name__}: {exc})")
+    try:
+        if staged is not None:
+            staged.activate()
+    except Exception as exc:  # noqa: BLE001 - reported, see the docstring
+        staged.discard()
+        missing.append(f"not written to the TensorFlow Serving layout ({type(exc).__name__}: {exc})")
+    for problem in missing:
+        log.error("%s v%s is champion but %s", name, version, problem)
+    return "".join(f"; champion, but {problem}" for problem in missing)
 
 
 def _v(version: str | None) -> str:
