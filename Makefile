@@ -58,11 +58,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(BIN)/python requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt pyproject.toml
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
-	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
+	@echo "[install 1/4] pip itself, in $(VENV)"
+	@$(BIN)/pip install --quiet --upgrade pip
+	@echo "[install 2/4] the pinned stack (Airflow, TensorFlow, PySpark, MLflow, Great Expectations, ~2.5 GB):" \
+	  "3-6 minutes on a fresh machine; pip's own lines follow as it resolves, downloads and installs"
+	@set -o pipefail; $(BIN)/pip install --progress-bar off -r requirements.txt -r requirements-dev.txt -c constraints.txt \
+	  | { grep --line-buffered -E "^(Collecting|Installing collected|Successfully installed)" || true; } \
+	  | sed -u -E 's/^(Successfully installed).*/\1 the packages above/; s/^Installing collected.*/installing the collected packages (the longest part; silent) .../; s/^/  /'
+	@echo "[install 3/4] packages pinned without their dependencies (requirements-nodeps.txt)"
+	@$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
+	@echo "[install 4/4] retrainer itself (editable)"
 	@$(BIN)/python -c "import pyspark, sys; sys.exit(pyspark.__version__ != '4.3.0' and 'pyspark was overwritten: ' + pyspark.__version__)"
-	$(BIN)/pip install --quiet --no-deps -e .
+	@$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
 install: $(VENV)/.installed
@@ -104,11 +111,9 @@ run: install data airflow-db spark-connect
 	@if [[ "$(DATE)" < "2013-01-29" ]]; then echo "DATE must be on or after 2013-01-29 (the DAG's start_date); use 'retrainer run --date ...' for earlier dates"; exit 2; fi
 	@mkdir -p $(AIRFLOW_HOME)/logs
 	@log=$(AIRFLOW_HOME)/logs/dags-test-$(WORKLOAD)-$(DATE).log; \
-	echo "running DAG $(WORKLOAD)_retrain for $(DATE) with airflow dags test (log: $$log) ..."; \
-	if $(WITH_SECRETS) $(BIN)/airflow dags test $(WORKLOAD)_retrain $(DATE) -c '$(CONF)' > $$log 2>&1; then status=0; else status=$$?; fi; \
-	grep -E "\[DAG TEST\] running task|Task instance state updated.*new_state=(success|failed)|epoch [0-9]+/" $$log \
-	  | sed -E 's/.*running task <TaskInstance: ([^ ]+).*/  task \1/; t; s/^.*(\[worker [0-9]+\]).*[^a-z_]([a-z_]+ (select|final) epoch [0-9]+\/[0-9]+[^[]*).*/    \1 \2/; t; s/^.*[^a-z_]([a-z_]+ (select|final) epoch [0-9]+\/[0-9]+[^[]*).*/    \1/; t; s/^.*(\[worker [0-9]+\]).*(epoch [0-9]+\/[0-9]+[^[]*).*/    \1 \2/; t; s/^.*(epoch [0-9]+\/[0-9]+[^[]*).*/    \1/' \
-	  | grep -E "^  " || true; \
+	echo "running DAG $(WORKLOAD)_retrain for $(DATE) with airflow dags test (full log: $$log) ..."; \
+	if $(WITH_SECRETS) $(BIN)/python -m retrainer.devtools.dag_test_progress --log $$log -- \
+	    $(BIN)/airflow dags test $(WORKLOAD)_retrain $(DATE) -c '$(CONF)'; then status=0; else status=$$?; fi; \
 	echo; $(BIN)/retrainer --log-level WARNING summary --workload $(WORKLOAD) --date $(DATE) --latest || true; \
 	if [ $$status -ne 0 ]; then echo; echo "DAG run FAILED (exit $$status); last lines of $$log:"; grep -E "ERROR|Error|failed" $$log | tail -15; fi; \
 	exit $$status

@@ -20,7 +20,7 @@ from retrainer.core.config import engine_setting
 from retrainer.core.deployment import deployment
 from retrainer.registry.promotion import POOL as PROMOTION_POOL
 from retrainer_plugins.failures import no_retry_on_bad_data
-from retrainer_plugins.notifiers import notifiers
+from retrainer_plugins.notifiers import champion_freshness, notifiers
 from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
 from retrainer_plugins.spark_features_operator import SparkFeaturesOperator
 from retrainer_plugins.training_operator import TensorFlowTrainOperator
@@ -135,6 +135,7 @@ def register(
             run,
             approval=ApprovalResult.from_answer(approval) if approval else None,
         )
+        champion_freshness(context, result.registered_model, run.config.run.date, result.tracking_uri)
         return hand_on(result, run)
 
 

@@ -1,5 +1,6 @@
 """Waits for the raw partitions a retraining run reads; on timeout, fails listing what is missing. A run whose
-days are past the end of a finite source (the landing record says where it ends) fails at once instead."""
+days are past the end of a finite source (the landing record says where it ends) fails at once instead. Past
+the deployment's data deadline it raises a ``data_late`` alert, once, and keeps waiting."""
 
 from __future__ import annotations
 
@@ -44,10 +45,23 @@ class RawPartitionsSensor(BaseSensorOperator):
             self.log.info(
                 "waiting for raw partitions under %s/raw: %s", cfg.engines.data_root, describe_missing(self._missing)
             )
+            self._late(context, cfg.run.date, describe_missing(self._missing))
             return False
         days = raw_days(cfg)
         self.log.info("all %d days of raw partitions present (%s .. %s)", len(days), days[0], days[-1])
         return True
+
+    def _late(self, context: Any, run_date: Any, missing: str) -> None:
+        """Past the deployment's data deadline: the ``data_late`` alert, once per try; the sensor keeps waiting."""
+        import datetime as dt
+
+        from retrainer.core.deployment import deployment
+        from retrainer.runners.freshness import late_data
+        from retrainer_plugins.notifiers import alert_once
+
+        message = late_data(run_date, missing, dt.datetime.now(dt.UTC), deployment().data_deadline_hours)
+        if message is not None and alert_once(context, "data_late", message):
+            self.log.warning("%s", message)
 
     def execute(self, context: Any) -> Any:
         try:

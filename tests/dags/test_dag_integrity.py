@@ -327,6 +327,56 @@ def test_sensor_timeout_lists_the_missing_partitions(tmp_path: Path, monkeypatch
         sensor.execute(context)
 
 
+def test_past_the_data_deadline_the_sensor_alerts_once_and_keeps_waiting(tmp_path: Path, monkeypatch) -> None:
+    """A run dated 2013-03-11 with a day missing, polled long after its 6-hour deadline: one ``data_late`` alert
+    naming the missing day, however many pokes (reschedule mode pokes for hours); the poke still answers False."""
+    from retrainer.data.landing import land
+    from retrainer.runners.alerts import recorded
+    from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
+
+    land(tmp_path, dt.date(2013, 3, 1), dt.date(2013, 3, 10))
+    (tmp_path / "raw" / "flights" / "date=2013-03-10" / "_SUCCESS").unlink()
+    monkeypatch.setenv("RETRAINER_DATA_ROOT", str(tmp_path))
+    sensor = RawPartitionsSensor(task_id="wait", workload="flight_delay", mode="poke", timeout=0, poke_interval=0)
+    context = {
+        "logical_date": pendulum.datetime(2013, 3, 11, tz="UTC"),
+        "run_id": "scheduled__2013-03-11",
+        "params": {"window_days": 3, "eval_days": 1, "validation_days": 1},
+    }
+    assert sensor.poke(context) is False and sensor.poke(context) is False
+    alerts = recorded(tmp_path, "data_late")
+    assert len(alerts) == 1, alerts
+    assert alerts[0]["run_date"] == "2013-03-11" and alerts[0]["run_id"] == "scheduled__2013-03-11"
+    assert "deadline 2013-03-11 06:00 UTC" in alerts[0]["message"]
+    assert "flights: 2013-03-10 (file there, no _SUCCESS yet)" in alerts[0]["message"]
+    land(tmp_path, dt.date(2013, 3, 10), dt.date(2013, 3, 10))
+    assert sensor.poke(context) is True and len(recorded(tmp_path, "data_late")) == 1
+
+
+def test_a_champion_older_than_the_deployment_allows_is_alerted_after_a_run(tmp_path: Path, monkeypatch) -> None:
+    """The register task's freshness check against a real (SQLite) registry: a champion trained 20 days before
+    the run is stale under the default 14 days, once per try; under 30 it is not; no champion, no alert."""
+    from retrainer import registry
+    from retrainer.runners.alerts import recorded
+    from retrainer_plugins.notifiers import champion_freshness
+
+    monkeypatch.setenv("RETRAINER_DATA_ROOT", str(tmp_path))
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = registry.configure(tracking)
+    client.create_registered_model("m")
+    context = {"logical_date": pendulum.datetime(2013, 6, 8, tz="UTC"), "run_id": "r1", "params": {}}
+    run_date = dt.date(2013, 6, 8)
+    assert champion_freshness(context, "m", run_date, tracking) is None  # no champion yet
+    version = client.create_model_version("m", source=str(tmp_path), tags={"run_date": "2013-05-19"}).version
+    client.set_registered_model_alias("m", "champion", version)
+    message = champion_freshness(context, "m", run_date, tracking)
+    assert message and f"m's champion v{version} was trained for 2013-05-19, 20 days before this run" in message
+    assert champion_freshness(context, "m", run_date, tracking) == message
+    assert [a["message"] for a in recorded(tmp_path, "champion_stale")] == [message]  # once per try
+    monkeypatch.setenv("RETRAINER_CHAMPION_MAX_AGE_DAYS", "30")
+    assert champion_freshness({**context, "run_id": "r2"}, "m", run_date, tracking) is None
+
+
 def test_an_unknown_conf_key_is_refused_not_ignored() -> None:
     """Airflow merges every conf key into params; a renamed or misspelt one must not fall back to a default."""
     from retrainer.core.config import ConfigError

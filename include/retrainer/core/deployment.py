@@ -123,6 +123,16 @@ class Deployment:
         1440.0, exclusive_minimum=0, maximum=525_600, env="RETRAINER_APPROVAL_TIMEOUT_MINUTES",
         help="how long the approval task waits for an answer; then it takes Reject",
     )  # fmt: skip
+    data_deadline_hours: float = param(
+        6.0, minimum=0, maximum=8760, env="RETRAINER_DATA_DEADLINE_HOURS",
+        help="freshness: a run dated D whose raw days have not all landed this many hours after D 00:00 UTC raises "
+        "a data_late alert (once; the sensor keeps waiting until its time-out)",
+    )  # fmt: skip
+    champion_max_age_days: int = param(
+        14, minimum=1, maximum=3650, env="RETRAINER_CHAMPION_MAX_AGE_DAYS",
+        help="freshness: a run that leaves a champion trained for a date more than this many days before its own "
+        "raises a champion_stale alert",
+    )  # fmt: skip
     serving_root: str = param(
         "", env="RETRAINER_SERVING_ROOT",
         help="where the champion is kept in TensorFlow Serving's layout (<root>/<model>/<version>/, only the "

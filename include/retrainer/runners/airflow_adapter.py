@@ -17,7 +17,7 @@ from retrainer.core import params
 from retrainer.core.config import ConfigError, RunConfig, Tuning
 from retrainer.core.receipts import Receipt
 from retrainer.core.results import RegistrationResult, StageResult
-from retrainer.runners.alerts import CHAMPION_CHANGED, TASK_FAILED, Alert
+from retrainer.runners.alerts import CHAMPION_CHANGED, CHAMPION_STALE, DATA_LATE, MESSAGE_KEY, TASK_FAILED, Alert
 from retrainer.workloads import RunContext
 
 R = TypeVar("R", bound=StageResult)
@@ -120,8 +120,9 @@ def _run_date_or_none(context: Any) -> dt.date | None:
 
 
 def alert_from_context(context: Any, event: str) -> Alert:
-    """The alert for a task callback's context: a final failure (with its exception) or a champion change
-    (with the announcement the task returned)."""
+    """The alert for a task callback's context: a final failure (with its exception), a champion change (with the
+    announcement the task returned) or a freshness alert (its message under ``MESSAGE_KEY``, put there by the task
+    that raised it)."""
     ti = context.get("ti") or context.get("task_instance")
     dag = context.get("dag")
     where = {
@@ -142,6 +143,8 @@ def alert_from_context(context: Any, event: str) -> Alert:
         was = f"was v{previous}" if previous is not None else "its first champion"
         message = f"{news.get('model')} champion is now v{news.get('version')} ({was}): {news.get('decision')}"
         return Alert(CHAMPION_CHANGED, message=message, details=news, **where)
+    if event in (DATA_LATE, CHAMPION_STALE):
+        return Alert(event, message=str(context[MESSAGE_KEY]), **where)
     raise ValueError(f"unknown alert event {event!r}")
 
 

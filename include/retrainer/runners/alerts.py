@@ -1,4 +1,5 @@
-"""What an operator is told, and where it is kept: a task that failed for good, a champion that changed.
+"""What an operator is told, and where it is kept: a task that failed for good, a champion that changed, data
+that is late, a champion that is stale.
 
 An alert is written to the log and as one JSON file under ``<data_root>/_alerts/`` (one file per
 event and task try, written atomically: a repeated callback replaces its own file instead of adding
@@ -21,7 +22,10 @@ log = logging.getLogger(__name__)
 
 TASK_FAILED = "task_failed"
 CHAMPION_CHANGED = "champion_changed"
-EVENTS = (TASK_FAILED, CHAMPION_CHANGED)
+DATA_LATE = "data_late"  # freshness (retrainer.runners.freshness): raw days not landed by the deadline
+CHAMPION_STALE = "champion_stale"  # freshness: no promotion for longer than the deployment allows
+EVENTS = (TASK_FAILED, CHAMPION_CHANGED, DATA_LATE, CHAMPION_STALE)
+MESSAGE_KEY = "retrainer_alert"  # a freshness alert's message, in the context its notifiers render
 
 
 @dataclasses.dataclass(frozen=True)
