@@ -59,7 +59,7 @@ class TensorFlowKubernetesTrainOperator(KubernetesJobOperator):
 
         from retrainer.core.results import TrainingResult, ValidationResult
         from retrainer.runners.airflow_adapter import received
-        from retrainer.stages.train import check_training_inputs
+        from retrainer.stages.train import check_training_inputs, open_mlflow_run
         from retrainer.training.kubernetes_jobs import job_name
         from retrainer.training.kubernetes_pods import ENTRYPOINT, KubernetesPods
         from retrainer.training.worker import current_run_key
@@ -68,6 +68,7 @@ class TensorFlowKubernetesTrainOperator(KubernetesJobOperator):
         run = self._run(context)
         with no_retry_on_bad_data():
             check_training_inputs(received(self.validated, ValidationResult), run)
+        open_mlflow_run(run)  # the chief pod streams its epochs into it (the run folder is on the shared claim)
         cfg = run.config
         name = job_name(cfg.run.workload, str(cfg.run.date), current_run_key(cfg))
         service, arguments = KubernetesPods.job(ENTRYPOINT, cfg, name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
@@ -34,10 +35,25 @@ def cfg(chain_root: Path, tracking: str):
 def first(validated: ValidationResult, cfg) -> dict:
     """train -> evaluate -> export -> register with an empty registry."""
     training = train_model(validated, cfg)
+    streamed = _curves_in_mlflow(cfg, training)  # before register: what the chief streamed while training
     evaluation = evaluate_models(validated, training, cfg)
     exported = export_model(validated, training, cfg)
     registration = register_model(validated, training, evaluation, exported, cfg)
-    return {"training": training, "evaluation": evaluation, "export": exported, "registration": registration}
+    return {"training": training, "evaluation": evaluation, "export": exported, "registration": registration,
+            "streamed": streamed}  # fmt: skip
+
+
+def _curves_in_mlflow(cfg, training) -> dict:
+    """The MLflow run the training streamed into (named in the run folder) and each curve's points in it."""
+    from retrainer.core import atomic
+    from retrainer.core.layout import RunLayout
+    from retrainer.core.results import epoch_curves
+
+    named = atomic.read_json(RunLayout.of(cfg).mlflow_run)
+    client = registry.configure(cfg.engines.tracking_uri)
+    keys = {k for row in training.history for k in epoch_curves(row)}
+    points = {k: [(m.step, m.value) for m in client.get_metric_history(named["run_id"], k)] for k in keys}
+    return {"run_id": named["run_id"], "points": points, "tags": client.get_run(named["run_id"]).data.tags}
 
 
 def _eval_frame(validated: ValidationResult):
@@ -85,6 +101,40 @@ def test_the_mlflow_model_page_has_plots_example_datasets_description_and_the_re
     example = pd.read_json(_stored_model_folder(cfg, reg.version) / "input_example.json", orient="split")
 
     assert list(example.columns) == [c.name for c in get_workload(MODEL).contract.features] and len(example) == 5
+
+
+def test_training_curves_reach_the_mlflow_run_during_training_and_register_completes_that_run(first: dict, cfg) -> None:
+    """The chief streams every epoch of every member into the training run's MLflow run before ``train`` returns
+    (read here before evaluate and register ran); register logs the rest into that same run and does not log the
+    curves a second time."""
+    from retrainer.core.results import EPOCHS_STREAMED_TAG, epoch_curves
+
+    training, streamed, reg = first["training"], first["streamed"], first["registration"]
+    expected: dict[str, list] = {}
+    for row in training.history:
+        for key, value in epoch_curves(row).items():
+            expected.setdefault(key, []).append((row["epoch"], round(value, 5)))
+    got = {k: sorted((step, round(value, 5)) for step, value in v) for k, v in streamed["points"].items()}
+    assert expected and got == {k: sorted(v) for k, v in expected.items()}
+    assert streamed["tags"][EPOCHS_STREAMED_TAG] == "true"
+    assert reg.mlflow_run_id == streamed["run_id"]  # one MLflow run for the training run
+    client = registry.configure(cfg.engines.tracking_uri)
+    for key, points in expected.items():
+        assert len(client.get_metric_history(reg.mlflow_run_id, key)) == len(points), key  # not logged twice
+    run = client.get_run(reg.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["new_auc"] == pytest.approx(first["evaluation"].new["auc"])
+
+
+def test_an_epoch_stream_that_cannot_reach_its_run_stops_quietly_and_leaves_the_curves_to_register(
+    tmp_path: Path,
+) -> None:
+    from retrainer.training.epoch_stream import EpochStream
+
+    stream = EpochStream(f"sqlite:///{tmp_path / 'mlflow.db'}", "no-such-run", flush_seconds=0)
+    stream([{"member": "joint", "phase": "final", "epoch": 1, "loss": 0.5, "train_auc": 0.7}])
+    stream.close()
+    assert stream.broken and stream.sent == 0
 
 
 def test_metrics_agree_with_an_independent_computation(first: dict, validated: ValidationResult, cfg) -> None:
@@ -144,6 +194,52 @@ def test_exported_savedmodel_serves_raw_features_in_a_fresh_load(first: dict, va
     frame = _eval_frame(validated).head(5)
     out = next(iter(serve(**to_signature_inputs(frame, serve.structured_input_signature[1])).values())).numpy()
     assert out.shape == (5, 1) and np.all((out > 0) & (out < 1))
+
+
+def test_export_keeps_a_tflite_network_that_predicts_what_the_savedmodel_predicts(first: dict, cfg) -> None:
+    """Checked again here, independently of export, as a device would use it: the raw verification rows encoded
+    with nothing but ``model.tflite.inputs.json`` (numpy, no TensorFlow preprocessing), run through TensorFlow's
+    TF Lite interpreter, give the SavedModel's predictions on the raw rows; the file is on the MLflow run."""
+    import json
+    import warnings
+
+    import pyarrow.parquet as pq
+    import tensorflow as tf
+
+    from retrainer.core.layout import ExportFiles
+    from retrainer.serving.signature_inputs import to_signature_inputs
+
+    exp, reg = first["export"], first["registration"]
+    assert exp.tflite_uri and exp.tflite_note == "" and exp.tflite_bytes == Path(exp.tflite_uri).stat().st_size
+    files = ExportFiles(Path(exp.saved_model_uri).parent)
+    assert sorted(p.name for p in files.folder.iterdir()) == [
+        "model",
+        "model.tflite",
+        "model.tflite.inputs.json",
+        "verification_sample.parquet",
+    ]  # no scratch left
+    frame = pq.read_table(files.verification_sample).to_pandas()
+    serve = tf.saved_model.load(exp.saved_model_uri).signatures["serving_default"]
+    saved = next(iter(serve(**to_signature_inputs(frame, serve.structured_input_signature[1])).values()))
+    recipe = json.loads(files.tflite_inputs.read_text())
+    encoded = {}
+    for name, n in recipe["numeric"].items():
+        x = frame[name].to_numpy(dtype="float64")
+        x = np.where(np.isnan(x), n["mean"], x)
+        encoded[name] = ((x - n["mean"]) / np.sqrt(n["variance"])).astype("float32").reshape(-1, 1)
+    for name, c in recipe["categorical"].items():
+        index = {str(v): i + 1 for i, v in enumerate(c["vocabulary"])}
+        encoded[name] = np.array([index.get(str(v), 0) for v in frame[name]], dtype="int64").reshape(-1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runner = tf.lite.Interpreter(model_path=exp.tflite_uri).get_signature_runner("serving_default")
+    lite = next(iter(runner(**encoded).values())).reshape(-1)
+    saved = saved.numpy().reshape(-1)
+    assert len(saved) == 100 and np.allclose(lite, saved, atol=1e-5), float(np.max(np.abs(lite - saved)))
+    assert exp.tflite_max_abs_diff is not None and exp.tflite_max_abs_diff <= 1e-5
+    client = registry.configure(cfg.engines.tracking_uri)
+    assert [a.path for a in client.list_artifacts(reg.mlflow_run_id, "tflite")] == [
+        "tflite/model.tflite", "tflite/model.tflite.inputs.json"]  # fmt: skip
 
 
 def test_an_export_that_serves_other_predictions_is_refused_and_the_saved_model_kept(
@@ -462,6 +558,36 @@ def test_baselines_are_scored_on_the_same_rows_and_reach_mlflow_with_tensorboard
     for member in WORKLOAD.model.select(cfg.tuning.members).members:
         logged = [a.path for a in client.list_artifacts(run.info.run_id, f"tensorboard/{member.name}/final")]
         assert any("events.out.tfevents" in p for p in logged), logged
+
+
+def test_the_gradient_boosting_baseline_is_what_an_independent_fit_on_the_runs_files_scores(
+    first: dict, validated: ValidationResult, cfg
+) -> None:
+    """Baseline honesty: the run's HistGradientBoosting equals a plain scikit-learn fit written here from the
+    Parquet files alone (pandas categories, native categorical support, default settings, the run's seed), so
+    "the network beats the baseline" is measured against the estimator a reader would fit, not a weaker one."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+
+    from retrainer.workloads import get_workload
+
+    contract = get_workload(MODEL).contract
+    train, test = _frame(validated.files.train), _frame(validated.files.eval)
+    features = [c.name for c in contract.features]
+    categorical = [c.name for c in contract.features if c.role.name == "CATEGORICAL"]
+    for name in categorical:
+        seen = sorted(set(train[name].astype(str)))
+        train[name] = pd.Categorical(train[name].astype(str), categories=seen)
+        test[name] = pd.Categorical(test[name].astype(str), categories=seen)
+    label = contract.label.name
+    model = HistGradientBoostingClassifier(categorical_features="from_dtype", random_state=cfg.tuning.seed)
+    model.fit(train[features], train[label])
+    independent = roc_auc_score(test[label], model.predict_proba(test[features])[:, 1])
+    assert first["evaluation"].baselines["hist_gradient_boosting"]["auc"] == pytest.approx(independent, abs=1e-3)
+
+
+def _frame(folder) -> pd.DataFrame:
+    return ds.dataset(str(folder)).to_table().to_pandas()
 
 
 def test_baselines_keep_at_most_max_rows_of_a_long_window(validated: ValidationResult) -> None:

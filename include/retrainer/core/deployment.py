@@ -114,6 +114,11 @@ class Deployment:
         200.0, minimum=0, maximum=1_000_000, env="RETRAINER_SAVED_MODEL_MAX_MB",
         help="the serving budget: export fails a SavedModel larger than this many MiB on disk; 0: not checked",
     )  # fmt: skip
+    tflite: str = param(
+        "check", choices=("check", "off"), env="RETRAINER_TFLITE",
+        help="check: export also converts the SavedModel to TF Lite (select TF ops allowed: the lookups are hash "
+        "tables) and keeps it only if it predicts what the SavedModel predicts; off: no conversion",
+    )  # fmt: skip
     require_approval: str = param(
         "no", choices=("no", "yes"), env="RETRAINER_REQUIRE_APPROVAL",
         help="yes: a person approves each promotion in Airflow (a human-in-the-loop task shows the decision record "
@@ -164,6 +169,15 @@ class Deployment:
             names = {p.name: p.spec.env for p in params.parameters(Deployment)}
             named = [f"{names.get(msg.split(' ', 1)[0].rstrip(':'), '?')}: {msg}" for msg in problems]
             raise DeploymentError("invalid deployment setting: " + "; ".join(named))
+
+
+def setting_env(name: str) -> str:
+    """The environment variable of the setting ``name`` (a field of :class:`Deployment`), for messages that tell
+    an operator what to change."""
+    from retrainer.core.params import SPEC_KEY
+
+    field = next(f for f in dataclasses.fields(Deployment) if f.name == name)
+    return str(field.metadata[SPEC_KEY].env)
 
 
 def deployment() -> Deployment:

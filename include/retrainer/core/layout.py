@@ -100,6 +100,17 @@ class ExportFiles:
         """The evaluation rows the fresh-process check scored."""
         return self.folder / "verification_sample.parquet"
 
+    @property
+    def tflite(self) -> Path:
+        """The network converted to TF Lite (encoded features in), kept only when, fed the model's own encoding of
+        the verification sample, it predicts what the SavedModel predicts on the raw rows."""
+        return self.folder / "model.tflite"
+
+    @property
+    def tflite_inputs(self) -> Path:
+        """How a device encodes a raw request for ``model.tflite``: normalisation statistics and vocabularies."""
+        return self.folder / "model.tflite.inputs.json"
+
 
 VALIDATION_DIR = "validation"
 RAW_GATE_DIR = "raw_gate"
@@ -222,6 +233,13 @@ class RunLayout:
         """Written by register just before it moves ``champion`` (version, the champion before, the decision);
         marked published by the task that announces it: a retry after a crash in between announces it."""
         return self.root / "promotion_intent.json"
+
+    @property
+    def mlflow_run(self) -> Path:
+        """The MLflow run of this run's training (its id and tracking URI), opened by ``train`` before the workers
+        start so that the chief streams each epoch's metrics into it; ``register`` logs the rest into the same
+        run."""
+        return self.root / "mlflow_run.json"
 
     @property
     def saved_model(self) -> Path:

@@ -153,6 +153,18 @@ STRATEGY_LABELS = {
 }
 
 
+EPOCHS_STREAMED_TAG = "retrainer.epochs_streamed"  # on the MLflow run: the chief streamed every epoch's curves
+
+
+def epoch_curves(row: dict[str, Any]) -> dict[str, float]:
+    """One training-history row (a member's epoch) as MLflow metric keys and values: ``<member>_train_loss``,
+    ``<member>_train_<metric>``, ``<member>_val_<metric>`` (step: the epoch). The one naming of the curves, for
+    the chief's stream during training and for ``register``'s batch when nothing was streamed."""
+    prefix = f"{row['member']}_" if "member" in row else ""
+    curve = {"train_loss": row["loss"], **{k: v for k, v in row.items() if k.startswith(("train_", "val_"))}}
+    return {f"{prefix}{k}": float(v) for k, v in curve.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingResult(StageResult):
     STAGE: ClassVar[str] = "train"
@@ -219,6 +231,12 @@ class ExportResult(StageResult):
     saved_model_bytes: int = 0  # on disk, every file
     # p50/p99 milliseconds per call by batch size ("1", "256"), measured in the fresh process that loaded it
     latency_ms: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    # the TF Lite conversion, checked against the SavedModel on the same rows: its file (None when not kept), size,
+    # largest difference, and why there is none (conversion failed, predictions differ, turned off)
+    tflite_uri: str | None = None
+    tflite_bytes: int = 0
+    tflite_max_abs_diff: float | None = None
+    tflite_note: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

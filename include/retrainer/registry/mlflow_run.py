@@ -16,7 +16,14 @@ from retrainer import registry
 from retrainer.core import atomic
 from retrainer.core.config import RunConfig
 from retrainer.core.feature_files import FeatureFiles
-from retrainer.core.results import EvaluationResult, ExportResult, TrainingResult, ValidationResult
+from retrainer.core.results import (
+    EPOCHS_STREAMED_TAG,
+    EvaluationResult,
+    ExportResult,
+    TrainingResult,
+    ValidationResult,
+    epoch_curves,
+)
 from retrainer.registry.artefacts import SAVED_MODEL_ARTIFACT
 from retrainer.spec.contract import Contract, DType
 from retrainer.spec.objectives import Objective
@@ -65,6 +72,19 @@ def range_text(start: Any, end: Any) -> str:
     return f"[{start}, {end})"
 
 
+def open_run(tracking_uri: str, experiment_id: str, own: dict[str, str], run_name: str) -> str:
+    """The MLflow run of one training run (the run key and run folder tags ``own`` name it): the one an earlier
+    step opened (``train``, for the chief to stream its epochs into; a ``register`` attempt that died), else a
+    new one. One run per training run, however many attempts."""
+    client = registry.configure(tracking_uri)
+    where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in sorted(own.items()))
+    found = client.search_runs([experiment_id], filter_string=where, max_results=1,
+                               order_by=["attributes.start_time DESC"])  # fmt: skip
+    if found:
+        return found[0].info.run_id
+    return client.create_run(experiment_id, run_name=run_name, tags=own).info.run_id
+
+
 def log_and_register(
     validated: ValidationResult,
     training: TrainingResult,
@@ -73,8 +93,11 @@ def log_and_register(
     cfg: RunConfig,
     experiment_id: str,
     version_tags: dict[str, str],
+    own_tags: tuple[str, ...],
 ) -> tuple[str, str]:
-    """A new MLflow run of this training run, its SavedModel registered: (the version, the MLflow run id)."""
+    """The MLflow run of this training run (:func:`open_run`: the one ``train`` streamed into, or a new one) with
+    everything logged, its SavedModel registered: (the version, the MLflow run id). ``own_tags``: the keys of
+    ``version_tags`` that name the training run."""
     import mlflow
     from mlflow.entities import Param, RunTag
 
@@ -90,18 +113,22 @@ def log_and_register(
         "git_commit": git_commit(),
         **version_tags,
     }
-    run_name = f"{cfg.run.workload}-{cfg.run.date}"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
-        # Parameters, metrics (every epoch's curve included) and tags in one batch: against a tracking server each
-        # fluent call is a request, and a three-member model's curves were one request per member and epoch.
+    own = {k: version_tags[k] for k in own_tags}
+    run_id = open_run(cfg.engines.tracking_uri, experiment_id, own, f"{cfg.run.workload}-{cfg.run.date}")
+    client = mlflow.MlflowClient()
+    streamed = client.get_run(run_id).data.tags.get(EPOCHS_STREAMED_TAG) == "true"
+    with mlflow.start_run(run_id=run_id) as run:
+        # Parameters, metrics (the epoch curves too, unless streamed) and tags in one batch: against a tracking
+        # server each fluent call is a request, and a three-member model's curves were one per member and epoch.
         report = validated.report
-        mlflow.MlflowClient().log_batch(
+        client.log_batch(
             run.info.run_id,
-            metrics=_metrics(training, evaluation, report.drift),
+            metrics=_metrics(training, evaluation, report.drift, curves=not streamed),
             params=[Param(k, str(v)) for k, v in _params(training, cfg).items()],
             tags=[
                 RunTag(k, v)
                 for k, v in {
+                    **tags,
                     "validation.checks_could_fail": str(report.could_fail),
                     "validation.by_construction": str(report.by_construction),
                     "validation.warnings": str(len(report.warnings)),
@@ -114,6 +141,11 @@ def log_and_register(
         for plot in evaluation.plots:
             if Path(plot).is_file():
                 mlflow.log_artifact(plot, "plots")
+        if exported.tflite_uri and Path(exported.tflite_uri).is_file():  # checked against the SavedModel by export
+            mlflow.log_artifact(exported.tflite_uri, "tflite")
+            recipe = Path(exported.tflite_uri).with_name(Path(exported.tflite_uri).name + ".inputs.json")
+            if recipe.is_file():
+                mlflow.log_artifact(str(recipe), "tflite")
         mlflow.log_dict(report.to_dict(), "validation.json")
         mlflow.log_dict(atomic.read_json(FeatureFiles(Path(validated.features_dir)).profile), registry.PROFILE_ARTIFACT)
         mlflow.log_dict(evaluation.to_dict(), "evaluation.json")
@@ -218,10 +250,12 @@ def _params(training: TrainingResult, cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def _metrics(training: TrainingResult, evaluation: EvaluationResult, drift: dict[str, float] | None) -> list[Any]:
-    """The run's metrics: the new model's, the champion's and each baseline's on the evaluation days, one curve per
-    member and training metric (step = epoch, each history row a timestamp of its own, in training order), and
-    drift (PSI)."""
+def _metrics(
+    training: TrainingResult, evaluation: EvaluationResult, drift: dict[str, float] | None, curves: bool = True
+) -> list[Any]:
+    """The run's metrics: the new model's, the champion's and each baseline's on the evaluation days, drift (PSI),
+    and unless the chief streamed them during training (``curves`` false), one curve per member and training
+    metric (step = epoch, each history row a timestamp of its own, in training order)."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -236,10 +270,10 @@ def _metrics(training: TrainingResult, evaluation: EvaluationResult, drift: dict
             flat |= {f"{key}_new": piece["new"]} | ({f"{key}_champion": piece["champion"]}
                                                    if piece.get("champion") is not None else {})  # fmt: skip
     out = [Metric(k, float(v), now, 0) for k, v in flat.items()]
+    if not curves:
+        return out
     for i, h in enumerate(training.history, start=1):  # its own timestamp: equal keys and steps stay two points
-        curve = {"train_loss": h["loss"], **{k: v for k, v in h.items() if k.startswith(("train_", "val_"))}}
-        prefix = f"{h['member']}_" if "member" in h else ""
-        out += [Metric(f"{prefix}{k}", float(v), now + i, int(h["epoch"])) for k, v in curve.items()]
+        out += [Metric(k, v, now + i, int(h["epoch"])) for k, v in epoch_curves(h).items()]
     return out
 
 

@@ -70,6 +70,11 @@ def run_summary(cfg: RunConfig, layout: RunLayout | None = None) -> str:
         if exp.latency_ms:
             timing = [f"{b} row(s) p50 {t['p50']:.1f} / p99 {t['p99']:.1f} ms" for b, t in exp.latency_ms.items()]
             lines.append(f"                 serving: {', '.join(timing)}; {exp.saved_model_bytes / 2**20:.1f} MiB")
+        if exp.tflite_uri:
+            lines.append(f"    TF Lite      {exp.tflite_uri} ({exp.tflite_bytes / 1024:.0f} KiB; max |diff| "
+                         f"{exp.tflite_max_abs_diff:.2g} against the SavedModel on the same rows)")  # fmt: skip
+        elif exp.tflite_note:
+            lines.append(f"    TF Lite      none: {exp.tflite_note}")
     if gate_report:
         lines.append(f"    raw gate     {gate_report.data_docs_uri}")
     if report:

@@ -62,3 +62,18 @@ def _lookup_layers(model: Any) -> list[Any]:
             elif isinstance(layer, keras.layers.StringLookup | keras.layers.IntegerLookup):
                 found[id(layer)] = layer
     return list(found.values())
+
+
+def write_network_saved_model(network: Any, folder: str | Path) -> None:
+    """The network alone (encoded features in: numbers normalised, categories as lookup ids) as a SavedModel,
+    the source of the TF Lite conversion: TF Lite's built-in ops have no string hash tables (they need the Flex
+    delegate, which TensorFlow's Python interpreter no longer links), so on a device the app encodes the features
+    with the vocabularies and statistics written beside the ``.tflite`` file and calls the network."""
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(network)
+    signature = {name: tf.TensorSpec(tensor.shape, tensor.dtype, name=name) for name, tensor in network.input.items()}
+    archive.add_endpoint("serve", network.__call__, input_signature=[signature])
+    archive.write_out(str(folder), verbose=False)

@@ -6,6 +6,10 @@ TensorFlow first and then reads the model and sample paths from a JSON line on s
 starts it before it loads and exports the model, so the child's TensorFlow import (most of its cost)
 overlaps that work instead of following it.
 
+With ``"tflite": {"network", "encoded", "out"}`` it also converts the network alone to TF Lite and predicts the
+sample's encoded features with TF Lite's interpreter (:func:`tflite_predictions`), for the export stage to compare
+with what the SavedModel served on the raw rows.
+
 The request may also ask for latency (``"latency": {"batches": [1, 256], "repeats": 100}``): the signature is
 then called ``repeats`` times per batch size on rows of the sample (repeated to fill the batch) after a few
 untimed calls, and the p50 and p99 of the calls' wall times are printed with the predictions. Measured here,
@@ -38,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from retrainer.serving.signature_inputs import to_signature_inputs
 
     latency: dict[str, Any] = {}
+    tflite: dict[str, str] = {}
     if args.wait:
         line = sys.stdin.readline()
         if not line.strip():  # the export stage gave up before it had a model: nothing to check
@@ -45,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         request = json.loads(line)
         args.model, args.sample = request["model"], request["sample"]
         latency = request.get("latency") or {}
+        tflite = request.get("tflite") or {}
     loaded = tf.saved_model.load(args.model)
     serve = loaded.signatures["serving_default"]
     spec = serve.structured_input_signature[1]
@@ -57,8 +63,37 @@ def main(argv: list[str] | None = None) -> int:
             str(b): measure(serve, to_signature_inputs(rows_of(frame, b), spec), int(latency.get("repeats", 100)))
             for b in latency.get("batches", [1, 256])
         }
+    if tflite:
+        out["tflite"] = tflite_predictions(tflite["network"], tflite["encoded"], tflite["out"])
     json.dump(out, sys.stdout)
     return 0
+
+
+def tflite_predictions(network: str, encoded: str, path: str) -> dict[str, Any]:
+    """Convert the network SavedModel ``network`` to TF Lite (built-in ops only) into ``path`` and predict the
+    encoded sample ``encoded`` (``.npz``, one array per network input) with TF Lite's interpreter:
+    ``{"predictions", "bytes"}``, or ``{"error"}`` when conversion or inference fails (an op TF Lite lacks): the
+    SavedModel is what serves, the TF Lite file an extra, and its failure is reported, never a failed export."""
+    import warnings
+
+    import numpy as np
+    import tensorflow as tf
+
+    try:
+        flat = tf.lite.TFLiteConverter.from_saved_model(network, signature_keys=["serving_default"]).convert()
+        with open(path, "wb") as f:
+            f.write(flat)
+        with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice (LiteRT is the successor)
+            warnings.simplefilter("ignore")
+            runner = tf.lite.Interpreter(model_content=flat).get_signature_runner("serving_default")
+        wanted = runner.get_input_details()
+        with np.load(encoded) as arrays:
+            outputs = runner(**{k: arrays[k].astype(wanted[k]["dtype"]) for k in wanted})
+        predictions = next(iter(outputs.values())).reshape(-1).tolist()
+    except Exception as exc:  # noqa: BLE001 - reported to the export stage, which keeps no file
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        return {"error": f"{type(exc).__name__}: {first_line}"}
+    return {"predictions": predictions, "bytes": len(flat)}
 
 
 def rows_of(frame: Any, n: int) -> Any:

@@ -6,6 +6,11 @@ at batch 1 and 256 (p50, p99), and the SavedModel's size and those p99s are held
 budgets. Only a SavedModel that passes both replaces the run's ``saved_model`` folder: one too slow or too
 large fails the task (``ServingBudgetExceeded``), and the champion, which only ``register`` moves, stays.
 The fresh process is started first, so its TensorFlow import overlaps loading and exporting the model here.
+It also converts the network to TF Lite (``RETRAINER_TFLITE=check``, the default; the string lookups stay out:
+TF Lite's built-in ops have none) and predicts the sample, encoded by the model's own preprocessing, with TF Lite's
+interpreter; ``model.tflite`` (and ``model.tflite.inputs.json``, how to encode a request) is kept beside the
+SavedModel only if those predictions match the SavedModel's on the raw rows; a conversion that fails or
+disagrees is reported in the result (``tflite_note``), never a failed export.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,14 +59,18 @@ def serving_budgets() -> dict[str, float]:
     from retrainer.core.deployment import deployment
 
     d = deployment()
-    return {"p99_ms@1": d.serving_p99_ms_batch1, "p99_ms@256": d.serving_p99_ms_batch256,
-            "size_mib": d.saved_model_max_mb}  # fmt: skip
+    return {what: float(getattr(d, field)) for what, field in BUDGET_SETTINGS.items()}
+
+
+BUDGET_SETTINGS = {"p99_ms@1": "serving_p99_ms_batch1", "p99_ms@256": "serving_p99_ms_batch256",
+                   "size_mib": "saved_model_max_mb"}  # fmt: skip
 
 
 def over_budget(size_bytes: int, latency_ms: dict[str, dict[str, float]], budgets: dict[str, float]) -> list[str]:
     """One line per budget the SavedModel exceeds, with the measurement, the limit and the setting to change."""
-    settings = {"p99_ms@1": "RETRAINER_SERVING_P99_MS_BATCH1", "p99_ms@256": "RETRAINER_SERVING_P99_MS_BATCH256",
-                "size_mib": "RETRAINER_SAVED_MODEL_MAX_MB"}  # fmt: skip
+    from retrainer.core.deployment import setting_env
+
+    settings = {what: setting_env(field) for what, field in BUDGET_SETTINGS.items()}
     measured = {"size_mib": size_bytes / 2**20}
     measured |= {f"p99_ms@{batch}": t["p99"] for batch, t in latency_ms.items()}
     return [
@@ -95,6 +105,8 @@ def _export_and_check(model: Any, validated: ValidationResult, run: RunContext, 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from retrainer.core.deployment import deployment
+
     contract, layout = run.workload.contract, run.layout
 
     first = pq.ParquetFile(parquet_parts(validated.files.eval)[0])
@@ -106,7 +118,13 @@ def _export_and_check(model: Any, validated: ValidationResult, run: RunContext, 
         export_dir, sample_path = staged.model, staged.verification_sample
         write_saved_model(model, export_dir)
         pq.write_table(sample.select([c.name for c in contract.features]), sample_path)
-        reply = checker.predict(export_dir, sample_path)
+        lite, unconverted = None, "not converted (RETRAINER_TFLITE=off)"
+        if deployment().tflite == "check":
+            try:
+                lite = _tflite_sources(model, sample, run, staging)
+            except Exception as exc:  # noqa: BLE001 - an extra, never a failed export (tflite_verdict)
+                unconverted = f"not converted: {type(exc).__name__}: {exc}"
+        reply = checker.predict(export_dir, sample_path, lite)
         served = np.asarray(reply["predictions"])
         if served.shape != expected.shape:
             raise ExportMismatch(f"SavedModel served {served.shape} predictions for {expected.shape} rows")
@@ -124,6 +142,14 @@ def _export_and_check(model: Any, validated: ValidationResult, run: RunContext, 
                 f"the SavedModel serves correctly but breaks the serving budget: {'; '.join(exceeded)}; measured "
                 f"in a fresh process over {LATENCY_REPEATS} calls per batch size: {latency}; not kept"
             )
+        tflite = tflite_verdict(reply.get("tflite"), served, staged.tflite if lite else None, unconverted)
+        if lite:
+            shutil.rmtree(lite["network"], ignore_errors=True)
+            Path(lite["encoded"]).unlink(missing_ok=True)
+            if tflite["kept"]:
+                stats = atomic.read_json(validated.files.stats)
+                atomic.write_json(staged.tflite_inputs, tflite_inputs(contract, stats))
+    final = ExportFiles(layout.saved_model)
     return ExportResult(
         saved_model_uri=str(ExportFiles(layout.saved_model).model),
         verified_rows=len(expected),
@@ -131,7 +157,63 @@ def _export_and_check(model: Any, validated: ValidationResult, run: RunContext, 
         serving_inputs=contract.serving_dtypes(),
         saved_model_bytes=size,
         latency_ms=latency,
+        tflite_uri=str(final.tflite) if tflite["kept"] else None,
+        tflite_bytes=tflite["bytes"],
+        tflite_max_abs_diff=tflite["max_abs_diff"],
+        tflite_note=tflite["note"],
     )
+
+
+def _tflite_sources(model: Any, sample: Any, run: RunContext, staging: Path) -> dict[str, str]:
+    """What the fresh process converts and checks: the network alone as a SavedModel, the sample's features
+    encoded by the model's own preprocessing layers (``.npz``), and where the ``.tflite`` file goes."""
+    from retrainer.serving.saved_model import write_network_saved_model
+
+    contract = run.workload.contract
+    staged = ExportFiles(staging)
+    network_dir, encoded_path = staging / "_tflite_network", staging / "_tflite_sample.npz"
+    write_network_saved_model(model.network, network_dir)
+    encoded = model.get_layer(f"{contract.name}_preprocessing")(arrow_to_inputs(sample, contract))
+    np.savez(encoded_path, **{k: np.asarray(v) for k, v in encoded.items()})
+    return {"network": str(network_dir), "encoded": str(encoded_path), "out": str(staged.tflite)}
+
+
+def tflite_inputs(contract: Any, stats: dict[str, Any]) -> dict[str, Any]:
+    """What a device computes from a raw request before it calls the ``.tflite`` network (the preprocessing the
+    SavedModel holds and TF Lite's built-in ops cannot: string lookups): each numeric feature with a missing
+    value replaced by ``mean``, then ``(x - mean) / sqrt(variance)``, as float32; each categorical feature as
+    the 1-based position of its value in ``vocabulary``, 0 for a value not in it, as int64."""
+    from retrainer.spec.contract import Role
+
+    numeric = {c.name: {"mean": stats["numeric"][c.name]["mean"], "variance": stats["numeric"][c.name]["variance"]}
+               for c in contract.by_role(Role.NUMERIC)}  # fmt: skip
+    categorical = {c.name: {"vocabulary": list(stats["vocabulary"][c.name]), "unknown": 0}
+                   for c in contract.by_role(Role.CATEGORICAL)}  # fmt: skip
+    return {"numeric": numeric, "categorical": categorical}
+
+
+def tflite_verdict(
+    reply: dict[str, Any] | None, served: np.ndarray, path: Path | None, unconverted: str = ""
+) -> dict[str, Any]:
+    """Keep the TF Lite file only if it predicts what the SavedModel served on the same rows (within the same
+    tolerance as the SavedModel against the trained model); otherwise remove it and say why. Never raises: the
+    SavedModel is what serves, and it has passed."""
+    out: dict[str, Any] = {"kept": False, "bytes": 0, "max_abs_diff": None, "note": ""}
+    if path is None:  # not asked for, or the model could not be split (``unconverted`` says which)
+        return out | {"note": unconverted or "not converted (RETRAINER_TFLITE=off)"}
+    if not reply or "error" in reply:
+        path.unlink(missing_ok=True)
+        return out | {"note": f"conversion or inference failed: {(reply or {}).get('error', 'no reply')}"}
+    lite = np.asarray(reply["predictions"])
+    if lite.shape != served.shape:
+        path.unlink(missing_ok=True)
+        return out | {"note": f"TF Lite gave {lite.shape} predictions for {served.shape} rows; not kept"}
+    diff = float(np.max(np.abs(lite - served))) if len(served) else 0.0
+    if not np.allclose(lite, served, rtol=RTOL, atol=ATOL):
+        path.unlink(missing_ok=True)
+        return out | {"max_abs_diff": diff, "note": f"TF Lite disagrees with the SavedModel: max |diff| {diff:.3g}; "
+                      "not kept"}  # fmt: skip
+    return {"kept": True, "bytes": int(reply["bytes"]), "max_abs_diff": diff, "note": ""}
 
 
 class _FreshProcess:
@@ -148,9 +230,10 @@ class _FreshProcess:
         )  # fmt: skip
         return self
 
-    def predict(self, model_dir: Path, sample: Path) -> dict[str, Any]:
-        """The fresh process's reply: ``predictions`` on the sample, and ``latency_ms`` by batch size."""
-        request = {"model": str(model_dir), "sample": str(sample),
+    def predict(self, model_dir: Path, sample: Path, tflite: dict[str, str] | None = None) -> dict[str, Any]:
+        """The fresh process's reply: ``predictions`` on the sample, ``latency_ms`` by batch size, and with
+        ``tflite`` (:func:`_tflite_sources`) the TF Lite conversion's predictions (``tflite``)."""
+        request = {"model": str(model_dir), "sample": str(sample), "tflite": tflite or {},
                    "latency": {"batches": list(LATENCY_BATCHES), "repeats": LATENCY_REPEATS}}  # fmt: skip
         out, err = self.proc.communicate(json.dumps(request) + "\n", timeout=600)
         if self.proc.returncode != 0:

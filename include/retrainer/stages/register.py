@@ -101,7 +101,8 @@ def register_model(
     version = registry.find_version_of_run(tracking_uri, name, exp_id, own)
     reused = version is not None
     if version is None:
-        version, mlflow_run_id = log_and_register(validated, training, evaluation, exported, cfg, exp_id, tags)
+        version, mlflow_run_id = log_and_register(validated, training, evaluation, exported, cfg, exp_id, tags,
+                                                  tuple(own))  # fmt: skip
     else:
         mlflow_run_id = client.get_model_version(name, version).run_id
         log.info("training run %s already registered as %s v%s: reusing it", run_key[:12], name, version)

@@ -10,6 +10,7 @@ rerun with different data or parameters starts over.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from retrainer.core.config import RunConfig
 from retrainer.core.results import TrainingResult, ValidationResult
@@ -54,5 +55,33 @@ def train_model(validated: ValidationResult, run: RunContext | RunConfig) -> Tra
     run = RunContext.of(run)
     check_training_inputs(validated, run)
     run.layout.discard(TrainingResult)  # a failed launch must not leave an earlier result standing
+    open_mlflow_run(run)
     get_launcher(run.config.engines.launcher).launch(ENTRYPOINT, run.config)
     return trained_result(run)
+
+
+def open_mlflow_run(context: RunContext) -> str | None:
+    """The training run's MLflow run, opened (or found: a retry) before the workers start and named in the run's
+    folder, for the chief to stream each epoch into (:mod:`retrainer.training.epoch_stream`); ``register`` logs
+    the rest into it. Returns its id, or None when MLflow cannot be reached now: training does not need it, the
+    chief then streams nothing and ``register`` (which does need MLflow) logs the whole history."""
+    from retrainer import registry
+    from retrainer.core import atomic
+    from retrainer.registry.mlflow_run import open_run
+    from retrainer.stages.register import RUN_FOLDER_TAG, RUN_KEY_TAG
+    from retrainer.training.worker import current_run_key
+
+    cfg, layout = context.config, context.layout
+    uri = cfg.engines.tracking_uri
+    try:
+        layout.mlflow_run.unlink(missing_ok=True)
+        own = {RUN_KEY_TAG: current_run_key(cfg),
+               RUN_FOLDER_TAG: layout.root.relative_to(Path(cfg.engines.data_root)).as_posix()}  # fmt: skip
+        experiment = registry.experiment_id(uri, f"retrainer/{cfg.run.workload}")
+        run_id = open_run(uri, experiment, own, f"{cfg.run.workload}-{cfg.run.date}")
+        atomic.write_json(layout.mlflow_run, {"tracking_uri": uri, "run_id": run_id})
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("training curves will not be streamed to MLflow (%s: %s); register logs them", type(exc).__name__,
+                    exc)  # fmt: skip
+        return None
+    return run_id

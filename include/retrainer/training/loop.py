@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +59,7 @@ def prepare_checkpoint_dir(checkpoint_dir: Path, run_key: str) -> bool:
     return False
 
 
-def _runtime(spec: TrainSpec) -> Runtime:
+def _runtime(spec: TrainSpec, on_epoch: Callable[[list[dict[str, Any]]], None] | None = None) -> Runtime:
     ckpt_dir = Path(spec.checkpoint_dir)
     chief = is_chief_from_env()
     if chief:
@@ -76,6 +77,7 @@ def _runtime(spec: TrainSpec) -> Runtime:
         host_preprocessing=isinstance(strategy, tf.distribute.TPUStrategy) if host is None else host,
         files=[str(p) for p in parquet_parts(spec.train_uri)], checkpoint_dir=ckpt_dir,
         scratch=None if chief else ckpt_dir / f"_worker-{worker_index_from_env()}", chief=chief,
+        on_epoch=on_epoch if chief else None,
     )  # fmt: skip
 
 
@@ -106,9 +108,10 @@ def _save_ensemble(rt: Runtime, ensemble: Any, final: PhaseOutcome) -> str:
     return str(manager.save(checkpoint_number=1))
 
 
-def train(spec: TrainSpec) -> TrainOutcome:
-    """Train (or resume) the members of ``spec.model`` together, then save the ensemble."""
-    rt = _runtime(spec)
+def train(spec: TrainSpec, on_epoch: Callable[[list[dict[str, Any]]], None] | None = None) -> TrainOutcome:
+    """Train (or resume) the members of ``spec.model`` together, then save the ensemble. ``on_epoch``: called by
+    the chief with each epoch's history rows as the epoch ends (the worker's MLflow stream)."""
+    rt = _runtime(spec, on_epoch)
     trainer = Trainer(rt)
     phases = _phases(rt, trainer)
     final = phases[-1]

@@ -12,6 +12,7 @@ MirroredStrategy fails on a placeholder). Each loss is averaged over the global 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ class Runtime:
     checkpoint_dir: Path
     scratch: Path | None  # a worker's own checkpoint folder; None on the chief
     chief: bool
+    # the chief hands each finished epoch's rows (one per member still training) here: the MLflow stream
+    on_epoch: Callable[[list[dict[str, Any]]], None] | None = None
 
     @property
     def replicas(self) -> int:

@@ -292,6 +292,8 @@ def _epochs(
                 row[rt.metric_key], f" {rt.val_key}={row[rt.val_key]:.4f}" if rt.val_key in row else "", seconds,
                 row["examples_per_second"],
             )  # fmt: skip
+        if rt.on_epoch is not None:
+            rt.on_epoch(rows)
     return history
 
 

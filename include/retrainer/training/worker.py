@@ -79,7 +79,9 @@ def run(cfg: RunConfig, save: bool = True, layout: RunLayout | None = None) -> T
     """Train (or resume) this run's model; the chief saves the result as the run's ``training.json`` unless
     ``save`` is false (a measurement beside the run, such as ``bench/model_seeds.py``, which passes the
     measured run's ``layout``: another seed is another run's config, but the same run's features)."""
+    from retrainer.training.epoch_stream import EpochStream
     from retrainer.training.loop import train
+    from retrainer.training.strategy import is_chief_from_env
     from retrainer.training.train_spec import TrainSpec
 
     workload = get_workload(cfg.run.workload)
@@ -88,6 +90,7 @@ def run(cfg: RunConfig, save: bool = True, layout: RunLayout | None = None) -> T
     stats = atomic.read_json(validated.files.stats)
     key = run_key(validated, stats, cfg)
     t = cfg.tuning
+    stream = EpochStream.for_run(layout.mlflow_run) if save and is_chief_from_env() else None
     outcome = train(
         TrainSpec(
             train_uri=str(validated.files.train),
@@ -110,8 +113,11 @@ def run(cfg: RunConfig, save: bool = True, layout: RunLayout | None = None) -> T
             patience=t.patience,
             model=model_spec(cfg),
             checkpoint_seconds=deployment().checkpoint_seconds,
-        )
+        ),
+        on_epoch=stream,
     )
+    if stream is not None:
+        stream.close()
     result = TrainingResult(
         run_key=key,
         checkpoint_dir=str(layout.checkpoints_of(key)),
