@@ -612,7 +612,7 @@ def test_a_repeated_evaluation_of_a_run_reuses_its_baselines_and_refits_when_the
     layout.baselines.unlink(missing_ok=True)
     validated, training, _ = trained[MID]
     first = evaluate_models(validated, training, cfg)
-    assert set(first.baselines) == {"hist_gradient_boosting", "logistic_regression"}
+    assert set(first.baselines) == {"hist_gradient_boosting", "hist_gradient_boosting_ordered", "logistic_regression"}
     with caplog.at_level("INFO", logger="retrainer.stages.evaluate"):
         again = evaluate_models(validated, training, cfg)
     assert again.baselines == first.baselines and "baselines: reusing this run's" in caplog.text

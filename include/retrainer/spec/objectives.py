@@ -41,9 +41,11 @@ class Objective(abc.ABC):
         """One line of metrics for a human."""
 
     @abc.abstractmethod
-    def baselines(self, categorical: list[bool], seed: int) -> dict[str, Any]:
+    def baselines(self, categorical: list[bool], seed: int, unordered: list[bool] | None = None) -> dict[str, Any]:
         """{name: a no-argument factory of an unfitted scikit-learn estimator} for the reference models
-        evaluate trains beside the network; ``categorical`` flags the coded categorical columns."""
+        evaluate trains beside the network; ``categorical`` flags every categorical column (one-hot for a
+        linear model), ``unordered`` the ones without an order (the ordered variant of gradient boosting treats
+        the others as numbers; default: all of ``categorical``)."""
 
     @abc.abstractmethod
     def baseline_predict(self, model: Any, x: Any) -> Any:
@@ -89,13 +91,18 @@ class BinaryClassification(Objective):
 
         return BinaryMetrics()
 
-    def baselines(self, categorical: list[bool], seed: int) -> dict[str, Any]:
+    def baselines(self, categorical: list[bool], seed: int, unordered: list[bool] | None = None) -> dict[str, Any]:
         from sklearn.ensemble import HistGradientBoostingClassifier
         from sklearn.linear_model import LogisticRegression
 
+        ordered = categorical if unordered is None else unordered
         return {
             "hist_gradient_boosting": lambda: HistGradientBoostingClassifier(
                 categorical_features=categorical, random_state=seed
+            ),
+            # ordered categories (month, hour) as numbers: a value rare in training sits beside its neighbours
+            "hist_gradient_boosting_ordered": lambda: HistGradientBoostingClassifier(
+                categorical_features=ordered, random_state=seed
             ),
             "logistic_regression": lambda: _linear_pipeline(LogisticRegression(max_iter=1000), categorical),
         }
@@ -142,13 +149,18 @@ class Regression(Objective):
 
         return RegressionMetrics()
 
-    def baselines(self, categorical: list[bool], seed: int) -> dict[str, Any]:
+    def baselines(self, categorical: list[bool], seed: int, unordered: list[bool] | None = None) -> dict[str, Any]:
         from sklearn.ensemble import HistGradientBoostingRegressor
         from sklearn.linear_model import Ridge
 
+        ordered = categorical if unordered is None else unordered
         return {
             "hist_gradient_boosting": lambda: HistGradientBoostingRegressor(
                 categorical_features=categorical, random_state=seed
+            ),
+            # ordered categories (month, hour) as numbers: a value rare in training sits beside its neighbours
+            "hist_gradient_boosting_ordered": lambda: HistGradientBoostingRegressor(
+                categorical_features=ordered, random_state=seed
             ),
             "ridge_regression": lambda: _linear_pipeline(Ridge(), categorical),
         }

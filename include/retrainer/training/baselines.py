@@ -5,9 +5,10 @@ earns its weight.
 Which estimators is the objective's choice (:meth:`Objective.baselines`). Rows are streamed from the
 Parquet parts; at most ``max_rows`` training rows are kept (an even stride over the whole split, so
 memory stays bounded however long the window), and the sample's size is reported with the metrics.
-Categorical columns are coded by the run's own vocabularies (unknown values are missing), numeric
-columns keep their nulls: gradient boosting handles both natively; the linear model imputes and
-one-hot encodes in its own pipeline.
+String categories are coded by the run's own vocabularies (unknown values are missing), small integer categories
+keep their values, numeric columns keep their nulls: gradient boosting handles both natively, and is fitted
+twice, every category native and the ordered ones as numbers (:class:`FeatureCoder` says why); the linear model
+imputes and one-hot encodes in its own pipeline.
 """
 
 from __future__ import annotations
@@ -26,21 +27,37 @@ from retrainer.training.dataset import iter_record_batches, labels
 
 log = logging.getLogger(__name__)
 MAX_ROWS = 400_000
+MAX_CODE = 255  # scikit-learn's native categorical support takes codes below its bin count
 
 
 class FeatureCoder:
-    """Contract + the run's statistics -> a float matrix: numeric values as they are, categories as their
-    index in the run's vocabulary (NaN when missing or unseen)."""
+    """Contract + the run's statistics -> a float matrix: numeric values as they are, string categories as their
+    index in the run's vocabulary (NaN when missing or unseen), integer categories (month, weekday, hour) as the
+    integers themselves when they are small enough to be codes (else as their vocabulary index).
+
+    Two masks: ``categorical`` (every categorical column) and ``unordered`` (the string ones). Gradient boosting
+    is fitted both ways, every category native, and the ordered (integer) ones as numbers, because neither wins
+    everywhere: on the 350-day run of 2013-12-31 with 28 evaluation days (December 3-30; two December days in
+    training) native support made December a category learnt from two days and scored AUC 0.6901, the ordered
+    fit 0.7114 (an independent fit reported 0.7154 with month alone as a number); on the 7-day evaluation of the
+    same date the order cost 0.014. Reporting only the first made the network look better than it is.
+    """
 
     def __init__(self, contract: Contract, stats: dict[str, Any]) -> None:
+        from retrainer.spec.contract import DType
+
         self.columns = [c for c in contract.features]
         self.categorical = [c.role == Role.CATEGORICAL for c in self.columns]
+        self.unordered = [c.role == Role.CATEGORICAL and c.dtype == DType.STRING for c in self.columns]
         import pyarrow as pa
+
+        def as_integers(c: Any) -> bool:  # small non-negative integers are usable as codes as they are
+            return c.dtype == DType.INT64 and all(0 <= int(v) < MAX_CODE for v in stats["vocabulary"][c.name])
 
         self._vocab = {
             c.name: pa.array([str(v) for v in stats["vocabulary"][c.name]], pa.string())
             for c in self.columns
-            if c.role == Role.CATEGORICAL
+            if c.role == Role.CATEGORICAL and not as_integers(c)
         }
 
     def encode(self, batch: Any) -> np.ndarray:
@@ -107,7 +124,7 @@ def fit_and_score(
     x, y = training_sample(train_files, contract, coder, int(stats["rows"]), max_rows)
     sample_rows = len(y)
     fitted = {}
-    for name, make in objective.baselines(coder.categorical, seed).items():
+    for name, make in objective.baselines(coder.categorical, seed, coder.unordered).items():
         t0 = time.perf_counter()
         fitted[name] = (make().fit(x, y), time.perf_counter() - t0)
     del x, y
