@@ -37,10 +37,10 @@ class FeatureCoder:
 
     Two masks: ``categorical`` (every categorical column) and ``unordered`` (the string ones). Gradient boosting
     is fitted both ways, every category native, and the ordered (integer) ones as numbers, because neither wins
-    everywhere: on the 350-day run of 2013-12-31 with 28 evaluation days (December 3-30; two December days in
-    training) native support made December a category learnt from two days and scored AUC 0.6901, the ordered
-    fit 0.7114 (an independent fit reported 0.7154 with month alone as a number); on the 7-day evaluation of the
-    same date the order cost 0.014. Reporting only the first made the network look better than it is.
+    everywhere: a long window evaluated on days whose value of an ordered category is rare in training (the
+    last weeks of a year, say) gets that value learnt as a category of its own from a few days by the first,
+    and placed beside its neighbours by the second; the measurements are in the docs (Training, "Is the network
+    worth it?"). Reporting only the first made the network look better than it is.
     """
 
     def __init__(self, contract: Contract, stats: dict[str, Any]) -> None:
