@@ -131,7 +131,7 @@ def test_rerunning_the_same_date_replaces_outputs_and_registers_nothing_new(
     assert sorted(p.name for p in layout.root.iterdir()) == sorted(
         ["raw_gate", "features", "validation", "checkpoints", "saved_model", "cost", "raw_gate.json", "features.json",
          "validation.json", "training.json", "evaluation.json", "baselines.json", "export.json", "registration.json",
-         "promotion_intent.json", "plots", "report.html"]
+         "promotion_intent.json", "plots", "report.html", "mlflow_run.json"]
     )  # fmt: skip
     stages = ["check_raw", "features", "validate", "train", "evaluate", "export", "register"]
     assert sorted(p.name for p in layout.costs.iterdir()) == sorted(f"{s}.json" for s in stages)  # one per stage

@@ -471,6 +471,11 @@ def test_a_challenger_worse_on_one_airport_is_held_by_the_slice_gate_which_the_d
     assert saved.held_by_slices == held.held_by_slices  # the decision record on disk
     summary = run_summary(lenient)
     assert "largest drop origin=EWR" in summary and "holds the run" in summary
+    from retrainer.evaluation.report import render
+
+    page = render(RunContext.of(lenient).layout, MODEL, str(lenient.run.date), lenient.run.run_id, MODEL)
+    assert "Held by the slice gate:" in page and "<li>origin=EWR (" in page  # the report says which rule held it
+    assert '<tr class="holds"><td>origin=EWR</td>' in page
 
 
 def _stored_model_folder(cfg, version: str) -> Path:
