@@ -146,9 +146,9 @@ def _export_and_check(model: Any, validated: ValidationResult, run: RunContext, 
         if lite:
             shutil.rmtree(lite["network"], ignore_errors=True)
             Path(lite["encoded"]).unlink(missing_ok=True)
-            if tflite["kept"]:
-                stats = atomic.read_json(validated.files.stats)
-                atomic.write_json(staged.tflite_inputs, tflite_inputs(contract, stats))
+            if tflite["kept"]:  # a plain write: the staging folder's replace below is the commit
+                recipe = tflite_inputs(contract, atomic.read_json(validated.files.stats))
+                staged.tflite_inputs.write_text(json.dumps(recipe, indent=2, sort_keys=True))
     final = ExportFiles(layout.saved_model)
     return ExportResult(
         saved_model_uri=str(ExportFiles(layout.saved_model).model),
