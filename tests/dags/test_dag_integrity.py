@@ -10,6 +10,7 @@ import sys
 import types
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import pendulum
@@ -298,20 +299,30 @@ def test_run_date_is_the_logical_date_for_every_run_type(run_type: str, serializ
     assert (w.train_start, w.eval_start) == (expected - dt.timedelta(days=14), expected - dt.timedelta(days=3))
 
 
-def test_sensor_timeout_lists_the_missing_partitions(tmp_path: Path, monkeypatch) -> None:
-    from airflow.sdk.exceptions import AirflowSensorTimeout
-
+def _sensor_of_march_11(tmp_path: Path, monkeypatch, missing: str) -> tuple[Any, dict]:
+    """The sensor of a run dated 2013-03-11 (a 3-day window: raw days 03-01 .. 03-10 with the history) over a data
+    root with those days landed but ``missing`` (a path under ``raw/``), and its context."""
     from retrainer.data.landing import land
     from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
 
     land(tmp_path, dt.date(2013, 3, 1), dt.date(2013, 3, 10))
-    (tmp_path / "raw" / "weather" / "date=2013-03-05" / "weather.csv").unlink()
+    (tmp_path / "raw" / missing).unlink()
     monkeypatch.setenv("RETRAINER_DATA_ROOT", str(tmp_path))
     sensor = RawPartitionsSensor(task_id="wait", workload="flight_delay", mode="poke", timeout=0, poke_interval=0)
     context = {
         "logical_date": pendulum.datetime(2013, 3, 11, tz="UTC"),
+        "run_id": "scheduled__2013-03-11",
         "params": {"window_days": 3, "eval_days": 1, "validation_days": 1},
     }
+    return sensor, context
+
+
+def test_sensor_timeout_lists_the_missing_partitions(tmp_path: Path, monkeypatch) -> None:
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+
+    from retrainer.data.landing import land
+
+    sensor, context = _sensor_of_march_11(tmp_path, monkeypatch, "weather/date=2013-03-05/weather.csv")
     with pytest.raises(AirflowSensorTimeout) as err:
         sensor.execute(context)
     # window [03-08, 03-11) plus 7 days of history: 03-01 .. 03-10 needed, 03-05 weather missing
@@ -332,17 +343,8 @@ def test_past_the_data_deadline_the_sensor_alerts_once_and_keeps_waiting(tmp_pat
     naming the missing day, however many pokes (reschedule mode pokes for hours); the poke still answers False."""
     from retrainer.data.landing import land
     from retrainer.runners.alerts import recorded
-    from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
 
-    land(tmp_path, dt.date(2013, 3, 1), dt.date(2013, 3, 10))
-    (tmp_path / "raw" / "flights" / "date=2013-03-10" / "_SUCCESS").unlink()
-    monkeypatch.setenv("RETRAINER_DATA_ROOT", str(tmp_path))
-    sensor = RawPartitionsSensor(task_id="wait", workload="flight_delay", mode="poke", timeout=0, poke_interval=0)
-    context = {
-        "logical_date": pendulum.datetime(2013, 3, 11, tz="UTC"),
-        "run_id": "scheduled__2013-03-11",
-        "params": {"window_days": 3, "eval_days": 1, "validation_days": 1},
-    }
+    sensor, context = _sensor_of_march_11(tmp_path, monkeypatch, "flights/date=2013-03-10/_SUCCESS")
     assert sensor.poke(context) is False and sensor.poke(context) is False
     alerts = recorded(tmp_path, "data_late")
     assert len(alerts) == 1, alerts

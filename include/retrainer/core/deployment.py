@@ -174,10 +174,7 @@ class Deployment:
 def setting_env(name: str) -> str:
     """The environment variable of the setting ``name`` (a field of :class:`Deployment`), for messages that tell
     an operator what to change."""
-    from retrainer.core.params import SPEC_KEY
-
-    field = next(f for f in dataclasses.fields(Deployment) if f.name == name)
-    return str(field.metadata[SPEC_KEY].env)
+    return str(next(p.spec.env for p in params.parameters(Deployment) if p.name == name))
 
 
 def deployment() -> Deployment:

@@ -134,6 +134,11 @@ def versions(tracking_uri: str, model_name: str) -> list[Any]:
     return _read(f"the versions of {model_name}", tracking_uri, search, absent=[])
 
 
+def tag_filter(tags: dict[str, str]) -> str:
+    """An MLflow run search matching runs that carry every one of ``tags``."""
+    return " and ".join(f"tags.`{tag}` = '{value}'" for tag, value in tags.items())
+
+
 def find_version_of_run(tracking_uri: str, model_name: str, experiment_id: str, tags: dict[str, str]) -> str | None:
     """The version registered from an MLflow run carrying every one of ``tags``, if any.
 
@@ -141,8 +146,7 @@ def find_version_of_run(tracking_uri: str, model_name: str, experiment_id: str, 
     crash between registering and tagging the version still finds it instead of registering a twin.
     """
     client = configure(tracking_uri)
-    wanted = " and ".join(f"tags.`{tag}` = '{value}'" for tag, value in tags.items())
-    runs = client.search_runs([experiment_id], filter_string=wanted)
+    runs = client.search_runs([experiment_id], filter_string=tag_filter(tags))
     for run in runs:
         versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run.info.run_id}'")
         if versions:

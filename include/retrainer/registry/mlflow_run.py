@@ -16,6 +16,7 @@ from retrainer import registry
 from retrainer.core import atomic
 from retrainer.core.config import RunConfig
 from retrainer.core.feature_files import FeatureFiles
+from retrainer.core.layout import ExportFiles
 from retrainer.core.results import (
     EPOCHS_STREAMED_TAG,
     EvaluationResult,
@@ -72,17 +73,14 @@ def range_text(start: Any, end: Any) -> str:
     return f"[{start}, {end})"
 
 
-def open_run(tracking_uri: str, experiment_id: str, own: dict[str, str], run_name: str) -> str:
-    """The MLflow run of one training run (the run key and run folder tags ``own`` name it): the one an earlier
-    step opened (``train``, for the chief to stream its epochs into; a ``register`` attempt that died), else a
-    new one. One run per training run, however many attempts."""
+def open_run(tracking_uri: str, experiment_id: str, own: dict[str, str], run_name: str) -> Any:
+    """The MLflow run (``mlflow.entities.Run``) of one training run (the run key and run folder tags ``own`` name
+    it): the one an earlier step opened (``train``, for the chief to stream its epochs into; a ``register`` attempt
+    that died), else a new one. One run per training run, however many attempts."""
     client = registry.configure(tracking_uri)
-    where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in sorted(own.items()))
-    found = client.search_runs([experiment_id], filter_string=where, max_results=1,
+    found = client.search_runs([experiment_id], filter_string=registry.tag_filter(own), max_results=1,
                                order_by=["attributes.start_time DESC"])  # fmt: skip
-    if found:
-        return found[0].info.run_id
-    return client.create_run(experiment_id, run_name=run_name, tags=own).info.run_id
+    return found[0] if found else client.create_run(experiment_id, run_name=run_name, tags=own)
 
 
 def log_and_register(
@@ -114,10 +112,10 @@ def log_and_register(
         **version_tags,
     }
     own = {k: version_tags[k] for k in own_tags}
-    run_id = open_run(cfg.engines.tracking_uri, experiment_id, own, f"{cfg.run.workload}-{cfg.run.date}")
+    opened = open_run(cfg.engines.tracking_uri, experiment_id, own, f"{cfg.run.workload}-{cfg.run.date}")
     client = mlflow.MlflowClient()
-    streamed = client.get_run(run_id).data.tags.get(EPOCHS_STREAMED_TAG) == "true"
-    with mlflow.start_run(run_id=run_id) as run:
+    streamed = opened.data.tags.get(EPOCHS_STREAMED_TAG) == "true"
+    with mlflow.start_run(run_id=opened.info.run_id) as run:
         # Parameters, metrics (the epoch curves too, unless streamed) and tags in one batch: against a tracking
         # server each fluent call is a request, and a three-member model's curves were one per member and epoch.
         report = validated.report
@@ -143,7 +141,7 @@ def log_and_register(
                 mlflow.log_artifact(plot, "plots")
         if exported.tflite_uri and Path(exported.tflite_uri).is_file():  # checked against the SavedModel by export
             mlflow.log_artifact(exported.tflite_uri, "tflite")
-            recipe = Path(exported.tflite_uri).with_name(Path(exported.tflite_uri).name + ".inputs.json")
+            recipe = ExportFiles(Path(exported.saved_model_uri).parent).tflite_inputs
             if recipe.is_file():
                 mlflow.log_artifact(str(recipe), "tflite")
         mlflow.log_dict(report.to_dict(), "validation.json")
