@@ -23,6 +23,7 @@ from retrainer_plugins.failures import no_retry_on_bad_data
 from retrainer_plugins.notifiers import champion_freshness, notifiers
 from retrainer_plugins.raw_partitions_sensor import RawPartitionsSensor
 from retrainer_plugins.spark_features_operator import SparkFeaturesOperator
+from retrainer_plugins.task_links import with_links
 from retrainer_plugins.training_operator import TensorFlowTrainOperator
 
 DEFAULT_ARGS = {
@@ -187,14 +188,15 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
             timeout=timedelta(hours=6),
             execution_timeout=timedelta(minutes=5),
         )
-        gate = check_raw(workload)
+        # Extra links (the MLflow run, the model version, the report, the Data Docs): retrainer_plugins.task_links
+        gate = with_links(check_raw(workload), workload)
         wait >> gate
         # spark-submit to the master of the Airflow connection RETRAINER_SPARK_CONN_ID (default retrainer_spark).
         features = SparkFeaturesOperator(
             task_id="features", workload=workload, gate=gate, execution_timeout=timedelta(minutes=30)
         ).output
         # validate hands on the features' final (validated) place: nothing downstream reads unvalidated data.
-        validated = validate(workload, features)
+        validated = with_links(validate(workload, features), workload)
         # Launcher, accelerator and worker count: the deployment's RETRAINER_* settings. On Kubernetes the task is
         # the provider's KubernetesJobOperator (it creates the pods' Job and waits in the triggerer); otherwise
         # it trains in its worker, and Celery workers with GPUs listen on the training queue (docker-compose.yaml).
@@ -209,8 +211,8 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
                 task_id="train", workload=workload, validated=validated, queue=TRAINING_QUEUE,
                 execution_timeout=timedelta(hours=2),
             )  # fmt: skip
-        trained = train_task.output
-        evaluation = evaluate(workload, validated, trained)
+        trained = with_links(train_task, workload).output
+        evaluation = with_links(evaluate(workload, validated, trained), workload)
         exported = export(workload, validated, trained)
         evaluation >> exported
         receipts = {"validate": validated, "train": trained, "evaluate": evaluation, "export": exported}
@@ -224,7 +226,7 @@ def retrain_dag(workload: str, *, doc_md: str, tags: tuple[str, ...] = (), start
             )  # fmt: skip
             exported >> approve
             approval = approve.output
-        publish_champion(workload)(register(workload, receipts, approval))
+        publish_champion(workload)(with_links(register(workload, receipts, approval), workload))
 
     return retrain()
 

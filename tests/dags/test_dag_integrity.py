@@ -157,6 +157,23 @@ def test_stages_run_in_order(dag) -> None:
     assert dag.get_task("wait_for_raw_partitions").workload == DAG_IDS[dag.dag_id]
 
 
+def test_tasks_carry_their_links_as_the_api_server_reads_them(dag, serialized) -> None:
+    """Each task shows the links ``TASK_LINKS`` gives it, for its own workload; after serialization (what the API
+    server holds) they are read from the XCom keys the task's process writes them under."""
+    from retrainer.runners.task_links import TASK_LINKS
+
+    for task_id, names in TASK_LINKS.items():
+        links = dag.get_task(task_id).operator_extra_links
+        assert [link.name for link in links] == list(names), task_id
+        assert {link.workload for link in links} == {DAG_IDS[dag.dag_id]}, task_id
+    assert not dag.get_task("features").operator_extra_links
+    if dag.dag_id == "flight_delay_retrain":
+        for task_id, names in TASK_LINKS.items():
+            read = {link.name: link.xcom_key for link in serialized.get_task(task_id).operator_extra_links}
+            written = {link.name: link.xcom_key for link in dag.get_task(task_id).operator_extra_links}
+            assert read == written and len(set(written.values())) == len(names), task_id
+
+
 def test_failures_and_champion_changes_are_alerted_and_only_a_new_champion_is_an_asset_event(dag) -> None:
     from retrainer_plugins.notifiers import RetrainerNotifier
 

@@ -8,6 +8,7 @@ import csv
 import datetime as dt
 import shutil
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pendulum
@@ -21,6 +22,7 @@ from support import ROOT, RUN_DATE
 
 CONF = {"window_days": 7, "eval_days": 2, "epochs": 1, "batch_size": 256, "members": "joint"}
 MODEL = "flight_delay"
+MLFLOW_UI = "http://127.0.0.1:5999/"  # the tasks' links point there (no UI needs to run for them to be made)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,8 @@ def e2e_env(tmp_path_factory, landed: Path, spark_connect_server: str) -> dict[s
     root = base / "data"
     root.mkdir()
     (root / "raw").symlink_to(landed / "raw")
-    return {"RETRAINER_DATA_ROOT": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}"}
+    return {"RETRAINER_DATA_ROOT": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}",
+            "RETRAINER_MLFLOW_UI_URL": MLFLOW_UI}  # fmt: skip
 
 
 def _run_tis(dag, monkeypatch, env: dict[str, str]) -> dict:
@@ -100,6 +103,48 @@ def test_the_new_champion_is_an_asset_event_with_its_metrics_and_an_alert(first_
     assert [a["details"]["version"] for a in changed] == [version]
     assert changed[0]["task_id"] == "publish_champion" and f"champion is now v{version}" in changed[0]["message"]
     assert alerts.recorded(e2e_env["RETRAINER_DATA_ROOT"], alerts.TASK_FAILED) == []
+
+
+def _links(dag_id: str, task_id: str) -> dict[str, str]:
+    """The extra links Airflow stored for the task (the XComs its UI and REST API read), by link name."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from retrainer.runners.task_links import TASK_LINKS
+    from retrainer_plugins.task_links import RunLink
+
+    keys = {RunLink(name, MODEL).xcom_key: name for name in TASK_LINKS[task_id]}
+    with create_session() as session:
+        rows = session.scalars(select(XComModel).where(XComModel.dag_id == dag_id, XComModel.task_id == task_id,
+                                                       XComModel.key.in_(keys))).all()  # fmt: skip
+        return {keys[row.key]: XComModel.deserialize_value(row) for row in rows}
+
+
+def test_each_task_links_its_mlflow_run_model_version_report_and_data_docs(first_run: dict, e2e_env: dict) -> None:
+    """The links the tasks show in Airflow point at this run's own records: the MLflow run train streamed into and
+    register completed, the version registered, the report as logged to that run, the gates' Data Docs."""
+    from retrainer.runners.task_links import REPORT_ARTIFACT
+
+    tracking, dag_id = e2e_env["MLFLOW_TRACKING_URI"], "flight_delay_retrain"
+    layout = RunLayout.latest(e2e_env["RETRAINER_DATA_ROOT"], "flight_delay", RUN_DATE)
+    registration = layout.load(RegistrationResult)
+    ui, run_id = MLFLOW_UI.rstrip("/"), registration.mlflow_run_id
+    experiment = registry.configure(tracking).get_run(run_id).info.experiment_id
+    register = _links(dag_id, "register")
+    assert register == {
+        "MLflow run": f"{ui}/#/runs/{run_id}",
+        "Model version": f"{ui}/#/models/{MODEL}/versions/{registration.version}",
+        "Evidence report": f"{ui}/#/experiments/{experiment}/runs/{run_id}/artifacts/{REPORT_ARTIFACT}",
+        "Data Docs": (layout.validation / "data_docs" / "index.html").as_uri(),
+    }, register
+    logged = [a.path for a in registry.configure(tracking).list_artifacts(run_id, "report")]
+    assert logged == [REPORT_ARTIFACT]  # the report link's artifact exists
+    assert _links(dag_id, "train") == {"MLflow run": register["MLflow run"]}  # one MLflow run: curves streamed there
+    assert _links(dag_id, "validate") == {"Data Docs": register["Data Docs"]}
+    raw_docs = _links(dag_id, "check_raw")["Raw gate Data Docs"]
+    for docs in (raw_docs, register["Data Docs"]):
+        assert Path(unquote(urlparse(docs).path)).is_file(), docs
 
 
 def test_the_savedmodel_of_the_run_loads_and_predicts(first_run: dict, e2e_env: dict) -> None:
@@ -208,6 +253,9 @@ def test_a_corrupted_day_stops_the_run_at_the_raw_gate_and_keeps_the_champion(
     assert any("lacks ['dest']" in line for line in report.failed)
     assert registry.alias_version(tracking, MODEL, "champion") == champion_before
     assert _versions(tracking) == versions_before
+    # the failed task still links its Data Docs: where an operator sees what failed
+    assert _links("flight_delay_retrain", "check_raw") == {"Raw gate Data Docs": report.data_docs_uri}
+    assert Path(unquote(urlparse(report.data_docs_uri).path)).is_file()
 
     from retrainer.core.config import RunConfig
     from retrainer.runners.run_summary import run_summary

@@ -216,6 +216,15 @@ def test_approve_moves_the_champion_reject_and_no_answer_leave_it(stack) -> None
     move = history(tracking, MODEL)[-1]
     assert move.version == champion and "approved by admin at" in move.reason
 
+    # The register task's extra links, as the UI gets them from the API server: the MLflow UI this stack serves.
+    links = api.ok("GET", f"/dags/{DAG}/dagRuns/{runs[APPROVED]}/taskInstances/register/links")["extra_links"]
+    ui = f"http://127.0.0.1:{env['MLFLOW_PORT']}"
+    assert links["MLflow run"] == f"{ui}/#/runs/{versions[0].run_id}", links
+    assert links["Model version"] == f"{ui}/#/models/{MODEL}/versions/{champion}", links
+    assert links["Evidence report"].startswith(f"{ui}/#/experiments/") and links["Evidence report"].endswith(
+        f"/runs/{versions[0].run_id}/artifacts/report/report.html"), links  # fmt: skip
+    assert links["Data Docs"].startswith("file://") and links["Data Docs"].endswith("/data_docs/index.html"), links
+
 
 def test_ctrl_c_stops_every_process(stack) -> None:
     *_, proc, log = stack

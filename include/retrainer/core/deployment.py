@@ -143,6 +143,11 @@ class Deployment:
         help="where the champion is kept in TensorFlow Serving's layout (<root>/<model>/<version>/, only the "
         "champion's version); empty: <data root>/serving",
     )  # fmt: skip
+    mlflow_ui_url: str = param(
+        "", env="RETRAINER_MLFLOW_UI_URL",
+        help="the MLflow UI as an operator's browser reaches it, for the tasks' links in Airflow (MLflow run, model "
+        "version, report); empty: the tracking URI when tasks log to an MLflow server (make airflow sets its own)",
+    )  # fmt: skip
     checkpoint_seconds: float = param(
         10.0, minimum=0, maximum=3600, env="RETRAINER_CHECKPOINT_SECONDS",
         help="training checkpoints at most this often (and always at a phase's end and where a member stops; "

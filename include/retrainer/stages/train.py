@@ -79,7 +79,7 @@ def open_mlflow_run(context: RunContext) -> str | None:
                RUN_FOLDER_TAG: layout.root.relative_to(Path(cfg.engines.data_root)).as_posix()}  # fmt: skip
         experiment = registry.experiment_id(uri, f"retrainer/{cfg.run.workload}")
         run_id = open_run(uri, experiment, own, f"{cfg.run.workload}-{cfg.run.date}").info.run_id
-        atomic.write_json(layout.mlflow_run, {"tracking_uri": uri, "run_id": run_id})
+        atomic.write_json(layout.mlflow_run, {"tracking_uri": uri, "run_id": run_id, "experiment_id": experiment})
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.warning("training curves will not be streamed to MLflow (%s: %s); register logs them", type(exc).__name__,
                     exc)  # fmt: skip
