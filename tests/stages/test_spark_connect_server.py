@@ -65,3 +65,25 @@ def test_a_process_talks_to_spark_one_way(spark) -> None:
     assert spark.range(3).count() == 3
     with pytest.raises(SparkModeConflict, match="talks to a Spark Connect server"):
         get_spark("local[2]")
+
+
+def test_a_long_operation_reports_its_progress_in_the_log(spark, caplog) -> None:
+    """The server's own progress reports reach the session's handler (registered by get_spark): a query of four
+    1.5-s tasks on the server's two slots logs its progress while it runs and its end."""
+    import logging
+
+    from retrainer.spark.progress import SparkProgressLog
+
+    (registered,) = [h for h in spark._client._progress_handlers if isinstance(h, SparkProgressLog)]
+    fast = SparkProgressLog(every=0, after=0)  # every report, from the first
+    spark.registerProgressHandler(fast)
+    try:
+        with caplog.at_level(logging.INFO, logger="retrainer.spark.progress"):
+            sleeps = spark.range(0, 4, 1, 4).selectExpr("reflect('java.lang.Thread', 'sleep', cast(1500 as long))")
+            assert len(sleeps.collect()) == 4
+    finally:
+        spark.removeProgressHandler(fast)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(" running " in line and "tasks of 1 stage(s) done" in line for line in lines), lines
+    assert lines[-1].startswith("spark: operation ") and " done in " in lines[-1] and "4/4 tasks" in lines[-1], lines
+    assert registered.after >= 10  # the default handler: silent for a query like this one

@@ -28,6 +28,8 @@ LOG = [  # lines as Airflow 3.3's dags test and retrainer's loggers print them (
     "2026-12-07T13:39:41.1Z [info     ] [worker 1] joint final epoch 3/13 loss=0.4 train_auc=0.7 0.1s 9 ex/s "
     "[retrainer.training.loop] loc=phase.py:289",
     "2026/12/07 13:39:29 INFO mlflow.store.db.utils: Creating initial MLflow database tables...",
+    "2026-12-07T13:40:02.0Z [info     ] spark: operation 8e1f03aa running 21 s: 45/120 tasks of 3 stage(s) done, 2 "
+    "running, 310 MiB read [retrainer.spark.progress] loc=progress.py:56",
 ]
 
 
@@ -43,6 +45,7 @@ def test_the_progress_names_each_task_its_end_the_stages_verdicts_and_every_epoc
         "[   40s]   warm_linear select epoch 1/30 loss=0.4318 train_auc=0.7822 val_auc=0.7377 3.2s 4770 ex/s",
         "[   50s]   [worker 1] joint final epoch 3/13 loss=0.4 train_auc=0.7 0.1s 9 ex/s",
         None,
+        "[   70s]   spark: operation 8e1f03aa running 21 s: 45/120 tasks of 3 stage(s) done, 2 running, 310 MiB read",
     ]
     other = Progress(started=0.0)  # a state line of a task instance it never saw start is not guessed at
     assert other.line(LOG[3], now=1.0) is None

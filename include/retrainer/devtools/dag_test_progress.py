@@ -4,8 +4,8 @@ Why: ``airflow dags test`` logs hundreds of lines a run (Airflow's own, Spark's,
 to keep them in a file and print the task and epoch lines only when the run had ended, so for minutes nothing
 moved and a user could not tell progress from a hang. This runs the command with its output piped through here
 (unbuffered), writes every line to the log as it comes and prints, with the seconds since the start: each task
-as it starts and how it ended, the feature store's Spark work, the raw gate and validation verdicts, and every
-training epoch.
+as it starts and how it ended, the feature store's Spark work, a long Spark operation's progress, the raw gate and
+validation verdicts, and every training epoch.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _WORKER = re.compile(r"\[worker \d+\] ")  # a multi-worker training's line: whic
 # the stages' own one-line accounts of their engine work (retrainer's loggers), shown as they are logged
 _STAGE_NEWS = re.compile(
     r"\[(?:info|warning)\s*\] (?P<what>(?:raw gate |feature store: computed|day checks:|row checks:|baseline |"
-    r"evaluation:|registered ).*?)\s+\[retrainer\."
+    r"evaluation:|registered |spark: ).*?)\s+\[retrainer\."
 )
 
 

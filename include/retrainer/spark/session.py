@@ -73,6 +73,9 @@ def _connect(url: str) -> Any:
     session = SparkSession.builder.remote(url).getOrCreate()
     for key, value in session_settings().items():  # per session: other clients of the server keep theirs
         session.conf.set(key, value)
+    from retrainer.spark.progress import watch
+
+    watch(session)  # long operations report their progress in the task's log
     return session
 
 
