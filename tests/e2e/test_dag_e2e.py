@@ -141,10 +141,14 @@ def test_each_task_links_its_mlflow_run_model_version_report_and_data_docs(first
     logged = [a.path for a in registry.configure(tracking).list_artifacts(run_id, "report")]
     assert logged == [REPORT_ARTIFACT]  # the report link's artifact exists
     assert _links(dag_id, "train") == {"MLflow run": register["MLflow run"]}  # one MLflow run: curves streamed there
-    assert _links(dag_id, "validate") == {"Data Docs": register["Data Docs"]}
-    raw_docs = _links(dag_id, "check_raw")["Raw gate Data Docs"]
-    for docs in (raw_docs, register["Data Docs"]):
+    history = (Path(e2e_env["RETRAINER_DATA_ROOT"]) / "data_docs" / MODEL / "index.html").as_uri()
+    assert _links(dag_id, "validate") == {"Data Docs": register["Data Docs"], "Gates' history": history}
+    raw = _links(dag_id, "check_raw")
+    assert raw["Gates' history"] == history
+    for docs in (raw["Raw gate Data Docs"], register["Data Docs"], history):
         assert Path(unquote(urlparse(docs).path)).is_file(), docs
+    page = Path(unquote(urlparse(history).path)).read_text()  # this run's two gates, linked to its own Data Docs
+    assert page.count(f"<code>{layout.root.name}</code>") == 2 and page.count('<tr class="ok">') == 2
 
 
 def test_the_savedmodel_of_the_run_loads_and_predicts(first_run: dict, e2e_env: dict) -> None:
@@ -254,8 +258,11 @@ def test_a_corrupted_day_stops_the_run_at_the_raw_gate_and_keeps_the_champion(
     assert registry.alias_version(tracking, MODEL, "champion") == champion_before
     assert _versions(tracking) == versions_before
     # the failed task still links its Data Docs: where an operator sees what failed
-    assert _links("flight_delay_retrain", "check_raw") == {"Raw gate Data Docs": report.data_docs_uri}
+    links = _links("flight_delay_retrain", "check_raw")
+    assert links["Raw gate Data Docs"] == report.data_docs_uri
     assert Path(unquote(urlparse(report.data_docs_uri).path)).is_file()
+    history = Path(unquote(urlparse(links["Gates' history"]).path)).read_text()  # the failure is on the history
+    assert "FAILED" in history and "lacks [&#x27;dest&#x27;]" in history, history[-2000:]
 
     from retrainer.core.config import RunConfig
     from retrainer.runners.run_summary import run_summary

@@ -1,5 +1,5 @@
 """The links a task shows in Airflow beside its log (its *extra links*): the run's MLflow run, the registered model
-version, the evidence report and the Data Docs of the gate the task ran.
+version, the evidence report, the Data Docs of the gate the task ran and the workload's gates' history.
 
 Airflow works a task's links out in the task's own process as the task ends, whatever its state, and keeps them as
 XComs that the UI and the REST API read (``plugins/retrainer_plugins/task_links.py``). They are made here from the
@@ -27,6 +27,7 @@ MODEL_VERSION = "Model version"
 REPORT = "Evidence report"
 RAW_DATA_DOCS = "Raw gate Data Docs"
 DATA_DOCS = "Data Docs"
+GATES_HISTORY = "Gates' history"
 REPORT_ARTIFACT = "report/report.html"  # where register logs the report in the MLflow run
 
 
@@ -47,6 +48,14 @@ def _gate_docs(folder: Path) -> str:
     if not report.is_file():
         return ""
     return GateReport.from_dict(atomic.read_json(report)).data_docs_uri
+
+
+def _gates_history(run: RunContext) -> str:
+    """The workload's page of every run's gates (:mod:`retrainer.data.docs_history`)."""
+    from retrainer.data.docs_history import history_page
+
+    page = history_page(run.config.engines.data_root, run.config.run.workload)
+    return page.as_uri() if page.is_file() else ""
 
 
 def _training_run(layout: RunLayout) -> dict[str, str]:
@@ -95,12 +104,13 @@ RESOLVERS: dict[str, Callable[[RunContext], str]] = {
     REPORT: _report,
     RAW_DATA_DOCS: lambda run: _gate_docs(run.layout.raw_gate),
     DATA_DOCS: lambda run: _gate_docs(run.layout.validation),
+    GATES_HISTORY: _gates_history,
 }
 
 # Which task shows which links (task ids of the retrain DAG).
 TASK_LINKS: dict[str, tuple[str, ...]] = {
-    "check_raw": (RAW_DATA_DOCS,),
-    "validate": (DATA_DOCS,),
+    "check_raw": (RAW_DATA_DOCS, GATES_HISTORY),
+    "validate": (DATA_DOCS, GATES_HISTORY),
     "train": (MLFLOW_RUN,),
     "evaluate": (MLFLOW_RUN, DATA_DOCS),
     "register": (MLFLOW_RUN, MODEL_VERSION, REPORT, DATA_DOCS),

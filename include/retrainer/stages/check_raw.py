@@ -25,6 +25,7 @@ from retrainer.core.errors import BadData
 from retrainer.core.fingerprint import file_digest
 from retrainer.core.layout import ValidationFiles, raw_dim, raw_gate_record, raw_partition
 from retrainer.core.results import RawGateResult
+from retrainer.data import docs_history
 from retrainer.data.dimension_gate import dimension_record, dimension_suite
 from retrainer.data.gx_suites import run_suites
 from retrainer.data.landed_files import DIMS, check_raw_inputs
@@ -96,6 +97,7 @@ def check_raw_days(run: RunContext | RunConfig) -> RawGateResult:
         suites += [dimension_suite(d, dims[d.name], f"{DIMS}/{d.name}.csv") for d in contract.dimensions]
         report = run_suites(suites, f"{contract.name}.raw", ValidationFiles(staging), ValidationFiles(layout.raw_gate))
         atomic.write_json(ValidationFiles(staging).report, report.to_dict())
+    docs_history.update(cfg.engines.data_root, cfg.run.workload)  # passed or not: the gates' history page
     quarantined = {
         f"{s}/{d}": r["quarantined"]
         for s, by_day in records.by_source.items()

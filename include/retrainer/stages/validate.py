@@ -25,7 +25,7 @@ from retrainer.core.feature_files import FeatureFiles
 from retrainer.core.fingerprint import folder_fingerprint
 from retrainer.core.layout import ValidationFiles
 from retrainer.core.results import FeaturesResult, GateReport, ValidationResult
-from retrainer.data import day_checks, drift
+from retrainer.data import day_checks, docs_history, drift
 from retrainer.data.feature_store import day_folder
 from retrainer.data.gx_suites import Suite, run_suites
 from retrainer.spec.contract import NULL_FRACTION, PSI
@@ -67,6 +67,7 @@ def validate_features(features: FeaturesResult, run: RunContext | RunConfig) -> 
         days = [d.isoformat() for d in cfg.window.days()]
         report = _run_suites(features, run, days, staging, layout.validation)
         atomic.write_json(ValidationFiles(staging).report, report.to_dict())
+    docs_history.update(cfg.engines.data_root, cfg.run.workload)  # passed or not: the gates' history page
     if not report.success:
         if pending != layout.features or moved:
             atomic.replace_dir(pending, layout.features_rejected)
