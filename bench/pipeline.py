@@ -161,6 +161,9 @@ def airflow_env(work: Path, root: Path, url: str) -> dict[str, str]:
     return {
         **os.environ,
         "AIRFLOW_HOME": str(work / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(HERE.parent / "dags"),  # as the Makefile sets them: run directly too
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(HERE.parent / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{work / 'airflow' / 'airflow.db'}",
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets["AIRFLOW_JWT_SECRET"],
         "AIRFLOW__CORE__FERNET_KEY": secrets["AIRFLOW_FERNET_KEY"],
