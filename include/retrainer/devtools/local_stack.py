@@ -125,7 +125,7 @@ class Stack:
             "RETRAINER_DATA_ROOT": str(self.data_root),
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             # the UI this stack serves, for the tasks' links in Airflow (its store may be a file the browser can't open)
-            "RETRAINER_MLFLOW_UI_URL": os.environ.get("RETRAINER_MLFLOW_UI_URL") or self.mlflow_url,
+            "RETRAINER_MLFLOW_UI_URL": deployment().mlflow_ui_url or self.mlflow_url,
             **(
                 {"MLFLOW_TRACKING_USERNAME": MLFLOW_USER, "MLFLOW_TRACKING_PASSWORD": self.secrets["MLFLOW_PASSWORD"]}
                 if self.mlflow_auth
