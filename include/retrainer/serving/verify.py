@@ -8,7 +8,9 @@ overlaps that work instead of following it.
 
 With ``"tflite": {"network", "encoded", "out"}`` it also converts the network alone to TF Lite and predicts the
 sample's encoded features with TF Lite's interpreter (:func:`tflite_predictions`), for the export stage to compare
-with what the SavedModel served on the raw rows.
+with what the SavedModel served on the raw rows. That part may come as a line of its own before the model's
+(``{"tflite": ...}`` alone): the export stage sends it as soon as the network is written, so the conversion
+(about a second) overlaps the export stage writing the serving SavedModel.
 
 The request may also ask for latency (``"latency": {"batches": [1, 256], "repeats": 100}``): the signature is
 then called ``repeats`` times per batch size on rows of the sample (repeated to fill the batch) after a few
@@ -43,14 +45,18 @@ def main(argv: list[str] | None = None) -> int:
 
     latency: dict[str, Any] = {}
     tflite: dict[str, str] = {}
+    converted: dict[str, Any] | None = None
     if args.wait:
-        line = sys.stdin.readline()
-        if not line.strip():  # the export stage gave up before it had a model: nothing to check
+        request = _next_request()
+        if request is not None and "model" not in request:  # the TF Lite part first, converted meanwhile
+            tflite = request.get("tflite") or {}
+            converted = tflite_predictions(tflite["network"], tflite["encoded"], tflite["out"]) if tflite else None
+            request = _next_request()
+        if request is None:  # the export stage gave up before it had a model: nothing to check
             return 0
-        request = json.loads(line)
         args.model, args.sample = request["model"], request["sample"]
         latency = request.get("latency") or {}
-        tflite = request.get("tflite") or {}
+        tflite = request.get("tflite") or tflite
     loaded = tf.saved_model.load(args.model)
     serve = loaded.signatures["serving_default"]
     spec = serve.structured_input_signature[1]
@@ -63,10 +69,18 @@ def main(argv: list[str] | None = None) -> int:
             str(b): measure(serve, to_signature_inputs(rows_of(frame, b), spec), int(latency.get("repeats", 100)))
             for b in latency.get("batches", [1, 256])
         }
-    if tflite:
+    if converted is not None:
+        out["tflite"] = converted
+    elif tflite:
         out["tflite"] = tflite_predictions(tflite["network"], tflite["encoded"], tflite["out"])
     json.dump(out, sys.stdout)
     return 0
+
+
+def _next_request() -> dict[str, Any] | None:
+    """The next JSON line on stdin, or None when stdin closes without one."""
+    line = sys.stdin.readline()
+    return json.loads(line) if line.strip() else None
 
 
 def tflite_predictions(network: str, encoded: str, path: str) -> dict[str, Any]:

@@ -116,15 +116,17 @@ def _export_and_check(model: Any, validated: ValidationResult, run: RunContext, 
     with atomic.staged_dir(layout.saved_model) as staging:
         staged = ExportFiles(staging)
         export_dir, sample_path = staged.model, staged.verification_sample
-        write_saved_model(model, export_dir)
-        pq.write_table(sample.select([c.name for c in contract.features]), sample_path)
         lite, unconverted = None, "not converted (RETRAINER_TFLITE=off)"
         if deployment().tflite == "check":
             try:
                 lite = _tflite_sources(model, sample, run, staging)
             except Exception as exc:  # noqa: BLE001 - an extra, never a failed export (tflite_verdict)
                 unconverted = f"not converted: {type(exc).__name__}: {exc}"
-        reply = checker.predict(export_dir, sample_path, lite)
+            else:
+                checker.convert(lite)  # the fresh process converts while this one writes the SavedModel
+        write_saved_model(model, export_dir)
+        pq.write_table(sample.select([c.name for c in contract.features]), sample_path)
+        reply = checker.predict(export_dir, sample_path)
         served = np.asarray(reply["predictions"])
         if served.shape != expected.shape:
             raise ExportMismatch(f"SavedModel served {served.shape} predictions for {expected.shape} rows")
@@ -230,9 +232,21 @@ class _FreshProcess:
         )  # fmt: skip
         return self
 
+    def convert(self, tflite: dict[str, str]) -> None:
+        """Hand the fresh process the TF Lite conversion (:func:`_tflite_sources`) before the SavedModel: it
+        converts while this process writes the SavedModel, and its reply to :meth:`predict` carries the result.
+        A child that already died is reported by :meth:`predict`."""
+        if self.proc.stdin is None:
+            return
+        try:
+            self.proc.stdin.write(json.dumps({"tflite": tflite}) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
     def predict(self, model_dir: Path, sample: Path, tflite: dict[str, str] | None = None) -> dict[str, Any]:
-        """The fresh process's reply: ``predictions`` on the sample, ``latency_ms`` by batch size, and with
-        ``tflite`` (:func:`_tflite_sources`) the TF Lite conversion's predictions (``tflite``)."""
+        """The fresh process's reply: ``predictions`` on the sample, ``latency_ms`` by batch size, and the TF
+        Lite conversion's predictions (``tflite``) when it was asked for, here or by :meth:`convert`."""
         request = {"model": str(model_dir), "sample": str(sample), "tflite": tflite or {},
                    "latency": {"batches": list(LATENCY_BATCHES), "repeats": LATENCY_REPEATS}}  # fmt: skip
         out, err = self.proc.communicate(json.dumps(request) + "\n", timeout=600)
