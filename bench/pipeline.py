@@ -248,7 +248,7 @@ def run_scheduler_kept(work: Path, url: str, server: SparkConnectServer, backfil
 
 def run_scheduler(
     work: Path, url: str, server: SparkConnectServer, backfill_days: int, results: dict[str, Any]
-) -> dict[str, Any]:
+) -> None:
     """``make airflow``'s stack (LocalExecutor on SQLite, each task its own process, the same Spark Connect
     server): the warm daily run triggered over the REST API (2013-06-11, the day after the ``dags test``
     case on the same data root), then a backfill of ``backfill_days`` days after it, to completion; each
@@ -324,7 +324,7 @@ def run_scheduler(
                 if resp.status_code >= 300:
                     results[name] = {"error": f"POST /backfills: {resp.status_code} {resp.text[:300]}"}
                     print(f"retrainer {name}: {results[name]}", flush=True)
-                    return results
+                    return
                 backfill = resp.json()
                 while not call("GET", f"/backfills/{backfill['id']}")["completed_at"]:
                     time.sleep(2)
@@ -338,7 +338,6 @@ def run_scheduler(
     finally:
         os.kill(stack.pid, signal.SIGINT)  # Ctrl-C
         stack.wait(timeout=120)
-    return results
 
 
 def run_tfx(tfx_root: Path, peer: Path) -> dict[str, Any]:

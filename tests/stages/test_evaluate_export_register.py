@@ -297,7 +297,7 @@ def test_a_savedmodel_slower_than_the_serving_budget_fails_export_and_the_kept_o
 def test_a_tflite_conversion_handed_first_reports_apart_from_the_savedmodel_check(first: dict, tmp_path: Path) -> None:
     """Export hands the fresh process the TF Lite conversion before the SavedModel exists (it converts while
     export writes the SavedModel): a conversion that fails comes back as an error beside the SavedModel's own
-    predictions and latency, which are checked as before; and the real conversion agrees with the SavedModel."""
+    predictions and latency, which are checked as before (the real conversion's agreement: the test above)."""
     from retrainer.core.layout import ExportFiles
     from retrainer.stages.export import _FreshProcess
 
@@ -308,7 +308,6 @@ def test_a_tflite_conversion_handed_first_reports_apart_from_the_savedmodel_chec
         reply = checker.predict(files.model, files.verification_sample)
     assert reply["tflite"]["error"] and not (tmp_path / "x").exists(), reply["tflite"]
     assert len(reply["predictions"]) == 100 and set(reply["latency_ms"]) == {"1", "256"}
-    assert first["export"].tflite_max_abs_diff is not None and first["export"].tflite_max_abs_diff <= 1e-5
 
 
 def test_the_fresh_process_names_a_model_it_cannot_load_and_stops_when_export_fails(tmp_path: Path) -> None:

@@ -6,11 +6,11 @@ TensorFlow first and then reads the model and sample paths from a JSON line on s
 starts it before it loads and exports the model, so the child's TensorFlow import (most of its cost)
 overlaps that work instead of following it.
 
-With ``"tflite": {"network", "encoded", "out"}`` it also converts the network alone to TF Lite and predicts the
-sample's encoded features with TF Lite's interpreter (:func:`tflite_predictions`), for the export stage to compare
-with what the SavedModel served on the raw rows. That part may come as a line of its own before the model's
-(``{"tflite": ...}`` alone): the export stage sends it as soon as the network is written, so the conversion
-(about a second) overlaps the export stage writing the serving SavedModel.
+A line ``{"tflite": {"network", "encoded", "out"}}`` before the model's asks it also to convert the network alone
+to TF Lite and predict the sample's encoded features with TF Lite's interpreter (:func:`tflite_predictions`), for
+the export stage to compare with what the SavedModel served on the raw rows: the export stage sends it as soon as
+the network is written, so the conversion (about a second) overlaps the export stage writing the serving
+SavedModel; the result comes with the reply to the model's line.
 
 The request may also ask for latency (``"latency": {"batches": [1, 256], "repeats": 100}``): the signature is
 then called ``repeats`` times per batch size on rows of the sample (repeated to fill the batch) after a few
@@ -44,19 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     from retrainer.serving.signature_inputs import to_signature_inputs
 
     latency: dict[str, Any] = {}
-    tflite: dict[str, str] = {}
     converted: dict[str, Any] | None = None
     if args.wait:
         request = _next_request()
-        if request is not None and "model" not in request:  # the TF Lite part first, converted meanwhile
-            tflite = request.get("tflite") or {}
-            converted = tflite_predictions(tflite["network"], tflite["encoded"], tflite["out"]) if tflite else None
+        if request is not None and "tflite" in request:  # the TF Lite conversion first, done while export writes
+            lite = request["tflite"]
+            converted = tflite_predictions(lite["network"], lite["encoded"], lite["out"])
             request = _next_request()
         if request is None:  # the export stage gave up before it had a model: nothing to check
             return 0
         args.model, args.sample = request["model"], request["sample"]
         latency = request.get("latency") or {}
-        tflite = request.get("tflite") or tflite
     loaded = tf.saved_model.load(args.model)
     serve = loaded.signatures["serving_default"]
     spec = serve.structured_input_signature[1]
@@ -71,8 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         }
     if converted is not None:
         out["tflite"] = converted
-    elif tflite:
-        out["tflite"] = tflite_predictions(tflite["network"], tflite["encoded"], tflite["out"])
     json.dump(out, sys.stdout)
     return 0
 

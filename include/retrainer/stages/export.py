@@ -244,10 +244,10 @@ class _FreshProcess:
         except (BrokenPipeError, OSError):
             pass
 
-    def predict(self, model_dir: Path, sample: Path, tflite: dict[str, str] | None = None) -> dict[str, Any]:
+    def predict(self, model_dir: Path, sample: Path) -> dict[str, Any]:
         """The fresh process's reply: ``predictions`` on the sample, ``latency_ms`` by batch size, and the TF
-        Lite conversion's predictions (``tflite``) when it was asked for, here or by :meth:`convert`."""
-        request = {"model": str(model_dir), "sample": str(sample), "tflite": tflite or {},
+        Lite conversion's predictions (``tflite``) when :meth:`convert` asked for it."""
+        request = {"model": str(model_dir), "sample": str(sample),
                    "latency": {"batches": list(LATENCY_BATCHES), "repeats": LATENCY_REPEATS}}  # fmt: skip
         out, err = self.proc.communicate(json.dumps(request) + "\n", timeout=600)
         if self.proc.returncode != 0:
