@@ -37,7 +37,7 @@ def test_an_operation_is_reported_only_once_long_then_at_most_every_interval_and
     assert [r.getMessage() for r in caplog.records] == [
         "spark: operation 8e1f03aa running 5 s: 9/12 tasks of 2 stage(s) done, 1 running, 4 MiB read",
         "spark: operation 8e1f03aa running 15 s: 11/12 tasks of 2 stage(s) done, 1 running, 4 MiB read",
-        "spark: operation 8e1f03aa done in 17 s: 12/12 tasks of 2 stage(s) done, 4 MiB read",
+        "spark: operation 8e1f03aa ended after 17 s (last report: 12/12 tasks of 2 stage(s) done, 4 MiB read)",
     ]
 
 

@@ -5,7 +5,8 @@ Why: a cold full-year feature build or a backfill's raw gate runs a Spark job fo
 nothing between its start and its result, so an operator could not tell a long job from a hung one. The Spark
 Connect server streams each operation's stages (tasks done of total, bytes read) to the client while it runs
 (pyspark's ``SparkSession.registerProgressHandler``); this turns them into log lines. Short operations, nearly all
-of a warm daily run, log nothing.
+of a warm daily run, log nothing. The end line carries the last report's figures, not a final count: the server
+reports every few seconds and pyspark ends the operation without a report of its own.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ class SparkProgressLog:
         if done:
             self._operations.pop(key, None)
             if op.logged is not None:  # only an operation that was reported as running gets an end line
-                self.log.info("spark: operation %s done in %.0f s: %s", key[:8], elapsed, _account(stages, None))
+                # pyspark calls this when the operation's stream ends, failed or not, with the stages of the server's
+                # last periodic report, which may predate the last tasks' completion: the figures are that report's.
+                self.log.info("spark: operation %s ended after %.0f s (last report: %s)", key[:8], elapsed,
+                              _account(stages, None))  # fmt: skip
             return
         if elapsed < self.after or (op.logged is not None and now - op.logged < self.every):
             return
