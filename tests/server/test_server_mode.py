@@ -111,6 +111,12 @@ def server():
                 shutil.rmtree(ARTIFACTS / "team-stack", ignore_errors=True)
                 if stack.logs.exists():
                     shutil.copytree(stack.logs, ARTIFACTS / "team-stack")
+                    # the tasks' own logs (every try): a retried task's first failure is told only there
+                    tasks = base / "volumes" / "airflow-logs"
+                    try:
+                        shutil.copytree(tasks, ARTIFACTS / "team-stack" / "task-logs", dirs_exist_ok=True)
+                    except OSError as exc:  # evidence only: never the test's outcome
+                        print(f"task logs not kept: {exc}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -128,14 +128,14 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, diagnose: 
 
 
 def write_timeline(api: Api, dag_id: str, path: Path) -> None:
-    """Every task instance of the DAG's runs with its queue, start and seconds, as a TSV: where the
-    server-mode suite spends its time (the suite's budget is the whole `make test`)."""
-    rows = ["run_id\ttask_id\tqueue\tstate\tstart\tseconds"]
+    """Every task instance of the DAG's runs with its queue, state, try, start and seconds (of its last try), as
+    a TSV: where the server-mode suite spends its time (the suite's budget is the whole `make test`); a try
+    number above 1 is a retry or a clear, whose earlier tries are in the kept task logs."""
+    rows = ["run_id\ttask_id\tqueue\tstate\ttry\tstart\tseconds"]
+    columns = ("dag_run_id", "task_id", "queue", "state", "try_number", "start_date", "duration")
     for run in api.runs(dag_id):
         for ti in api.task_instances(dag_id, run["dag_run_id"]):
-            rows.append(
-                "\t".join(str(ti.get(k)) for k in ("dag_run_id", "task_id", "queue", "state", "start_date", "duration"))
-            )
+            rows.append("\t".join(str(ti.get(k)) for k in columns))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(rows) + "\n")
 
