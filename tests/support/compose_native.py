@@ -287,8 +287,35 @@ exec {as_pg} {pg}/postgres -D "$D" -c listen_addresses='*' -k "$S"
                 raise ServiceFailed(f"not started or not healthy within {timeout:.0f} s: {names}\n{tails}")
             time.sleep(1)
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """Each running service's CPU so far: its process tree's user and system time, with what its finished
+        children used (a Celery worker's forked tasks, Airflow's task processes once reaped). Where the team
+        stack's share of ``make test`` goes (``cpu.tsv`` beside the services' logs)."""
+        import psutil
+
+        out: dict[str, float] = {}
+        for service in self.services.values():
+            if service.process is None or service.process.poll() is not None:
+                continue
+            total = 0.0
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(service.process.pid)
+                for proc in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        t = proc.cpu_times()
+                        total += t.user + t.system + t.children_user + t.children_system
+            out[service.name] = total
+        return out
+
     def stop(self) -> None:
-        """SIGTERM to every service (a Celery worker's warm shutdown), dependants first; SIGKILL what is left."""
+        """SIGTERM to every service (a Celery worker's warm shutdown), dependants first; SIGKILL what is left.
+        First each service's CPU goes to ``cpu.tsv`` in the logs folder (evidence only: never fails the stop)."""
+        try:
+            cpu = self.cpu_seconds()
+            rows = [f"{name}\t{seconds:.1f}" for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1])]
+            (self.logs / "cpu.tsv").write_text("service\tcpu_s\n" + "\n".join(rows) + "\n")
+        except Exception as exc:  # noqa: BLE001
+            print(f"team stack CPU not recorded: {exc}")
         started = [s for s in self.services.values() if s.process is not None]
         for service in reversed(started):
             with contextlib.suppress(ProcessLookupError):
