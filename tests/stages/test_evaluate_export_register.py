@@ -90,7 +90,7 @@ def test_the_mlflow_model_page_has_plots_example_datasets_description_and_the_re
     model = mlflow.get_logged_model(version.source.removeprefix("models:/"))
     linked = {m.key: m.value for m in model.metrics}
     assert linked["new_auc"] == pytest.approx(ev.new["auc"]) and "new_auc_ci_low" in linked
-    assert not [k for k in linked if k.startswith(("champion_", "baseline_", "psi_"))], linked  # the run's, not its
+    assert not [k for k in linked if k.startswith(("champion_", "baseline_", "psi_"))], linked  # the run's only
     inputs = {d.dataset.name.split(" ")[0]: d.dataset for d in client.get_run(reg.mlflow_run_id).inputs.dataset_inputs}
     assert set(inputs) == {"training", "evaluation"}
     assert inputs["training"].digest == validated.features.train_fingerprint[:32]

@@ -157,11 +157,10 @@ def log_and_register(
             pip_requirements=serving_requirements(),
             registered_model_name=name,
             # MLflow links to the logged model the run's metrics of the step it is logged at. At the default step 0
-            # that was every summary metric (the champion's, the baselines', drift: about 80, one history query
-            # each and a batch of copies, 0.8 s per registration on SQLite, a request each against a server), and
-            # the model's page listed the champion's AUC as its own. At its last epoch's step only that epoch's
-            # curve points are linked; its evaluation metrics are linked below, with the dataset they were
-            # measured on.
+            # that copied every summary metric (the champion's, the baselines', drift: about 80) onto the model, a
+            # batch that grows with a reopened run's points, and the model's page listed the champion's AUC as its
+            # own. At its last epoch's step only that epoch's curve points are linked; its evaluation metrics are
+            # linked below, with the dataset they were measured on.
             step=max(1, training.best_epoch),
         )
         _link_to_model(info.model_id, validated, evaluation)

@@ -45,8 +45,7 @@ class SparkProgressLog:
         if done:
             self._operations.pop(key, None)
             if op.logged is not None:  # only an operation that was reported as running gets an end line
-                # pyspark calls this when the operation's stream ends, failed or not, with the stages of the server's
-                # last periodic report, which may predate the last tasks' completion: the figures are that report's.
+                # pyspark calls this when the stream ends, failed or not: the figures are the last report's (above)
                 self.log.info("spark: operation %s ended after %.0f s (last report: %s)", key[:8], elapsed,
                               _account(stages, None))  # fmt: skip
             return
